@@ -1,0 +1,44 @@
+/**
+ * The one place where errors become a one-line message and an exit code. A user mistake never shows
+ * a stack trace; an error that is not ours is a bug, and says so.
+ */
+import { CommanderError } from "commander";
+import { AddrinuseError } from "../errors.js";
+import type { CliIO } from "./io.js";
+
+export const EXIT_OK = 0;
+export const EXIT_FAIL = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_INTERRUPTED = 130;
+
+const USAGE_CODES = new Set([
+  "ERR_USAGE",
+  "ERR_BAD_PORT",
+  "ERR_BAD_ADDRESS",
+  "ERR_BAD_ARGUMENT",
+  "ERR_NOT_LINUX",
+  "ERR_NOT_ROOT",
+  "ERR_HOSTLIST_SYNTAX",
+  "ERR_HOSTFILE",
+]);
+
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+  if (err instanceof AddrinuseError) return USAGE_CODES.has(err.code) ? EXIT_USAGE : EXIT_FAIL;
+  return EXIT_FAIL;
+}
+
+export function reportError(prog: string, err: unknown, io: CliIO): number {
+  const code = exitCodeFor(err);
+  if (err instanceof CommanderError) {
+    // Commander already wrote its message through configureOutput (or it was --help/--version).
+    return code;
+  }
+  if (err instanceof AddrinuseError) {
+    io.stderr.write(`${prog}: ${err.message}\n`);
+    return code;
+  }
+  const e = err as Error;
+  io.stderr.write(`${prog}: internal error (a bug, please report it): ${e?.stack ?? String(err)}\n`);
+  return EXIT_FAIL;
+}

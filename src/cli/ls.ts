@@ -1,0 +1,82 @@
+/** `addrinuse ls` and `addrinuse watch`: which local ports hold how many sockets in which states. */
+import { setTimeout as sleep } from "node:timers/promises";
+import { countByPort, countByState, type PortCount } from "../core/portstats.js";
+import { readTcpSockets } from "../kernel/read.js";
+import type { TcpState } from "../kernel/parse.js";
+import { table } from "./display.js";
+import type { CliIO } from "./io.js";
+
+export interface LsOptions {
+  port?: number;
+  state?: TcpState;
+  top: number;
+  json: boolean;
+}
+
+export interface LsReport {
+  at: string;
+  total: number;
+  byState: Record<string, number>;
+  ports: PortCount[];
+}
+
+export function lsReport(opts: Omit<LsOptions, "json">): LsReport {
+  let rows = readTcpSockets(opts.port === undefined ? {} : { localPort: opts.port });
+  if (opts.state) rows = rows.filter((r) => r.state === opts.state);
+  return {
+    at: new Date().toISOString(),
+    total: rows.length,
+    byState: countByState(rows),
+    ports: countByPort(rows).slice(0, opts.top),
+  };
+}
+
+export function formatLs(r: LsReport): string {
+  const head = `${r.total} TCP sockets` + (r.total ? `: ${Object.entries(r.byState).sort((a, b) => b[1] - a[1]).map(([s, n]) => `${s} ${n}`).join(", ")}` : "");
+  if (r.ports.length === 0) return head + "\n";
+  const rows = [["PORT", "TOTAL", "STATES"], ...r.ports.map((p) => [
+    String(p.port),
+    String(p.total),
+    Object.entries(p.states).sort((a, b) => b[1] - a[1]).map(([s, n]) => `${s} ${n}`).join(", "),
+  ])];
+  return `${head}\n${table(rows)}\n`;
+}
+
+export async function runLs(opts: LsOptions, io: CliIO): Promise<number> {
+  const r = lsReport(opts);
+  io.stdout.write(opts.json ? JSON.stringify(r, null, 2) + "\n" : formatLs(r));
+  return 0;
+}
+
+export interface WatchOptions extends LsOptions {
+  intervalS: number;
+  /** Refreshes before stopping; 0 = until interrupted. */
+  count: number;
+}
+
+/**
+ * On a TTY the screen is redrawn in place; piped, each refresh is appended (ndjson with --json), so
+ * `watch --count 10 --json > log` records a time series.
+ */
+export async function runWatch(opts: WatchOptions, io: CliIO): Promise<number> {
+  const tty = io.stdout.isTTY === true && !opts.json;
+  let stop = false;
+  const onInt = () => {
+    stop = true;
+  };
+  io.signals.on("SIGINT", onInt);
+  try {
+    for (let i = 0; opts.count === 0 || i < opts.count; i++) {
+      const r = lsReport(opts);
+      if (opts.json) io.stdout.write(JSON.stringify(r) + "\n");
+      else if (tty) io.stdout.write(`\x1b[H\x1b[2J${r.at}  (every ${opts.intervalS} s, Ctrl-C to stop)\n${formatLs(r)}`);
+      else io.stdout.write(`${r.at}\n${formatLs(r)}\n`);
+      if (stop || (opts.count !== 0 && i + 1 >= opts.count)) break;
+      await sleep(opts.intervalS * 1000);
+      if (stop) break;
+    }
+  } finally {
+    io.signals.off("SIGINT", onInt);
+  }
+  return 0;
+}

@@ -1,0 +1,73 @@
+/** `addrinuse why PORT`: bind it like a Node server, read who holds it, say what to do. */
+import { diagnose, seconds, type Diagnosis } from "../core/diagnose.js";
+import { formatEndpoint } from "../core/address.js";
+import { readTcpTable } from "../kernel/read.js";
+import { tryBind } from "../net/probe.js";
+import { table } from "./display.js";
+import type { CliIO } from "./io.js";
+
+export interface WhyOptions {
+  port: number;
+  host?: string;
+  json: boolean;
+}
+
+export interface WhyReport extends Diagnosis {
+  /** Processes whose sockets we could not look into (not root). */
+  unreadableProcesses: number;
+}
+
+export async function whyReport(port: number, host: string | undefined): Promise<WhyReport> {
+  const bind = await tryBind(port, host);
+  const snapshot = readTcpTable({ localPort: port });
+  // Node's listen() with no host binds the IPv6 wildcard, dual-stack: every address.
+  const d = diagnose(port, host ?? "::", snapshot.sockets, bind);
+  return { ...d, unreadableProcesses: snapshot.unreadableProcesses };
+}
+
+export function formatWhy(r: WhyReport): string {
+  const lines: string[] = [];
+  const where = r.host === "::" || r.host === "0.0.0.0" ? `port ${r.port} (all addresses)` : formatEndpoint(r.host, r.port);
+  lines.push(
+    r.bindable
+      ? `${where}: bindable by a Node server (SO_REUSEADDR)` +
+          (r.withoutReuseAddr === "EADDRINUSE" ? `; a program without SO_REUSEADDR would get EADDRINUSE` : "")
+      : `${where}: NOT bindable: EADDRINUSE${r.kinds.includes("permission") ? " / EACCES" : ""}`,
+  );
+  if (r.groups.length === 0) lines.push("No TCP socket uses this port.");
+  for (const g of r.groups) {
+    const timer = g.longestTimerMs !== null && (g.state === "TIME_WAIT" || g.state.startsWith("FIN_WAIT") || g.state === "CLOSING" || g.state === "LAST_ACK")
+      ? `, longest ${seconds(g.longestTimerMs)} left`
+      : "";
+    lines.push("", `${g.state} (${g.count}${timer})`);
+    const shown = g.sockets.slice(0, 20);
+    lines.push(
+      table(
+        shown.map((s) => [
+          formatEndpoint(s.localAddress, s.localPort),
+          s.state === "LISTEN" ? "*" : formatEndpoint(s.remoteAddress, s.remotePort),
+          s.owners.length === 0
+            ? "no owner"
+            : s.owners.map((o) => `pid ${o.pid} ${o.command.slice(0, 60)}${o.user ? ` (${o.user})` : ""}`).join("; "),
+          s.timer !== "none" && s.state !== "ESTABLISHED" && s.state !== "LISTEN" ? `${seconds(s.timerMs)} left` : "",
+        ]),
+        "  ",
+      ),
+    );
+    if (g.sockets.length > shown.length) lines.push(`  ... and ${g.sockets.length - shown.length} more`);
+  }
+  if (r.advice.length) {
+    lines.push("", "Why, and what to do:");
+    for (const a of r.advice) lines.push(`  - ${a}`);
+  }
+  if (r.unreadableProcesses > 0) {
+    lines.push("", `(${r.unreadableProcesses} processes could not be inspected; run as root to name every owner)`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+export async function runWhy(opts: WhyOptions, io: CliIO): Promise<number> {
+  const r = await whyReport(opts.port, opts.host);
+  io.stdout.write(opts.json ? JSON.stringify(r, null, 2) + "\n" : formatWhy(r));
+  return r.bindable ? 0 : 1;
+}

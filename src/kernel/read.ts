@@ -1,0 +1,177 @@
+/**
+ * Reads the kernel's TCP table for this process's network namespace and names the processes that
+ * own its sockets.
+ *
+ * Ownership is not in /proc/net/tcp: a row carries only a socket inode. The owners are found the way
+ * lsof and ss -p do it, by reading every /proc/PID/fd/* link and matching "socket:[INODE]". That walk
+ * is the costly part on a busy machine, so it runs only for the inodes asked about and stops as soon
+ * as every one is found. Processes we may not look into (another user's, when not root) are counted
+ * and reported, never fatal.
+ */
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { endianness } from "node:os";
+import { NotLinuxError } from "../errors.js";
+import { parseTcpTable, type TcpSocket } from "./parse.js";
+
+export interface SocketOwner {
+  pid: number;
+  command: string;
+  uid: number | null;
+  user: string | null;
+}
+
+export interface OwnedSocket extends TcpSocket {
+  owners: SocketOwner[];
+}
+
+export interface TableReadOptions {
+  /** Keep only rows whose local port is this one (filtered before full parsing). */
+  localPort?: number;
+  /** Look up owning processes (costs a walk of /proc/*\/fd). Default true. */
+  owners?: boolean;
+  /** Where procfs is mounted; tests and containers may point elsewhere. */
+  procRoot?: string;
+}
+
+export interface TableSnapshot {
+  sockets: OwnedSocket[];
+  /** Processes whose fd tables could not be read (usually: not root). */
+  unreadableProcesses: number;
+  /** Whether the walk looked at all processes; false on a permission problem means owners may be missing. */
+  ownersComplete: boolean;
+}
+
+export function assertLinux(what: string): void {
+  if (process.platform !== "linux") throw new NotLinuxError(what);
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, "latin1");
+  } catch (e) {
+    // tcp6 is absent on kernels without IPv6; that is an empty table, not an error.
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "";
+    throw e;
+  }
+}
+
+/** The raw rows, no owners. */
+export function readTcpSockets(options: Pick<TableReadOptions, "localPort" | "procRoot"> = {}): TcpSocket[] {
+  const root = options.procRoot ?? "/proc";
+  const endian = endianness();
+  return [
+    ...parseTcpTable(readText(`${root}/net/tcp`), 4, endian, options.localPort),
+    ...parseTcpTable(readText(`${root}/net/tcp6`), 6, endian, options.localPort),
+  ];
+}
+
+let passwdCache: Map<number, string> | undefined;
+function userName(uid: number): string | null {
+  if (!passwdCache) {
+    passwdCache = new Map();
+    try {
+      for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+        const f = line.split(":");
+        if (f.length > 2) passwdCache.set(Number(f[2]), f[0]!);
+      }
+    } catch {
+      // No passwd file (minimal containers): users are shown by uid.
+    }
+  }
+  return passwdCache.get(uid) ?? null;
+}
+
+function processInfo(root: string, pid: number): SocketOwner {
+  let command = "";
+  try {
+    command = readFileSync(`${root}/${pid}/cmdline`, "latin1").replace(/\0+$/, "").replace(/\0/g, " ");
+  } catch {
+    // Process exited between the fd walk and now.
+  }
+  let uid: number | null = null;
+  try {
+    const status = readFileSync(`${root}/${pid}/status`, "latin1");
+    const m = /^Uid:\s+(\d+)/m.exec(status);
+    if (m) uid = Number(m[1]);
+    if (!command) {
+      const n = /^Name:\s+(.*)$/m.exec(status);
+      if (n) command = `[${n[1]}]`;
+    }
+  } catch {
+    // As above.
+  }
+  return { pid, command, uid, user: uid === null ? null : (userName(uid) ?? String(uid)) };
+}
+
+/** Finds the processes holding each inode. Stops walking once all are found. */
+export function findSocketOwners(
+  inodes: Iterable<number>,
+  procRoot = "/proc",
+): { owners: Map<number, SocketOwner[]>; unreadable: number } {
+  const wanted = new Set<number>();
+  for (const i of inodes) if (i !== 0) wanted.add(i);
+  const owners = new Map<number, SocketOwner[]>();
+  let unreadable = 0;
+  if (wanted.size === 0) return { owners, unreadable };
+  const remaining = new Set(wanted);
+  const infoCache = new Map<number, SocketOwner>();
+  let pids: string[];
+  try {
+    pids = readdirSync(procRoot).filter((n) => n.charCodeAt(0) >= 48 && n.charCodeAt(0) <= 57);
+  } catch {
+    return { owners, unreadable: 1 };
+  }
+  for (const p of pids) {
+    const pid = Number(p);
+    let fds: string[];
+    try {
+      fds = readdirSync(`${procRoot}/${p}/fd`);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EACCES" || code === "EPERM") unreadable++;
+      continue; // ENOENT: the process exited while we looked.
+    }
+    for (const fd of fds) {
+      let link: string;
+      try {
+        link = readlinkSync(`${procRoot}/${p}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (!link.startsWith("socket:[")) continue;
+      const inode = Number(link.slice(8, -1));
+      if (!wanted.has(inode)) continue;
+      let info = infoCache.get(pid);
+      if (!info) {
+        info = processInfo(procRoot, pid);
+        infoCache.set(pid, info);
+      }
+      const list = owners.get(inode) ?? [];
+      if (!list.some((o) => o.pid === pid)) list.push(info);
+      owners.set(inode, list);
+      remaining.delete(inode);
+    }
+    // Sockets can be shared across fork(), so one owner found is not all owners; but once every inode
+    // has some owner the user already has a name to act on, and the walk is the slow part.
+    if (remaining.size === 0) break;
+  }
+  return { owners, unreadable };
+}
+
+export function readTcpTable(options: TableReadOptions = {}): TableSnapshot {
+  assertLinux("addrinuse");
+  const rows = readTcpSockets(options);
+  const wantOwners = options.owners ?? true;
+  if (!wantOwners) {
+    return { sockets: rows.map((r) => ({ ...r, owners: [] })), unreadableProcesses: 0, ownersComplete: false };
+  }
+  const { owners, unreadable } = findSocketOwners(
+    rows.map((r) => r.inode),
+    options.procRoot,
+  );
+  return {
+    sockets: rows.map((r) => ({ ...r, owners: owners.get(r.inode) ?? [] })),
+    unreadableProcesses: unreadable,
+    ownersComplete: unreadable === 0,
+  };
+}

@@ -1,0 +1,32 @@
+/** Reads the kernel settings that govern TIME_WAIT and port use, and the socket summary. Read-only. */
+import { readFileSync } from "node:fs";
+
+export function readSysctl(name: string, procRoot = "/proc"): string | null {
+  try {
+    return readFileSync(`${procRoot}/sys/${name.replace(/\./g, "/")}`, "utf8").trim().replace(/\s+/g, " ");
+  } catch {
+    return null;
+  }
+}
+
+/** /proc/net/sockstat(6): the kernel's own counts, cheap to read at any table size. */
+export function readSockstat(procRoot = "/proc"): { inuse: number; orphan: number; timeWait: number; inuse6: number } {
+  const pick = (text: string, key: string) => {
+    const m = new RegExp(`\\b${key} (\\d+)`).exec(text);
+    return m ? Number(m[1]) : 0;
+  };
+  let v4 = "";
+  let v6 = "";
+  try {
+    v4 = (/^TCP: .*$/m.exec(readFileSync(`${procRoot}/net/sockstat`, "utf8")) ?? [""])[0];
+  } catch {
+    // Not Linux, or procfs hidden: zeros.
+  }
+  try {
+    v6 = (/^TCP6: .*$/m.exec(readFileSync(`${procRoot}/net/sockstat6`, "utf8")) ?? [""])[0];
+  } catch {
+    // No IPv6.
+  }
+  // "tw" in sockstat counts TIME_WAIT for both families (one tw hashinfo).
+  return { inuse: pick(v4, "inuse"), orphan: pick(v4, "orphan"), timeWait: pick(v4, "tw"), inuse6: pick(v6, "inuse") };
+}
