@@ -1,0 +1,72 @@
+/**
+ * The one small interface every remote-command transport implements (pdsh's rcmd modules,
+ * ClusterShell's workers). The engine owns scheduling, timeouts, output and results; a transport only
+ * runs one command on one host and says how its connection ended.
+ *
+ * Contract:
+ *  - `run` never rejects for a host problem: per-host failures come back as `error` in the result
+ *    (refused, timeout, protocol, auth...). A rejection is a bug.
+ *  - `signal` aborting means stop now: reset the connection(s) (RST, no TIME_WAIT on either side)
+ *    and resolve promptly with `closedBy: "reset"`. The engine tells timeout from cancel by
+ *    `signal.reason` ("timeout" | "cancel"); the transport need not care.
+ *  - `onConnected` is called once, when the command is about to start on the remote side
+ *    (connecting -> running in the engine's state machine).
+ *  - Output chunks are raw bytes as they arrive; the engine splits lines.
+ */
+import type { ErrorCode } from "../errors.js";
+
+export type TransportName = "rsh" | "ssh" | "openssh" | "exec";
+export type ClosedBy = "remote" | "local" | "reset";
+
+export interface RunRequest {
+  /** The host as the user wrote it (address, or name for ssh/exec; rsh needs an address). */
+  host: string;
+  /** Remote user (-u), default the local user. */
+  user: string;
+  /** Local user name (rsh sends it; rshd checks .rhosts against it). */
+  localUser: string;
+  command: string;
+  /** 0 = none (the engine's total timeout still applies). */
+  connectTimeoutMs: number;
+  /** Keep the remote stderr separate (rsh's second channel, ssh's extended data). */
+  separateStderr: boolean;
+  signal: AbortSignal;
+  onConnected(info: { localPort: number | null }): void;
+  onStdout(chunk: Buffer): void;
+  onStderr(chunk: Buffer): void;
+}
+
+export interface TransportResult {
+  /** The remote command's exit status, when it is known. */
+  exitCode: number | null;
+  /** The signal that ended the remote command (ssh reports it; rsh cannot). */
+  signal: string | null;
+  /** Who ended the main TCP connection; null when there was none (exec, or never connected). */
+  closedBy: ClosedBy | null;
+  localPort: number | null;
+  /** Did the command start on the remote side? */
+  connected: boolean;
+  error: { code: ErrorCode; message: string } | null;
+}
+
+export interface Transport {
+  readonly name: TransportName;
+  run(req: RunRequest): Promise<TransportResult>;
+  /** Release shared resources (agents, pools) at the end of a run. */
+  close?(): Promise<void>;
+}
+
+export interface TransportOptions {
+  /** rsh: after the server's FIN, end with RST so neither side keeps TIME_WAIT. */
+  resetAfterEof?: boolean;
+  /** rsh: local port range to bind from ("reserved" = 512-1023, what rshd requires). */
+  localPorts?: "reserved" | [number, number];
+  /** rsh: remote port (default 514). */
+  port?: number;
+  /** ssh: ~/.ssh/config replacement (-F). */
+  sshConfigFile?: string;
+  /** ssh: known_hosts policy. */
+  hostKeyChecking?: "strict" | "accept-new" | "off";
+  /** exec: the command template, e.g. ["docker", "exec", "%h", "sh", "-c"]. */
+  template?: string[];
+}
