@@ -26,7 +26,8 @@ export type ErrorCode =
   | "ERR_HOST_KEY"
   | "ERR_CANCELLED"
   | "ERR_TRANSPORT"
-  | "ERR_LAB";
+  | "ERR_LAB"
+  | "ERR_TESTBED";
 
 export class AddrinuseError extends Error {
   readonly code: ErrorCode;

@@ -1,7 +1,324 @@
-export async function main(): Promise<number> {
-  return 2;
+/**
+ * `multi-rsh`: run one command on many hosts at once, with the remote end closing every connection
+ * first so this machine keeps no TIME_WAIT. Forms (as the original):
+ *   multi-rsh [options] "command" host...
+ *   multi-rsh [options] -l FILE|- command args...      (also -w HOSTS, --demo)
+ * Options stop at the first non-option word, so `multi-rsh -w h ls -l` runs `ls -l`.
+ */
+import { readFileSync } from "node:fs";
+import { userInfo } from "node:os";
+import { Command, Option } from "commander";
+import { dedupeHosts, expandHostList, parseHostFile } from "../core/hostlist.js";
+import { runExitCode } from "../core/exit-policy.js";
+import { AddrinuseError, UsageError } from "../errors.js";
+import { readTcpSockets } from "../kernel/read.js";
+import { runHosts, type HostResult } from "../remote/engine.js";
+import { startDemoHosts, type DemoHosts } from "../remote/demo-hosts.js";
+import { formatSummary, summarise } from "../remote/report.js";
+import { createTransport } from "../remote/transports/index.js";
+import type { TransportOptions } from "../remote/transport.js";
+import { countArg, portArg, secondsArg } from "./args.js";
+import { StatusLine } from "./display.js";
+import { reportError } from "./exit.js";
+import { processIO, showsProgress, type CliIO } from "./io.js";
+import { OutputSink, type OutputMode } from "./output-sink.js";
+
+export const DEMO_COMMAND = 'echo "hello from $MULTI_RSH_HOST"; uname -sr';
+
+interface Opts {
+  hostfile?: string;
+  w?: string[];
+  x?: string[];
+  p: number;
+  t: number;
+  connectTimeout: number;
+  commandTimeout: number;
+  u?: string;
+  R: string;
+  b?: boolean;
+  N?: boolean;
+  S?: boolean;
+  json?: boolean;
+  ndjson?: boolean;
+  stderr?: boolean;
+  resetAfterEof?: boolean;
+  demo?: boolean;
+  port?: number;
+  localPorts?: [number, number];
+  F?: string;
+  hostKeyChecking?: "strict" | "accept-new" | "off";
 }
+
+function collect(v: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), v];
+}
+
+function rangeArg(text: string): [number, number] {
+  const m = /^(\d+)-(\d+)$/.exec(text.trim());
+  const a = m ? portArg(m[1]!, "--local-ports start") : 0;
+  const b = m ? portArg(m[2]!, "--local-ports end") : 0;
+  if (!m || a > b) throw new UsageError(`bad --local-ports '${text}': expected FROM-TO within 1-65535, e.g. 512-1023`);
+  return [a, b];
+}
+
+function buildProgram(io: CliIO): Command {
+  return new Command("multi-rsh")
+    .description("Run a command on many hosts at once; the remote end closes first, so this machine keeps no TIME_WAIT.")
+    .usage('[options] "command" host...\n       multi-rsh [options] -l FILE|- command args...\n       multi-rsh [options] -w HOSTS command args...')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+      outputError: (s, write) => write(`multi-rsh: ${s.trim().replace(/^error: /, "").replace(/\n+/g, " ")}\n`),
+    })
+    .passThroughOptions()
+    .argument("[words...]")
+    .option("-l, --hostfile <file>", "file of hosts, one per line (- = stdin); blank lines and # comments allowed")
+    .option("-w <hosts>", "hosts: comma list with ranges (node[01-32], 10.0.0.[1-9]) and ^FILE; repeatable", collect)
+    .option("-x <hosts>", "exclude these hosts (same syntax); repeatable", collect)
+    .option("-p <n>", "connections in parallel", (v) => countArg(v, "-p", 1, 100_000), 20)
+    .option("-t <seconds>", "total time per host, connect included (0 = none)", (v) => secondsArg(v, "-t"), 15)
+    .option("--connect-timeout <seconds>", "time to connect (0 = only -t)", (v) => secondsArg(v, "--connect-timeout"), 0)
+    .option("--command-timeout <seconds>", "time for the command once connected (0 = only -t)", (v) => secondsArg(v, "--command-timeout"), 0)
+    .option("-u <user>", "remote user (default: the local user)")
+    .option("-R <transport>", "rsh | ssh | openssh | exec", "rsh")
+    .option("-b", "gather identical outputs under folded host lists")
+    .option("-N", "no host prefix on output lines")
+    .option("-S", "exit with the largest remote exit code")
+    .option("--json", "one JSON document at the end (results, output, summary, ledger)")
+    .option("--ndjson", "one JSON record per host as it finishes")
+    .option("--stderr", "keep the remote stderr apart (rsh's second channel) instead of merged")
+    .option("--reset-after-eof", "rsh: after the remote closes, answer with RST so neither side keeps TIME_WAIT")
+    .option("--port <port>", "remote port (rsh 514, ssh 22)", (v) => portArg(v))
+    .option("--local-ports <from-to>", "rsh: local ports to connect from (default 512-1023, which rshd requires)", rangeArg)
+    .option("-F <file>", "ssh: config file instead of ~/.ssh/config")
+    .addOption(new Option("--host-key-checking <mode>", "ssh: strict | accept-new | off").choices(["strict", "accept-new", "off"]))
+    .option("--demo", "run on built-in rsh hosts this command starts on 127.0.0.2-17");
+}
+
+async function readStdin(io: CliIO): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of io.stdin) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+function readHostFile(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (e) {
+    throw new UsageError(`cannot read host file '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "ERR_HOSTFILE");
+  }
+}
+
+interface Plan {
+  command: string;
+  hosts: string[];
+  duplicates: string[];
+}
+
+async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null): Promise<Plan> {
+  let command: string;
+  let hosts: string[] = [];
+  const listed = o.hostfile !== undefined || (o.w?.length ?? 0) > 0 || demo !== null;
+  if (listed) {
+    command = words.join(" ");
+    if (o.hostfile !== undefined) {
+      const text = o.hostfile === "-" ? await readStdin(io) : readHostFile(o.hostfile);
+      hosts.push(...parseHostFile(text, o.hostfile === "-" ? "stdin" : o.hostfile));
+    }
+    for (const w of o.w ?? []) hosts.push(...expandHostList(w, readHostFile));
+    if (demo) hosts.push(...demo.addresses);
+    if (!command && demo) command = DEMO_COMMAND;
+  } else {
+    if (words.length === 0) throw new UsageError('no command: multi-rsh [options] "command" host...  (or -l FILE / -w HOSTS)');
+    command = words[0]!;
+    for (const h of words.slice(1)) hosts.push(...expandHostList(h, readHostFile));
+  }
+  if (!command.trim()) throw new UsageError("no command to run");
+  const excluded = new Set<string>();
+  for (const x of o.x ?? []) for (const h of expandHostList(x, readHostFile)) excluded.add(h);
+  const { hosts: unique, duplicates } = dedupeHosts(hosts.filter((h) => !excluded.has(h)));
+  if (unique.length === 0) throw new UsageError("no hosts to run on (give hosts, -w, -l or --demo)");
+  return { command, hosts: unique, duplicates };
+}
+
+export async function main(argv: readonly string[], io: CliIO = processIO()): Promise<number> {
+  let demo: DemoHosts | null = null;
+  try {
+    let words: string[] = [];
+    const program = buildProgram(io).action((w: string[]) => {
+      words = w;
+    });
+    await program.parseAsync([...argv], { from: "user" });
+    const o = program.opts<Opts>();
+    if (o.json && o.ndjson) throw new UsageError("--json and --ndjson: choose one");
+    if (o.b && (o.json || o.ndjson)) throw new UsageError("-b gathers text output; with --json the output is in the document");
+    if (o.demo && o.R !== "rsh") throw new UsageError("--demo hosts speak rsh: drop -R or use -R rsh");
+
+    if (o.R === "rsh" && !o.demo && !o.localPorts && process.getuid?.() !== 0) {
+      throw new AddrinuseError("ERR_NOT_ROOT", "rsh needs root: rshd only trusts connections from reserved ports (512-1023), which only root may bind");
+    }
+    if (o.demo) demo = await startDemoHosts();
+    const p = await plan(words, o, io, demo);
+
+    const transportOptions: TransportOptions = {
+      resetAfterEof: !!o.resetAfterEof,
+      ...(o.port !== undefined ? { port: o.port } : {}),
+      ...(o.localPorts ? { localPorts: o.localPorts } : {}),
+      ...(o.F ? { sshConfigFile: o.F } : {}),
+      ...(o.hostKeyChecking ? { hostKeyChecking: o.hostKeyChecking } : {}),
+    };
+    if (demo) {
+      transportOptions.port = demo.port;
+      if (!demo.reservedOnly) transportOptions.localPorts = o.localPorts ?? [20000, 29999];
+    }
+    const transport = await createTransport(o.R, transportOptions);
+
+    const mode: OutputMode = o.json ? "json" : o.ndjson ? "ndjson" : o.b ? "gather" : "lines";
+    const progress = showsProgress(io) && mode !== "json" && mode !== "ndjson";
+    const status = new StatusLine(io.stderr, progress);
+    const sink = new OutputSink(io, mode, !o.N, status);
+    const quietText = mode === "json" || mode === "ndjson";
+
+    if (demo && !quietText) {
+      io.stderr.write(
+        `multi-rsh: demo: ${demo.addresses.length} built-in rsh hosts on 127.0.0.2-${2 + demo.addresses.length - 1} port ${demo.port}` +
+          (demo.reservedOnly ? " (client on reserved ports, as root)" : " (not root: ordinary ports instead of reserved ones)") +
+          "\n",
+      );
+    }
+    if (p.duplicates.length && !quietText) {
+      io.stderr.write(`multi-rsh: ${p.duplicates.length} duplicate host${p.duplicates.length === 1 ? "" : "s"} run once: ${p.duplicates.slice(0, 10).join(", ")}${p.duplicates.length > 10 ? ", ..." : ""}\n`);
+    }
+
+    const localUser = (() => {
+      try {
+        return userInfo().username;
+      } catch {
+        return "root";
+      }
+    })();
+    const started = Date.now();
+    let finishedCount = 0;
+    let failedCount = 0;
+    const run = runHosts({
+      hosts: p.hosts,
+      command: p.command,
+      transport,
+      parallel: o.p,
+      timeoutMs: Math.round(o.t * 1000),
+      connectTimeoutMs: Math.round(o.connectTimeout * 1000),
+      commandTimeoutMs: Math.round(o.commandTimeout * 1000),
+      user: o.u ?? localUser,
+      localUser,
+      separateStderr: !!o.stderr,
+      onOutput: (h, s, b) => sink.output(h, s, b),
+      onResult: (r) => {
+        finishedCount++;
+        if (r.state !== "done" || (r.exitCode ?? 0) !== 0) failedCount++;
+        sink.finish(r);
+      },
+    });
+
+    // Ctrl-C once: status, and the run goes on. Twice within a second, or Ctrl-\: stop now.
+    let interrupted = false;
+    let lastInt = 0;
+    const abort = () => {
+      interrupted = true;
+      status.clear();
+      io.stderr.write("multi-rsh: interrupted: resetting running connections, cancelling the rest\n");
+      run.cancel();
+    };
+    const onInt = () => {
+      const now = Date.now();
+      if (now - lastInt < 1000) return abort();
+      lastInt = now;
+      const s = run.status();
+      status.clear();
+      const active = [...s.connecting, ...s.running];
+      io.stderr.write(
+        `multi-rsh: ${s.finished.length} done, ${active.length} running${active.length ? ` (${active.slice(0, 20).join(" ")}${active.length > 20 ? " ..." : ""})` : ""}, ${s.queued.length} waiting. Ctrl-C again within 1 s to stop.\n`,
+      );
+    };
+    io.signals.on("SIGINT", onInt);
+    io.signals.on("SIGQUIT", abort);
+    const ticker = progress
+      ? setInterval(() => {
+          const s = run.status();
+          const secs = (Date.now() - started) / 1000;
+          status.set(
+            `[${finishedCount}/${p.hosts.length}] ${s.connecting.length + s.running.length} running, ${failedCount} failed, ${(finishedCount / Math.max(secs, 0.001)).toFixed(0)} hosts/s`,
+          );
+        }, 100)
+      : null;
+
+    let results: HostResult[];
+    try {
+      results = await run.done;
+    } finally {
+      if (ticker) clearInterval(ticker);
+      status.clear();
+      io.signals.off("SIGINT", onInt);
+      io.signals.off("SIGQUIT", abort);
+      await transport.close?.();
+    }
+
+    const rows = readTcpSockets();
+    const summary = summarise(results, rows, Date.now() - started);
+    const exitCode = runExitCode(results, { largestRemote: !!o.S, interrupted });
+    let demoSide: { served: number; serverClosedFirst: number; hostTimeWait: number } | undefined;
+    if (demo) {
+      const addrs = new Set(demo.addresses);
+      const demoPort = demo.port;
+      demoSide = {
+        served: demo.stats.served,
+        serverClosedFirst: demo.stats.serverClosedFirst,
+        hostTimeWait: rows.filter((r) => r.state === "TIME_WAIT" && r.localPort === demoPort && addrs.has(r.localAddress)).length,
+      };
+    }
+    sink.flushGathered(p.hosts);
+    if (mode === "json") {
+      const doc = {
+        command: p.command,
+        transport: transport.name,
+        hosts: p.hosts,
+        duplicates: p.duplicates,
+        results: results.map((r) => sink.record(r)),
+        counts: summary.counts,
+        nonZeroExit: summary.nonZeroExit,
+        failures: summary.failures,
+        ledger: summary.ledger,
+        durationMs: summary.durationMs,
+        exitCode,
+        ...(demoSide ? { demoHosts: demoSide } : {}),
+      };
+      io.stdout.write(JSON.stringify(doc, null, 2) + "\n");
+    } else {
+      io.stderr.write(formatSummary(summary));
+      if (demoSide) {
+        io.stderr.write(
+          `demo hosts' side: ${demoSide.serverClosedFirst} of ${demoSide.served} connections closed by the host first; the hosts hold ${demoSide.hostTimeWait} TIME_WAIT (the remote end keeps them, as it should)\n`,
+        );
+      }
+    }
+    return exitCode;
+  } catch (err) {
+    return reportError("multi-rsh", err, io);
+  } finally {
+    await demo?.close();
+  }
+}
+
 export function run(): void {
-  process.stderr.write("multi-rsh: not built yet\n");
-  process.exitCode = 2;
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+      // Demo servers and sockets are closed; nothing should keep the loop alive, but a transport's
+      // stray timer must not hold the operator's prompt.
+      setTimeout(() => process.exit(code), 100).unref();
+    },
+    (err) => {
+      process.exitCode = reportError("multi-rsh", err, processIO());
+    },
+  );
 }

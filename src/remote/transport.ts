@@ -44,6 +44,9 @@ export interface TransportResult {
   /** Who ended the main TCP connection; null when there was none (exec, or never connected). */
   closedBy: ClosedBy | null;
   localPort: number | null;
+  /** The address and port actually connected to (names resolved), for matching kernel rows. */
+  remoteAddress?: string;
+  remotePort?: number;
   /** Did the command start on the remote side? */
   connected: boolean;
   error: { code: ErrorCode; message: string } | null;

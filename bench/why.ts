@@ -1,0 +1,291 @@
+/**
+ * bench/why: `addrinuse why PORT` against `ss -tan` on a kernel table of 10,000 and 50,000 TIME_WAIT
+ * sockets, whole processes (start-up included), in the same run.
+ *
+ * Each size gets a fresh network namespace (prefix `aibw`), so cleaning up is deleting it. Inside it
+ * this same file runs again (`--inner`): it listens on 0.0.0.0, opens N short connections that the
+ * SERVER closes first, so every TIME_WAIT sits on the listener's port (the busiest port), and then
+ * times the commands itself with spawnSync, so that `ip netns exec` costs no command anything.
+ *
+ * Why several destination addresses: the client's connect() walks the ephemeral range per
+ * destination (__inet_hash_connect); a second connection from a port that already has a server-side
+ * TIME_WAIT to the same 4-tuple would recycle that entry (tcp_timewait_state_process) instead of
+ * adding one. Spreading over 127.0.0.1-4 keeps every 4-tuple distinct.
+ *
+ * TIME_WAIT lasts 60 s, so the timing window after the build is bounded (--window) and the count is
+ * read before and after the rounds; both go in the JSON.
+ *
+ * Run: npm run build && npm run bench:why [-- --sizes 10000,50000 --rounds 7]
+ */
+import { spawnSync, spawn } from "node:child_process";
+import { connect, createServer, type AddressInfo } from "node:net";
+import { existsSync, mkdirSync, openSync, statSync, writeFileSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { release } from "node:os";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const CLI = join(ROOT, "bin", "addrinuse.js");
+const DESTINATIONS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"];
+
+interface CommandSpec {
+  name: string;
+  argv: string[];
+}
+
+interface Timing {
+  name: string;
+  argv: string[];
+  runsMs: number[];
+  medianMs: number;
+  minMs: number;
+  exitCodes: number[];
+}
+
+interface InnerResult {
+  target: number;
+  made: number;
+  failedConnects: number;
+  buildMs: number;
+  port: number;
+  timeWaitBefore: number;
+  timeWaitAfter: number;
+  rounds: number;
+  check: { whyTimeWaitCount: number | null; whyListenerPid: number | null; builderPid: number };
+  timings: Timing[];
+}
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+// ---------------------------------------------------------------- inside the namespace
+
+async function buildTimeWait(target: number, deadline: number): Promise<{ port: number; made: number; failed: number; close: () => void }> {
+  const server = createServer((s) => {
+    s.on("error", () => {});
+    // The server closes first: its side of every connection goes to TIME_WAIT.
+    s.end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ port: 0, host: "0.0.0.0", backlog: 4096 }, resolve);
+  });
+  const port = (server.address() as AddressInfo).port;
+  const inFlightMax = 200;
+  let started = 0;
+  let made = 0;
+  let failed = 0;
+  let inFlight = 0;
+  await new Promise<void>((resolve) => {
+    const launch = () => {
+      while (inFlight < inFlightMax && started < target && Date.now() < deadline) {
+        const host = DESTINATIONS[started % DESTINATIONS.length]!;
+        started++;
+        inFlight++;
+        let ok = true;
+        const c = connect({ port, host });
+        c.on("error", () => {
+          ok = false;
+        });
+        c.resume();
+        c.on("close", () => {
+          inFlight--;
+          if (ok) made++;
+          else failed++;
+          launch();
+        });
+      }
+      if (inFlight === 0) resolve();
+    };
+    launch();
+  });
+  return { port, made, failed, close: () => server.close() };
+}
+
+function countTimeWait(port: number): number {
+  const r = spawnSync("ss", ["-Htan", "state", "time-wait", `sport = :${port}`], { encoding: "latin1", maxBuffer: 1 << 28 });
+  return r.stdout.split("\n").filter((l) => l.length > 0).length;
+}
+
+function timeOnce(argv: string[], devnull: number): { ms: number; code: number } {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(argv[0]!, argv.slice(1), { stdio: ["ignore", devnull, devnull] });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  return { ms, code: r.status ?? -1 };
+}
+
+async function inner(): Promise<void> {
+  const target = Number(arg("--inner", "10000"));
+  const rounds = Number(arg("--rounds", "7"));
+  const windowMs = Number(arg("--window", "35")) * 1000;
+  const t0 = Date.now();
+  const built = await buildTimeWait(target, t0 + 40_000);
+  const buildMs = Date.now() - t0;
+  const port = built.port;
+  const windowEnd = Date.now() + windowMs;
+  const timeWaitBefore = countTimeWait(port);
+
+  // One checked run: the numbers only mean something if `why` saw what we built.
+  const check = spawnSync(process.execPath, [CLI, "why", String(port), "--json"], { encoding: "utf8", maxBuffer: 1 << 30 });
+  let whyTimeWaitCount: number | null = null;
+  let whyListenerPid: number | null = null;
+  try {
+    const doc = JSON.parse(check.stdout) as { groups: { state: string; count: number; sockets: { owners: { pid: number }[] }[] }[] };
+    whyTimeWaitCount = doc.groups.find((g) => g.state === "TIME_WAIT")?.count ?? 0;
+    whyListenerPid = doc.groups.find((g) => g.state === "LISTEN")?.sockets[0]?.owners[0]?.pid ?? null;
+  } catch {
+    process.stderr.write(`why --json did not parse: ${check.stderr.slice(0, 400)}\n`);
+  }
+
+  const node = process.execPath;
+  const commands: CommandSpec[] = [
+    { name: "ss -tan", argv: ["ss", "-tan"] },
+    { name: "ss -tanp", argv: ["ss", "-tanp"] },
+    { name: "node -e 0", argv: [node, "-e", "0"] },
+    { name: "addrinuse why PORT", argv: [node, CLI, "why", String(port)] },
+    { name: "addrinuse why PORT --json", argv: [node, CLI, "why", String(port), "--json"] },
+    { name: "addrinuse ls", argv: [node, CLI, "ls"] },
+  ];
+  const devnull = openSync("/dev/null", "w");
+  const runs = new Map<string, { ms: number[]; codes: number[] }>(commands.map((c) => [c.name, { ms: [], codes: [] }]));
+  // One warm-up of each (page cache, dist files), not counted.
+  for (const c of commands) timeOnce(c.argv, devnull);
+  let done = 0;
+  for (let r = 0; r < rounds && Date.now() < windowEnd; r++) {
+    // Rotate the order each round so no command always runs right after the same neighbour.
+    for (let i = 0; i < commands.length; i++) {
+      const c = commands[(i + r) % commands.length]!;
+      const t = timeOnce(c.argv, devnull);
+      runs.get(c.name)!.ms.push(t.ms);
+      runs.get(c.name)!.codes.push(t.code);
+    }
+    done++;
+  }
+  const timeWaitAfter = countTimeWait(port);
+  built.close();
+  const timings: Timing[] = commands.map((c) => {
+    const r = runs.get(c.name)!;
+    return { name: c.name, argv: c.argv.map((a) => a.replace(ROOT + "/", "")), runsMs: r.ms.map((x) => Math.round(x * 10) / 10), medianMs: median(r.ms), minMs: Math.min(...r.ms), exitCodes: [...new Set(r.codes)] };
+  });
+  const result: InnerResult = {
+    target,
+    made: built.made,
+    failedConnects: built.failed,
+    buildMs,
+    port,
+    timeWaitBefore,
+    timeWaitAfter,
+    rounds: done,
+    check: { whyTimeWaitCount, whyListenerPid, builderPid: process.pid },
+    timings,
+  };
+  process.stdout.write(JSON.stringify(result) + "\n");
+}
+
+// ---------------------------------------------------------------- outside: namespaces and the report
+
+function sh(argv: string[]): void {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.trim()}`);
+}
+
+function runInNamespace(ns: string, size: number, rounds: number, windowS: number): Promise<InnerResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      "ip",
+      ["netns", "exec", ns, process.execPath, "--import", "tsx", fileURLToPath(import.meta.url), "--inner", String(size), "--rounds", String(rounds), "--window", String(windowS)],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (d: string) => (out += d));
+    // Bounded: build (40 s) + window + slack.
+    const timer = setTimeout(() => child.kill("SIGKILL"), (40 + windowS + 60) * 1000);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(out.trim().split("\n").pop() ?? "") as InnerResult);
+      } catch {
+        reject(new Error(`inner run for ${size} failed (exit ${code})`));
+      }
+    });
+  });
+}
+
+function fmt(ms: number): string {
+  return ms.toFixed(1).padStart(8);
+}
+
+async function outer(): Promise<void> {
+  if (process.platform !== "linux" || process.getuid?.() !== 0) {
+    process.stderr.write("bench/why needs Linux and root (network namespaces)\n");
+    process.exit(2);
+  }
+  const distRead = join(ROOT, "dist", "kernel", "read.js");
+  if (!existsSync(join(ROOT, "dist", "cli", "addrinuse.js"))) {
+    process.stderr.write("bench/why: dist/ is missing; run `npm run build` first\n");
+    process.exit(2);
+  }
+  for (const f of ["kernel/read", "kernel/parse", "cli/why", "cli/addrinuse"]) {
+    if (statSync(join(ROOT, "src", f + ".ts")).mtimeMs > statSync(join(ROOT, "dist", f + ".js")).mtimeMs) {
+      process.stderr.write(`bench/why: warning: dist/${f}.js is older than src/${f}.ts; run \`npm run build\`\n`);
+    }
+  }
+  void distRead;
+  const sizes = arg("--sizes", "10000,50000").split(",").map(Number);
+  const rounds = Number(arg("--rounds", "7"));
+  const windowS = Number(arg("--window", "35"));
+  const results: InnerResult[] = [];
+  for (const size of sizes) {
+    const ns = `aibw-${process.pid}-${size}`;
+    sh(["ip", "netns", "add", ns]);
+    try {
+      sh(["ip", "-n", ns, "link", "set", "lo", "up"]);
+      sh(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"]);
+      sh(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", `net.ipv4.tcp_max_tw_buckets=${Math.max(262144, size * 2)}`]);
+      process.stderr.write(`building ${size} TIME_WAIT sockets in ${ns} ...\n`);
+      const r = await runInNamespace(ns, size, rounds, windowS);
+      results.push(r);
+      const ss = r.timings.find((t) => t.name === "ss -tan")!.medianMs;
+      console.log(
+        `\n${r.timeWaitBefore} TIME_WAIT on port ${r.port} (built ${r.made}/${r.target} in ${(r.buildMs / 1000).toFixed(1)} s; ${r.timeWaitAfter} left after ${r.rounds} rounds); why saw ${r.check.whyTimeWaitCount}, listener pid ${r.check.whyListenerPid === r.check.builderPid ? "named" : "NOT named"}`,
+      );
+      console.log(`${"command".padEnd(28)} ${"median ms".padStart(9)} ${"min ms".padStart(8)}  ratio to ss -tan`);
+      for (const t of r.timings) {
+        console.log(`${t.name.padEnd(28)} ${fmt(t.medianMs).padStart(9)} ${fmt(t.minMs)}  ${(t.medianMs / ss).toFixed(2)} x   exit ${t.exitCodes.join(",")}`);
+      }
+    } finally {
+      spawnSync("ip", ["netns", "del", ns]);
+    }
+  }
+  const ssVersion = spawnSync("ss", ["-V"], { encoding: "utf8" }).stdout.trim();
+  const doc = {
+    bench: "why",
+    date: new Date().toISOString(),
+    node: process.version,
+    kernel: release(),
+    ss: ssVersion,
+    cpus: readFileSync("/proc/cpuinfo", "latin1").split("\n").filter((l) => l.startsWith("processor")).length,
+    method:
+      "per size a fresh netns; a Node listener on 0.0.0.0 with N connections the server closed first (TIME_WAIT on the listener's port, listener still alive); each command a whole process spawned from inside the netns, stdout+stderr to /dev/null, one warm-up, then rounds in rotating order; median wall time",
+    target: "addrinuse why PORT <= 1.0 x ss -tan at 50,000 (aim 0.5)",
+    results: results.map((r) => {
+      const ss = r.timings.find((t) => t.name === "ss -tan")!.medianMs;
+      return { ...r, ratioToSsTan: Object.fromEntries(r.timings.map((t) => [t.name, Math.round((t.medianMs / ss) * 100) / 100])) };
+    }),
+  };
+  mkdirSync(join(ROOT, "bench", "results"), { recursive: true });
+  writeFileSync(join(ROOT, "bench", "results", "why.json"), JSON.stringify(doc, null, 2) + "\n");
+  console.log(`\nwrote bench/results/why.json`);
+}
+
+if (process.argv.includes("--inner")) await inner();
+else await outer();

@@ -1,0 +1,84 @@
+/**
+ * Throwaway network namespaces for the scenarios loopback cannot show: a qdisc that delays delivery
+ * (scenario 3) and a link that goes down (scenario 8). Every name starts with "ailab" so nothing
+ * here can touch another program's namespaces or links, and `teardown()` deletes what was made,
+ * which also drops every socket still in it (leftover TIME_WAIT and FIN_WAIT_2 included).
+ */
+import { execFile } from "node:child_process";
+import { accessSync, constants } from "node:fs";
+import { AddrinuseError } from "../errors.js";
+
+export const NETNS_PREFIX = "ailab";
+
+function onPath(bin: string): boolean {
+  for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").concat(["/usr/sbin", "/sbin"])) {
+    try {
+      accessSync(`${dir}/${bin}`, constants.X_OK);
+      return true;
+    } catch {
+      // Not in this directory.
+    }
+  }
+  return false;
+}
+
+/** Why namespaces cannot be used here, or null when they can. One line, for a skip. */
+export function namespaceUnavailable(needTc: boolean): string | null {
+  if (process.platform !== "linux") return "network namespaces need Linux";
+  if (process.getuid?.() !== 0) return "needs root to create network namespaces (run as root)";
+  if (!onPath("ip")) return "needs the `ip` command (Debian package iproute2)";
+  if (needTc && !onPath("tc")) return "needs the `tc` command (Debian package iproute2)";
+  return null;
+}
+
+export function run(cmd: string, args: readonly string[], timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
+      if (err) reject(new AddrinuseError("ERR_LAB", `${cmd} ${args.join(" ")}: ${(stderr || err.message).trim().split("\n")[0]}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** A set of namespaces made for one scenario run, deleted together. */
+export class NamespaceSet {
+  private readonly made: string[] = [];
+
+  /** Makes namespace `ailab<tag>` with its loopback up; returns its name. */
+  async add(tag: string): Promise<string> {
+    const name = `${NETNS_PREFIX}${tag}`;
+    await run("ip", ["netns", "add", name]);
+    this.made.push(name);
+    await run("ip", ["-n", name, "link", "set", "lo", "up"]);
+    return name;
+  }
+
+  /**
+   * A veth pair from `a` to `b` with a /30 between them. Link names are kept under the kernel's
+   * 15 characters.
+   */
+  async link(a: string, b: string, tag: string, addrA: string, addrB: string): Promise<{ devA: string; devB: string }> {
+    const devA = `${NETNS_PREFIX}${tag}a`.slice(0, 15);
+    const devB = `${NETNS_PREFIX}${tag}b`.slice(0, 15);
+    await run("ip", ["link", "add", devA, "netns", a, "type", "veth", "peer", "name", devB, "netns", b]);
+    await run("ip", ["-n", a, "addr", "add", `${addrA}/30`, "dev", devA]);
+    await run("ip", ["-n", b, "addr", "add", `${addrB}/30`, "dev", devB]);
+    await run("ip", ["-n", a, "link", "set", devA, "up"]);
+    await run("ip", ["-n", b, "link", "set", devB, "up"]);
+    return { devA, devB };
+  }
+
+  /** Refuses to go on unless traffic from `ns` to `addr` leaves through our own link `dev`. */
+  async assertRoute(ns: string, addr: string, dev: string): Promise<void> {
+    const out = await run("ip", ["-n", ns, "route", "get", addr]);
+    if (!new RegExp(`\\bdev ${dev}\\b`).test(out)) {
+      throw new AddrinuseError("ERR_LAB", `in ${ns} the route to ${addr} does not go over ${dev}: ${out.trim()}`);
+    }
+  }
+
+  async teardown(): Promise<void> {
+    for (const name of this.made.splice(0).reverse()) {
+      await run("ip", ["netns", "del", name]).catch(() => undefined);
+    }
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * ~/.ssh/config resolution for the built-in ssh transport: parsed text in, one host's settings out
+ * (no I/O here; the transport reads the files once per run).
+ *
+ * Parsing and Host/Match selection are the `ssh-config` package's; this module applies OpenSSH's
+ * rules on top (ssh_config(5)): the first value obtained for a keyword wins, in the order user config
+ * then system config (unless -F names the only file); IdentityFile accumulates; tokens %d %u %r %h %n
+ * %p %% and a leading ~ are expanded; `Match exec` is never run (it would run a shell per host).
+ * ProxyCommand and ProxyJump are reported in `unsupported` so the transport can say to use
+ * `-R openssh` rather than silently connect straight to the host. Include is not followed.
+ */
+import SSHConfig from "ssh-config";
+import { AddrinuseError } from "../errors.js";
+
+export type HostKeyPolicy = "strict" | "accept-new" | "off";
+
+export interface SshHostConfig {
+  /** The host as the user wrote it (OpenSSH's %n). */
+  alias: string;
+  /** Where to connect (HostName, default the alias). */
+  hostName: string;
+  port: number;
+  user: string;
+  /** Expanded paths, in the order to try. */
+  identityFiles: string[];
+  identitiesOnly: boolean;
+  /** ConnectTimeout in ms; 0 = not set. */
+  connectTimeoutMs: number;
+  /** StrictHostKeyChecking from the config; null when not set there. */
+  hostKeyChecking: HostKeyPolicy | null;
+  userKnownHostsFiles: string[];
+  globalKnownHostsFiles: string[];
+  hashKnownHosts: boolean;
+  /** Name to look up in known_hosts instead of the host name (HostKeyAlias). */
+  hostKeyAlias: string | null;
+  /** Keywords set for this host that only `-R openssh` honours. */
+  unsupported: string[];
+}
+
+export interface ResolveContext {
+  home: string;
+  localUser: string;
+  /** A user given on the command line (-u); beats the config's User, as `ssh -l` does. */
+  user?: string | null;
+}
+
+const DEFAULT_IDENTITIES = ["id_rsa", "id_ecdsa", "id_ed25519", "id_dsa"];
+
+// Keywords that change where or through what the connection goes: connecting directly instead
+// would reach the wrong place, so the host fails with a pointer to -R openssh.
+const UNSUPPORTED = ["proxycommand", "proxyjump"];
+
+/** Parse the text of each config file, in reading order (user's first, or only -F's). */
+export function parseSshConfigs(texts: readonly string[]): SSHConfig[] {
+  return texts.map((t) => SSHConfig.parse(t));
+}
+
+type Computed = Record<string, string | string[]>;
+
+function first(c: Computed, key: string): string | undefined {
+  const v = c[key];
+  if (v === undefined) return undefined;
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function all(c: Computed, key: string): string[] {
+  const v = c[key];
+  if (v === undefined) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+function yesNo(v: string | undefined, keyword: string): boolean | undefined {
+  if (v === undefined) return undefined;
+  const l = v.toLowerCase();
+  if (l === "yes" || l === "true") return true;
+  if (l === "no" || l === "false") return false;
+  throw new AddrinuseError("ERR_USAGE", `ssh config: ${keyword} must be yes or no, not '${v}'`);
+}
+
+function hostKeyPolicy(v: string | undefined): HostKeyPolicy | null {
+  if (v === undefined) return null;
+  switch (v.toLowerCase()) {
+    case "yes":
+    case "true":
+    case "ask": // we never prompt: "ask" is as strict as "yes"
+      return "strict";
+    case "accept-new":
+      return "accept-new";
+    case "no":
+    case "off":
+    case "false":
+      return "off";
+    default:
+      throw new AddrinuseError("ERR_USAGE", `ssh config: StrictHostKeyChecking '${v}' is not one of yes, accept-new, no, ask`);
+  }
+}
+
+/** Expand ssh_config(5) TOKENS and a leading ~ in a path-like value. */
+export function expandTokens(value: string, t: { home: string; localUser: string; user: string; hostName: string; alias: string; port: number }): string {
+  let v = value.startsWith("~/") || value === "~" ? t.home + value.slice(1) : value;
+  v = v.replace(/%([%dhnpru])/g, (_m, c: string) => {
+    switch (c) {
+      case "%":
+        return "%";
+      case "d":
+        return t.home;
+      case "h":
+        return t.hostName;
+      case "n":
+        return t.alias;
+      case "p":
+        return String(t.port);
+      case "r":
+        return t.user;
+      default:
+        return t.localUser;
+    }
+  });
+  return v;
+}
+
+/** One host's effective settings from the parsed configs (first obtained value wins). */
+export function resolveSshConfig(configs: readonly SSHConfig[], host: string, ctx: ResolveContext): SshHostConfig {
+  const merged: Computed = {};
+  const identityFiles: string[] = [];
+  for (const cfg of configs) {
+    const query: { Host: string; User?: string } = { Host: host };
+    if (ctx.user) query.User = ctx.user;
+    const c = cfg.compute(query, { ignoreCase: true, matchExec: false }) as Computed;
+    for (const [k, v] of Object.entries(c)) {
+      if (k === "identityfile") identityFiles.push(...(Array.isArray(v) ? v : [v]));
+      else if (!(k in merged)) merged[k] = v;
+    }
+  }
+
+  const portText = first(merged, "port");
+  const port = portText === undefined ? 22 : Number(portText);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new AddrinuseError("ERR_USAGE", `ssh config: Port '${portText}' for ${host} is not a port number`);
+  }
+  const user = ctx.user || first(merged, "user") || ctx.localUser;
+  const hostNameRaw = first(merged, "hostname");
+  const hostName = hostNameRaw === undefined ? host : hostNameRaw.replace(/%([%h])/g, (_m, c: string) => (c === "%" ? "%" : host));
+  const tokens = { home: ctx.home, localUser: ctx.localUser, user, hostName, alias: host, port };
+
+  const timeoutText = first(merged, "connecttimeout");
+  let connectTimeoutMs = 0;
+  if (timeoutText !== undefined && timeoutText.toLowerCase() !== "none") {
+    const s = Number(timeoutText);
+    if (!Number.isFinite(s) || s < 0) throw new AddrinuseError("ERR_USAGE", `ssh config: ConnectTimeout '${timeoutText}' is not a number of seconds`);
+    connectTimeoutMs = Math.round(s * 1000);
+  }
+
+  const splitFiles = (key: string, fallback: string[]): string[] => {
+    const vals = all(merged, key).flatMap((v) => v.split(/\s+/)).filter((v) => v !== "" && v.toLowerCase() !== "none");
+    return (all(merged, key).length ? vals : fallback).map((p) => expandTokens(p, tokens));
+  };
+
+  const files = identityFiles.filter((f) => f.toLowerCase() !== "none");
+  const alias = first(merged, "hostkeyalias");
+  return {
+    alias: host,
+    hostName,
+    port,
+    user,
+    identityFiles: (identityFiles.length ? files : DEFAULT_IDENTITIES.map((n) => `~/.ssh/${n}`)).map((p) => expandTokens(p, tokens)),
+    identitiesOnly: yesNo(first(merged, "identitiesonly"), "IdentitiesOnly") ?? false,
+    connectTimeoutMs,
+    hostKeyChecking: hostKeyPolicy(first(merged, "stricthostkeychecking")),
+    userKnownHostsFiles: splitFiles("userknownhostsfile", ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]),
+    globalKnownHostsFiles: splitFiles("globalknownhostsfile", ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]),
+    hashKnownHosts: yesNo(first(merged, "hashknownhosts"), "HashKnownHosts") ?? false,
+    hostKeyAlias: alias ?? null,
+    unsupported: UNSUPPORTED.filter((k) => {
+      const v = first(merged, k);
+      return v !== undefined && v.toLowerCase() !== "none";
+    }),
+  };
+}

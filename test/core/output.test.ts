@@ -1,0 +1,76 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { LineSplitter } from "../../src/core/lines.js";
+import { ExitMarkerFilter, newMarker, wrapCommand } from "../../src/core/exit-marker.js";
+import { formatGathered, gatherOutputs } from "../../src/core/gather.js";
+import { runExitCode } from "../../src/core/exit-policy.js";
+
+test("lines are whole however the bytes arrive; a last line without newline is kept", () => {
+  const lines: [string, boolean][] = [];
+  const s = new LineSplitter((l, nl) => lines.push([l, nl]));
+  const long = "x".repeat(200_000);
+  s.push(Buffer.from("ab"));
+  s.push(Buffer.from("c\nde"));
+  s.push(Buffer.from(`${long}\n`));
+  const euro = Buffer.from("€\n");
+  s.push(euro.subarray(0, 1));
+  s.push(euro.subarray(1));
+  s.push(Buffer.from("tail"));
+  s.end();
+  assert.deepEqual(lines, [["abc", true], [`de${long}`, true], ["€", true], ["tail", false]]);
+});
+
+test("the exit marker is cut out wherever the chunks split it, and the code read", () => {
+  const m = newMarker();
+  const stream = Buffer.from(`hello\nno newline${m.marker}42\n`);
+  for (let cut = 1; cut < stream.length; cut += 3) {
+    const out: Buffer[] = [];
+    const f = new ExitMarkerFilter(m.marker, (b) => out.push(b));
+    f.push(stream.subarray(0, cut));
+    f.push(stream.subarray(cut));
+    f.end();
+    assert.equal(Buffer.concat(out).toString(), "hello\nno newline", `cut at ${cut}`);
+    assert.equal(f.exitCode, 42);
+  }
+});
+
+test("output that only looks like the marker's start is passed through; no marker means no code", () => {
+  const m = newMarker();
+  const out: Buffer[] = [];
+  const f = new ExitMarkerFilter(m.marker, (b) => out.push(b));
+  f.push(Buffer.from(`x${m.marker.slice(0, 10)}`));
+  f.end();
+  assert.equal(Buffer.concat(out).toString(), `x${m.marker.slice(0, 10)}`);
+  assert.equal(f.exitCode, null);
+});
+
+test("the wrapped command never contains the joined marker and reads /dev/null", () => {
+  const m = newMarker();
+  const w = wrapCommand("cat # comment", m);
+  assert.ok(!w.includes(m.marker));
+  assert.match(w, /<\/dev\/null/);
+});
+
+test("-b folds hosts with identical output, largest group first", () => {
+  const blocks = gatherOutputs(
+    new Map([
+      ["n1", ["same"]],
+      ["n2", ["same"]],
+      ["n3", ["odd"]],
+      ["n4", ["same"]],
+    ]),
+    ["n1", "n2", "n3", "n4"],
+  );
+  assert.deepEqual(blocks.map((b) => b.folded), ["n[1-2,4]", "n3"]);
+  assert.match(formatGathered(blocks), /n\[1-2,4\] \(3\)\n-+\nsame\n/);
+});
+
+test("exit policy: 0 all ok, 1 any failure or non-zero, -S largest code, 130 interrupted", () => {
+  const ok = { state: "done", exitCode: 0 };
+  assert.equal(runExitCode([ok, ok], { largestRemote: false, interrupted: false }), 0);
+  assert.equal(runExitCode([ok, { state: "done", exitCode: 3 }], { largestRemote: false, interrupted: false }), 1);
+  assert.equal(runExitCode([ok, { state: "failed", exitCode: null }], { largestRemote: false, interrupted: false }), 1);
+  assert.equal(runExitCode([{ state: "done", exitCode: 3 }, { state: "done", exitCode: 7 }], { largestRemote: true, interrupted: false }), 7);
+  assert.equal(runExitCode([ok, { state: "timedout", exitCode: null }], { largestRemote: true, interrupted: false }), 1);
+  assert.equal(runExitCode([ok], { largestRemote: false, interrupted: true }), 130);
+});

@@ -1,0 +1,55 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+
+const bin = fileURLToPath(new URL("../../bin/multi-rsh.js", import.meta.url));
+
+/** Resolves once `pattern` has appeared in the child's stream (bounded: fails after 20 s). */
+function waitFor(child: ChildProcess, stream: "stdout" | "stderr", pattern: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const timer = setTimeout(() => reject(new Error(`no ${pattern} on ${stream} in 20 s; got: ${text}`)), 20_000);
+    child[stream]!.on("data", (b: Buffer) => {
+      text += b.toString();
+      if (pattern.test(text)) {
+        clearTimeout(timer);
+        resolve(text);
+      }
+    });
+  });
+}
+
+function start(args: string[]) {
+  const child = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  const exited = once(child, "exit") as Promise<[number | null, string | null]>;
+  return { child, exited, err: () => err };
+}
+
+test("Ctrl-C once prints the status and the run goes on; twice within a second cancels everyone, summary and exit 130", async (t) => {
+  const { child, exited, err } = start(["--demo", "-p", "4", "-t", "60", "echo started; sleep 30"]);
+  t.after(() => child.kill("SIGKILL"));
+  await waitFor(child, "stdout", /(started[\s\S]*){4}/);
+  child.kill("SIGINT");
+  await waitFor(child, "stderr", /4 running .*12 waiting/);
+  assert.equal(child.exitCode, null, "still running after one Ctrl-C");
+  child.kill("SIGINT");
+  child.kill("SIGINT");
+  const [code] = await exited;
+  assert.equal(code, 130);
+  assert.match(err(), /16 hosts in [\d.]+ s: 16 cancelled/);
+  assert.match(err(), /0 closed by the remote first, 0 by us first, 4 reset; local TIME_WAIT left by this run: 0/);
+});
+
+test("Ctrl-\\ (SIGQUIT) stops at once: running hosts reset, queued ones cancelled", async (t) => {
+  const { child, exited, err } = start(["--demo", "-p", "2", "-t", "60", "echo started; sleep 30"]);
+  t.after(() => child.kill("SIGKILL"));
+  await waitFor(child, "stdout", /(started[\s\S]*){2}/);
+  child.kill("SIGQUIT");
+  const [code] = await exited;
+  assert.equal(code, 130);
+  assert.match(err(), /16 cancelled/);
+});
