@@ -32,7 +32,7 @@ export function formatWhy(r: WhyReport): string {
     r.bindable
       ? `${where}: bindable by a Node server (SO_REUSEADDR)` +
           (r.withoutReuseAddr === "EADDRINUSE" ? `; a program without SO_REUSEADDR would get EADDRINUSE` : "")
-      : `${where}: NOT bindable: EADDRINUSE${r.kinds.includes("permission") ? " / EACCES" : ""}`,
+      : `${where}: NOT bindable: ${r.kinds.includes("permission") ? "EACCES (permission denied)" : "EADDRINUSE"}`,
   );
   if (r.groups.length === 0) lines.push("No TCP socket uses this port.");
   for (const g of r.groups) {

@@ -53,3 +53,34 @@ test("Ctrl-\\ (SIGQUIT) stops at once: running hosts reset, queued ones cancelle
   assert.equal(code, 130);
   assert.match(err(), /16 cancelled/);
 });
+
+/** Runs the built CLI as user `nobody`, when we are root and nobody may read the tree. */
+function asNobody(args: string[]) {
+  return spawn("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, bin, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+}
+
+async function nobodyCanRun(): Promise<boolean> {
+  if (process.getuid?.() !== 0) return false;
+  const c = spawn("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "test", "-r", bin], { stdio: "ignore" });
+  c.on("error", () => {});
+  const [code] = (await once(c, "exit")) as [number | null];
+  return code === 0;
+}
+
+test("not root: rsh says it needs root in one line (exit 2); the demo still runs, on ordinary ports", async (t) => {
+  if (!(await nobodyCanRun())) return t.skip("needs root and a tree that user nobody can read (setpriv)");
+  const rsh = asNobody(["true", "127.0.0.1"]);
+  let err = "";
+  rsh.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  const [code] = (await once(rsh, "exit")) as [number];
+  assert.equal(code, 2);
+  assert.equal(err.trim().split("\n").length, 1);
+  assert.match(err, /rsh needs root/);
+  const demo = asNobody(["--demo", "-w", "127.0.0.2", "true"]);
+  let derr = "";
+  demo.stderr.on("data", (b: Buffer) => (derr += b.toString()));
+  const [dcode] = (await once(demo, "exit")) as [number];
+  assert.equal(dcode, 0, derr);
+  assert.match(derr, /not root: ordinary ports/);
+  assert.match(derr, /local TIME_WAIT left by this run: 0/);
+});

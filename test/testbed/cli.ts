@@ -31,7 +31,9 @@ function describe(tb: Testbed): string {
   const f = tb.files;
   return [
     `testbed ${tb.prefix}: ${tb.hosts.length} hosts ${tb.hosts[0]!.address}..${tb.hosts[tb.hosts.length - 1]!.address} on bridge ${tb.bridge}, client ${tb.clientAddress}` +
-      (tb.created ? ` (up in ${(tb.setupMs / 1000).toFixed(1)} s, hosts use ${Math.round(tb.hostRssBytes / 2 ** 20)} MiB)` : " (already up)"),
+      (tb.created
+        ? ` (up in ${(tb.setupMs / 1000).toFixed(1)} s: ${tb.phasesMs.root} ms links, ${tb.phasesMs.hosts} ms daemons, ${tb.phasesMs.listen} ms until listening; hosts use ${Math.round(tb.hostPssBytes / 2 ** 20)} MiB PSS)`
+        : " (already up)"),
     ...(faults.length ? [`faults: ${faults.join(" ")}`] : []),
     `hosts file:  ${f.hosts}   (without faults: ${f.hostsOk})`,
     `ssh config:  ${f.sshConfig}   (key ${f.clientKey}, known_hosts ${f.knownHosts})`,

@@ -81,7 +81,10 @@ export interface Testbed {
   files: TestbedFiles;
   /** How long `up` took, and how much memory the host processes use (sum of RSS). */
   setupMs: number;
-  hostRssBytes: number;
+  /** Where the setup time went: root-namespace batch, per-host processes, waiting for listeners. */
+  phasesMs: { root: number; hosts: number; listen: number };
+  /** Proportional set size of every host process, summed (shared pages counted once). */
+  hostPssBytes: number;
   /** False when `up` found the same testbed already running and did nothing. */
   created: boolean;
 }
@@ -450,11 +453,11 @@ function processesIn(inodes: Set<number>): Map<number, number> {
   return out;
 }
 
-function rssBytes(pids: Iterable<number>): number {
+function pssBytes(pids: Iterable<number>): number {
   let total = 0;
   for (const pid of pids) {
     try {
-      const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "latin1"));
+      const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "latin1"));
       if (m) total += Number(m[1]) * 1024;
     } catch {
       // Exited.
@@ -575,8 +578,12 @@ export async function up(opts: TestbedOptions): Promise<Testbed> {
       `neigh replace ${h.address} lladdr ${h.fault === "blackhole" ? NOBODY_MAC : hostMac(h.index)} dev ${n.bridge} nud permanent`,
     );
   }
+  const phasesMs = { root: 0, hosts: 0, listen: 0 };
   try {
+    let t = performance.now();
     await ipBatch(root, "creating the namespaces and the bridge");
+    phasesMs.root = Math.round(performance.now() - t);
+    t = performance.now();
     for (const h of hosts) {
       const run = join(dir, "host", String(h.index), "run");
       mkdirSync(join(run, "sshd"), { recursive: true, mode: 0o755 });
@@ -590,7 +597,10 @@ export async function up(opts: TestbedOptions): Promise<Testbed> {
       if (r.code !== 0) failures.push(`${h.name}: ${r.stderr.trim().split("\n").pop()}`);
     });
     if (failures.length > 0) fail(`${failures.length} hosts did not start; first: ${failures[0]}`);
-    await waitListening({ prefix: o.prefix, net: o.net, hosts, files } as Testbed, 30_000 + 30 * hosts.length);
+    phasesMs.hosts = Math.round(performance.now() - t);
+    t = performance.now();
+    await waitListening({ hosts, files }, 30_000 + 30 * hosts.length);
+    phasesMs.listen = Math.round(performance.now() - t);
   } catch (e) {
     await down({ prefix: o.prefix });
     throw e;
@@ -604,7 +614,8 @@ export async function up(opts: TestbedOptions): Promise<Testbed> {
     hosts,
     files,
     setupMs: Math.round(performance.now() - t0),
-    hostRssBytes: rssBytes(processesIn(inodes).keys()),
+    phasesMs,
+    hostPssBytes: pssBytes(processesIn(inodes).keys()),
     created: true,
   };
   writeFile(join(dir, "state.json"), JSON.stringify({ options: o, testbed: tb } satisfies StateFile, null, 2) + "\n");

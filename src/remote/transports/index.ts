@@ -23,3 +23,4 @@ export function transportNames(): TransportName[] {
 
 // Loaded lazily so that `-R rsh` never pays for ssh2's start-up.
 registerTransport("rsh", async () => (await import("./rsh.js")).createRshTransport);
+registerTransport("ssh", async () => (await import("./ssh.js")).createSshTransport);

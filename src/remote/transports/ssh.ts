@@ -1,0 +1,573 @@
+/**
+ * -R ssh: the built-in ssh client, on the ssh2 library. Every host is one TCP connection on this
+ * process's event loop; nothing is forked per host (pdsh, pssh and clush run one `ssh` each).
+ *
+ * Theory of operation. ssh2 speaks the protocol; this module owns the TCP connection. ssh2 is handed
+ * a view of the socket (SocketView) whose end() does nothing, so no code path in the library can send
+ * our FIN. A host's run: connect (our socket, our connect timeout, which also covers the handshake
+ * and authentication, like OpenSSH's ConnectTimeout plus BatchMode) -> host key checked against
+ * known_hosts -> agent keys, then identity files, never a prompt -> exec with the remote stdin at EOF
+ * at once (CHANNEL_EOF, RFC 4254 §5.3; the TCP connection stays open) -> output as it comes -> the
+ * exit-status or exit-signal (RFC 4254 §6.10) -> CHANNEL_CLOSE.
+ *
+ * Then the close, the point of the exercise. OpenSSH's client exits at this moment and its kernel
+ * sends the first FIN, so the operator's machine keeps a TIME_WAIT per host for 60 s (RFC 9293
+ * §3.6.1: the side that closes first waits 2*MSL). Here the client sends SSH_MSG_DISCONNECT (RFC 4253
+ * §11.1) and keeps its socket open; sshd exits on it and *its* kernel sends the first FIN; ours
+ * follows (LAST_ACK, then gone): the TIME_WAIT is the server's. If that FIN does not come within
+ * `graceMs`, the connection is reset (RST: no TIME_WAIT on either side). Timeouts and aborts reset at
+ * once. Each result's closedBy says which of these happened, from what the socket saw.
+ *
+ * Settings come from ~/.ssh/config (or -F) through ssh-config.ts and known_hosts through
+ * known-hosts.ts; both files are read once per run, not once per host.
+ */
+import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
+import { homedir, userInfo } from "node:os";
+import { dirname } from "node:path";
+import net from "node:net";
+import { Duplex } from "node:stream";
+import ssh2 from "ssh2";
+import type { AnyAuthMethod, AuthenticationType, ClientChannel, IdentityCallback, NextAuthHandler, ParsedKey, ServerHostKeyAlgorithm } from "ssh2";
+import type SSHConfig from "ssh-config";
+import { AddrinuseError, UsageError, type ErrorCode } from "../../errors.js";
+import {
+  checkHostKey,
+  fingerprint,
+  formatKnownHostsLine,
+  hostKeyAlgorithmsFor,
+  knownHostsName,
+  knownKeyTypes,
+  parseKnownHosts,
+  type KnownHostEntry,
+} from "../known-hosts.js";
+import { parseSshConfigs, resolveSshConfig, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
+import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
+
+const { Client, OpenSSHAgent, utils } = ssh2;
+type SshClient = InstanceType<typeof Client>;
+
+/** How long to wait for the server's FIN after our DISCONNECT before resetting. */
+export const DEFAULT_GRACE_MS = 2000;
+
+/** What the transport reads from its surroundings; tests replace it. */
+export interface SshEnvironment {
+  home?: string;
+  localUser?: string;
+  /** SSH_AUTH_SOCK; default from process.env. Empty string = no agent. */
+  agentSocket?: string;
+  /** System config read after the user's when no -F is given (default /etc/ssh/ssh_config). */
+  systemConfigFile?: string | null;
+  graceMs?: number;
+}
+
+/** Host key algorithms ssh2 supports, in its default preference (protocol/constants.js). */
+const HOST_KEY_ALGORITHMS = [
+  "ssh-ed25519",
+  "ecdsa-sha2-nistp256",
+  "ecdsa-sha2-nistp384",
+  "ecdsa-sha2-nistp521",
+  "rsa-sha2-512",
+  "rsa-sha2-256",
+  "ssh-rsa",
+];
+
+interface Identity {
+  path: string;
+  /** Usable private key, or null (missing, encrypted, unreadable). */
+  key: ParsedKey | null;
+  /** Public blob from the key or its .pub file, to pick agent keys under IdentitiesOnly. */
+  publicBlob: Buffer | null;
+  encrypted: boolean;
+}
+
+/**
+ * ssh2 reads and writes through this; the real socket stays ours. end() (ssh2 calls it after sending
+ * DISCONNECT, and on errors) is swallowed: the server must close first.
+ */
+class SocketView extends Duplex {
+  constructor(private readonly sock: net.Socket) {
+    super({ allowHalfOpen: true });
+    sock.on("data", (d: Buffer) => {
+      if (!this.push(d)) sock.pause();
+    });
+    sock.on("end", () => this.push(null));
+  }
+  override _read(): void {
+    this.sock.resume();
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.sock.writable) this.sock.write(chunk);
+    cb();
+  }
+  override _final(cb: (err?: Error | null) => void): void {
+    cb();
+  }
+}
+
+/** Agent keys narrowed to the configured identities (IdentitiesOnly yes), as OpenSSH does. */
+class FilteredAgent extends OpenSSHAgent {
+  constructor(
+    socketPath: string,
+    private readonly allowed: readonly Buffer[],
+  ) {
+    super(socketPath);
+  }
+  override getIdentities(cb: IdentityCallback<ParsedKey>): void {
+    super.getIdentities((err, keys) => {
+      if (err || !keys) return cb(err, keys);
+      // ssh2's agent protocol yields parsed keys; other entry shapes cannot be matched and are dropped.
+      cb(undefined, keys.filter((k) => "getPublicSSH" in k && this.allowed.some((a) => a.equals(k.getPublicSSH()))));
+    });
+  }
+}
+
+function readOptional(path: string): Buffer | null {
+  try {
+    return readFileSync(path);
+  } catch {
+    return null;
+  }
+}
+
+export class SshTransport implements Transport {
+  readonly name = "ssh" as const;
+  private readonly configs: SSHConfig[];
+  private readonly home: string;
+  private readonly localUser: string;
+  private readonly agentSocket: string;
+  readonly graceMs: number;
+  private readonly identities = new Map<string, Identity>();
+  private readonly knownHosts = new Map<string, KnownHostEntry[]>();
+
+  constructor(
+    private readonly options: TransportOptions,
+    env: SshEnvironment = {},
+  ) {
+    this.home = env.home ?? homedir();
+    this.localUser = env.localUser ?? userInfo().username;
+    this.agentSocket = env.agentSocket ?? process.env["SSH_AUTH_SOCK"] ?? "";
+    this.graceMs = env.graceMs ?? DEFAULT_GRACE_MS;
+    const texts: string[] = [];
+    if (options.sshConfigFile !== undefined) {
+      // -F names the only file, and a file the user named must exist (ssh: "Can't open user config file").
+      const t = readOptional(options.sshConfigFile);
+      if (t === null) throw new UsageError(`cannot read ssh config file '${options.sshConfigFile}'`);
+      texts.push(t.toString("utf8"));
+    } else {
+      const user = readOptional(`${this.home}/.ssh/config`);
+      if (user) texts.push(user.toString("utf8"));
+      const systemFile = env.systemConfigFile === undefined ? "/etc/ssh/ssh_config" : env.systemConfigFile;
+      const system = systemFile === null ? null : readOptional(systemFile);
+      if (system) texts.push(system.toString("utf8"));
+    }
+    try {
+      this.configs = parseSshConfigs(texts);
+    } catch (e) {
+      throw new UsageError(`cannot parse ssh config: ${(e as Error).message}`);
+    }
+  }
+
+  /** One host's settings; the user from RunRequest counts only when it is not the default (-u given). */
+  resolve(req: Pick<RunRequest, "host" | "user" | "localUser">): SshHostConfig {
+    const explicitUser = req.user && req.user !== req.localUser ? req.user : null;
+    return resolveSshConfig(this.configs, req.host, { home: this.home, localUser: this.localUser, user: explicitUser });
+  }
+
+  identity(path: string): Identity {
+    let id = this.identities.get(path);
+    if (id) return id;
+    id = { path, key: null, publicBlob: null, encrypted: false };
+    const data = readOptional(path);
+    if (data) {
+      const parsed = utils.parseKey(data);
+      if (parsed instanceof Error) {
+        id.encrypted = /passphrase|encrypted/i.test(parsed.message);
+      } else {
+        const key = Array.isArray(parsed) ? (parsed[0] as ParsedKey) : parsed;
+        if (key.isPrivateKey()) {
+          id.key = key;
+          id.publicBlob = key.getPublicSSH();
+        }
+      }
+    }
+    if (!id.publicBlob) {
+      const pub = readOptional(`${path}.pub`);
+      const parsed = pub ? utils.parseKey(pub) : null;
+      if (parsed && !(parsed instanceof Error)) id.publicBlob = (Array.isArray(parsed) ? (parsed[0] as ParsedKey) : parsed).getPublicSSH();
+    }
+    this.identities.set(path, id);
+    return id;
+  }
+
+  knownHostsEntries(files: readonly string[]): KnownHostEntry[] {
+    const out: KnownHostEntry[] = [];
+    for (const f of files) {
+      let entries = this.knownHosts.get(f);
+      if (!entries) {
+        const text = readOptional(f);
+        entries = text ? parseKnownHosts(text.toString("utf8"), f) : [];
+        this.knownHosts.set(f, entries);
+      }
+      out.push(...entries);
+    }
+    return out;
+  }
+
+  /** accept-new: file the key in the first user known_hosts file (and in our cache for later hosts). */
+  addKnownHost(file: string, name: string, key: Buffer, hash: boolean): void {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    const line = formatKnownHostsLine(name, key, hash);
+    appendFileSync(file, line, { mode: 0o600 });
+    const entries = this.knownHosts.get(file) ?? [];
+    entries.push(...parseKnownHosts(line, file));
+    this.knownHosts.set(file, entries);
+  }
+
+  hostKeyPolicy(cfg: SshHostConfig): HostKeyPolicy {
+    return this.options.hostKeyChecking ?? cfg.hostKeyChecking ?? "strict";
+  }
+
+  agentPath(): string {
+    return this.agentSocket;
+  }
+
+  async run(req: RunRequest): Promise<TransportResult> {
+    let cfg: SshHostConfig;
+    try {
+      cfg = this.resolve(req);
+    } catch (e) {
+      const code: ErrorCode = e instanceof AddrinuseError ? e.code : "ERR_TRANSPORT";
+      return failed(code, (e as Error).message);
+    }
+    if (cfg.unsupported.length > 0) {
+      return failed(
+        "ERR_TRANSPORT",
+        `${req.host}: the ssh config sets ${cfg.unsupported.join(", ")}, which the built-in ssh does not follow; use -R openssh`,
+      );
+    }
+    if (req.signal.aborted) return failed(abortCode(req.signal, false), abortMessage(req.signal));
+    return new Promise((resolve) => new HostRun(this, req, cfg, resolve).start());
+  }
+}
+
+function failed(code: ErrorCode, message: string): TransportResult {
+  return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
+}
+
+function abortCode(signal: AbortSignal, connected: boolean): ErrorCode {
+  if (signal.reason === "timeout") return connected ? "ERR_COMMAND_TIMEOUT" : "ERR_CONNECT_TIMEOUT";
+  return "ERR_CANCELLED";
+}
+
+function abortMessage(signal: AbortSignal): string {
+  return signal.reason === "timeout" ? "timed out: connection reset" : "cancelled: connection reset";
+}
+
+type ClientError = Error & { level?: string; code?: string };
+
+/** One host's connection, from connect to the socket's close; resolves exactly once. */
+class HostRun {
+  private sock: net.Socket | null = null;
+  private view: SocketView | null = null;
+  private client: SshClient | null = null;
+  private localPort: number | null = null;
+  private tcpUp = false;
+  private started = false;
+  private commandDone = false;
+  private exitCode: number | null = null;
+  private exitSignal: string | null = null;
+  private error: { code: ErrorCode; message: string } | null = null;
+  private remoteFin = false;
+  private reset = false;
+  private peerReset = false;
+  private ending = false;
+  private settled = false;
+  private hostKeyProblem: string | null = null;
+  private connectTimer: NodeJS.Timeout | null = null;
+  private graceTimer: NodeJS.Timeout | null = null;
+  private readonly target: string;
+  private authTried: string[] = [];
+  private serverMethods: string[] | null = null;
+  private agentProblem: string | null = null;
+
+  constructor(
+    private readonly t: SshTransport,
+    private readonly req: RunRequest,
+    private readonly cfg: SshHostConfig,
+    private readonly done: (r: TransportResult) => void,
+  ) {
+    this.target = `${cfg.user}@${cfg.hostName}${cfg.port === 22 ? "" : `:${cfg.port}`}`;
+  }
+
+  private readonly onAbort = (): void => {
+    this.fail(abortCode(this.req.signal, this.started), abortMessage(this.req.signal));
+    this.resetNow();
+  };
+
+  start(): void {
+    this.req.signal.addEventListener("abort", this.onAbort, { once: true });
+    const timeoutMs = this.req.connectTimeoutMs > 0 ? this.req.connectTimeoutMs : this.cfg.connectTimeoutMs;
+    if (timeoutMs > 0) {
+      this.connectTimer = setTimeout(() => {
+        const phase = this.tcpUp ? "handshake/authentication" : "TCP connect";
+        this.fail("ERR_CONNECT_TIMEOUT", `${this.target}: no ssh session within ${timeoutMs / 1000} s (stuck in ${phase})`);
+        this.resetNow();
+      }, timeoutMs);
+    }
+    const sock = net.connect({ host: this.cfg.hostName, port: this.cfg.port });
+    this.sock = sock;
+    sock.setNoDelay(true);
+    sock.on("connect", () => this.onTcpConnect());
+    sock.on("error", (e: NodeJS.ErrnoException) => this.onSocketError(e));
+    sock.on("end", () => {
+      this.remoteFin = true;
+      if (this.graceTimer) clearTimeout(this.graceTimer);
+      if (!this.commandDone) {
+        this.fail(
+          "ERR_CONNECTION_LOST",
+          this.started
+            ? `${this.target}: the server closed the connection before the command finished`
+            : `${this.target}: the server closed the connection during the ssh handshake`,
+        );
+      }
+      // allowHalfOpen is off: Node answers with our FIN now, after theirs.
+    });
+    sock.on("close", () => this.settle());
+  }
+
+  private onTcpConnect(): void {
+    const sock = this.sock!;
+    this.tcpUp = true;
+    this.localPort = sock.localPort ?? null;
+    const view = new SocketView(sock);
+    this.view = view;
+    const client = new Client();
+    this.client = client;
+    client.on("error", (e: ClientError) => this.onClientError(e));
+    client.on("ready", () => this.onReady());
+    const name = knownHostsName(this.cfg.hostKeyAlias ?? this.cfg.hostName, this.cfg.port);
+    const entries = this.t.knownHostsEntries([...this.cfg.userKnownHostsFiles, ...this.cfg.globalKnownHostsFiles]);
+    const known = knownKeyTypes(entries, name).flatMap(hostKeyAlgorithmsFor).filter((a) => HOST_KEY_ALGORITHMS.includes(a));
+    const order = [...new Set([...known, ...HOST_KEY_ALGORITHMS])];
+    client.connect({
+      sock: view,
+      username: this.cfg.user,
+      readyTimeout: 0,
+      keepaliveInterval: 0,
+      algorithms: { serverHostKey: order as ServerHostKeyAlgorithm[] },
+      hostVerifier: (key: Buffer) => this.verifyHostKey(name, entries, key),
+      authHandler: this.authHandler(),
+    });
+  }
+
+  private verifyHostKey(name: string, entries: KnownHostEntry[], key: Buffer): boolean {
+    const policy = this.t.hostKeyPolicy(this.cfg);
+    if (policy === "off") return true;
+    const v = checkHostKey(entries, name, key);
+    switch (v.kind) {
+      case "match":
+        return true;
+      case "revoked":
+        this.hostKeyProblem = `${this.target}: the host key ${fingerprint(key)} is marked @revoked (${v.entry.file}:${v.entry.line})`;
+        return false;
+      case "changed":
+        this.hostKeyProblem =
+          `${this.target}: HOST KEY CHANGED for ${name}: the server offers ${fingerprint(key)}, ` +
+          `${v.entry.file}:${v.entry.line} has another ${v.entry.keyType} key; if the change is expected, ` +
+          `remove it with ssh-keygen -R '${name}' -f ${v.entry.file}`;
+        return false;
+      case "unknown": {
+        if (policy === "accept-new") {
+          const file = this.cfg.userKnownHostsFiles[0];
+          if (file !== undefined) {
+            try {
+              this.t.addKnownHost(file, name, key, this.cfg.hashKnownHosts);
+            } catch (e) {
+              this.hostKeyProblem = `${this.target}: cannot add the host key to ${file}: ${(e as Error).message}`;
+              return false;
+            }
+          }
+          return true;
+        }
+        const others = v.otherTypes.length ? ` (known_hosts has only ${v.otherTypes.join(", ")} keys for it)` : "";
+        this.hostKeyProblem =
+          `${this.target}: unknown host key ${fingerprint(key)} for ${name}${others}; ` +
+          `add it to known_hosts or run with --host-key-checking accept-new`;
+        return false;
+      }
+    }
+  }
+
+  /** Agent first (narrowed under IdentitiesOnly), then the identity files; never a password or prompt. */
+  private authHandler(): (authsLeft: AuthenticationType[] | null, partial: boolean | null, next: NextAuthHandler) => void {
+    const user = this.cfg.user;
+    const methods: { label: string; method: AnyAuthMethod }[] = [];
+    const ids = this.cfg.identityFiles.map((p) => this.t.identity(p));
+    const agent = this.t.agentPath();
+    if (agent) {
+      if (this.cfg.identitiesOnly) {
+        const allowed = ids.flatMap((i) => (i.publicBlob ? [i.publicBlob] : []));
+        if (allowed.length) methods.push({ label: "agent", method: { type: "agent", username: user, agent: new FilteredAgent(agent, allowed) } });
+      } else {
+        methods.push({ label: "agent", method: { type: "agent", username: user, agent } });
+      }
+    }
+    for (const id of ids) {
+      if (id.key) methods.push({ label: id.path, method: { type: "publickey", username: user, key: id.key } });
+    }
+    const encrypted = ids.filter((i) => i.encrypted && !i.key).map((i) => i.path);
+    this.skippedEncrypted = encrypted;
+    let i = 0;
+    return (authsLeft, _partial, next) => {
+      if (authsLeft) this.serverMethods = authsLeft;
+      while (i < methods.length) {
+        const m = methods[i++]!;
+        if (authsLeft && !authsLeft.includes("publickey")) continue;
+        this.authTried.push(m.label);
+        next(m.method);
+        return;
+      }
+      (next as (m: AnyAuthMethod | false) => void)(false);
+    };
+  }
+
+  private skippedEncrypted: string[] = [];
+
+  private authFailureMessage(): string {
+    const parts = [`${this.target}: permission denied`];
+    if (this.serverMethods) parts[0] += ` (server accepts: ${this.serverMethods.join(",")})`;
+    parts.push(this.authTried.length ? `tried ${this.authTried.join(", ")}` : "no key to offer (no agent, no readable identity file)");
+    if (this.skippedEncrypted.length) parts.push(`skipped passphrase-protected ${this.skippedEncrypted.join(", ")} (add them to ssh-agent: we never prompt)`);
+    if (this.agentProblem) parts.push(`agent: ${this.agentProblem}`);
+    return parts.join("; ");
+  }
+
+  private onReady(): void {
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    if (this.settled || this.ending) return;
+    try {
+      this.client!.exec(this.req.command, (err, stream) => {
+        if (this.settled) return;
+        if (err) {
+          this.fail("ERR_REMOTE_REFUSED", `${this.target}: the server would not run the command: ${err.message}`);
+          this.endPolitely();
+          return;
+        }
+        this.onChannel(stream);
+      });
+    } catch (e) {
+      this.fail("ERR_CONNECTION_LOST", `${this.target}: ${(e as Error).message}`);
+      this.resetNow();
+    }
+  }
+
+  private onChannel(stream: ClientChannel): void {
+    if (this.settled || this.ending) return;
+    this.started = true;
+    this.req.onConnected({ localPort: this.localPort });
+    const errOut = this.req.separateStderr ? this.req.onStderr : this.req.onStdout;
+    stream.on("data", (d: Buffer) => this.req.onStdout(d));
+    stream.stderr.on("data", (d: Buffer) => errOut(d));
+    stream.on("exit", (code: number | null, signal?: string) => {
+      if (typeof code === "number") this.exitCode = code;
+      else this.exitSignal = signal ?? null;
+    });
+    stream.on("error", () => {});
+    stream.on("close", () => {
+      this.commandDone = true;
+      if (this.exitCode === null && this.exitSignal === null) {
+        this.fail("ERR_PROTOCOL", `${this.target}: the command's channel closed without an exit status`);
+      }
+      this.endPolitely();
+    });
+    // The remote stdin gets EOF now (CHANNEL_EOF); the TCP connection stays open.
+    stream.end();
+  }
+
+  private onClientError(e: ClientError): void {
+    switch (e.level) {
+      case "agent":
+        this.agentProblem = e.message;
+        return;
+      case "client-authentication":
+        this.fail("ERR_AUTH", this.authFailureMessage());
+        break;
+      default:
+        if (this.hostKeyProblem) this.fail("ERR_HOST_KEY", this.hostKeyProblem);
+        else this.fail("ERR_PROTOCOL", `${this.target}: ssh: ${e.message}`);
+    }
+    this.endPolitely();
+  }
+
+  private onSocketError(e: NodeJS.ErrnoException): void {
+    if (!this.tcpUp) {
+      if (e.code === "ECONNREFUSED") this.fail("ERR_CONNECT_REFUSED", `${this.target}: connection refused`);
+      else this.fail("ERR_CONNECT", `${this.target}: cannot connect: ${e.code ?? e.message}`);
+      return;
+    }
+    if (e.code === "ECONNRESET") this.peerReset = true;
+    if (!this.commandDone) this.fail("ERR_CONNECTION_LOST", `${this.target}: connection lost: ${e.code ?? e.message}`);
+  }
+
+  /** DISCONNECT, then wait a bounded grace for the server's FIN; reset if it does not come. */
+  private endPolitely(): void {
+    if (this.ending || this.settled) return;
+    this.ending = true;
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    try {
+      // Sends SSH_MSG_DISCONNECT through the view; the view swallows ssh2's end() of the socket.
+      this.client?.end();
+    } catch {
+      // already unwritable: nothing to say to the server
+    }
+    if (this.remoteFin) return;
+    this.graceTimer = setTimeout(() => this.resetNow(), this.t.graceMs);
+  }
+
+  private resetNow(): void {
+    const sock = this.sock;
+    if (!sock || sock.destroyed) return;
+    if (this.tcpUp && !this.remoteFin) {
+      this.reset = true;
+      sock.resetAndDestroy();
+    } else {
+      // Still connecting (SYN_SENT: closing it sends nothing), or the server's FIN is already in and
+      // ours is being sent: no TIME_WAIT on our side either way.
+      sock.destroy();
+    }
+  }
+
+  private fail(code: ErrorCode, message: string): void {
+    if (!this.error) this.error = { code, message };
+  }
+
+  private closedBy(): ClosedBy | null {
+    if (!this.tcpUp) return null;
+    if (this.reset || this.peerReset) return "reset";
+    // We never send the first FIN (see the top comment); "local" would mean a path that did.
+    return this.remoteFin ? "remote" : "local";
+  }
+
+  private settle(): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.req.signal.removeEventListener("abort", this.onAbort);
+    this.view?.destroy();
+    if (!this.error && !this.commandDone) this.fail("ERR_CONNECTION_LOST", `${this.target}: connection closed`);
+    this.done({
+      exitCode: this.exitCode,
+      signal: this.exitSignal,
+      closedBy: this.closedBy(),
+      localPort: this.localPort,
+      connected: this.started,
+      error: this.error,
+    });
+  }
+}
+
+export function createSshTransport(options: TransportOptions, env?: SshEnvironment): Transport {
+  return new SshTransport(options, env);
+}
