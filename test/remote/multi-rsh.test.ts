@@ -190,3 +190,17 @@ test("1,000 runs in a row to one host: no port exhausted, no failure, no local T
   const tw = readTcpSockets().filter((s) => s.state === "TIME_WAIT" && used.has(s.localPort) && s.remotePort === demo.port && s.remoteAddress === demo.addresses[0]);
   assert.equal(tw.length, 0);
 });
+
+test("on a terminal, progress is drawn on stderr only and cleared; stdout holds only output lines", async () => {
+  const io = captureIO({ tty: true });
+  const code = await main([...base(), "-w", hosts(), "sleep 0.3; echo done-here"], io);
+  assert.equal(code, 0);
+  assert.match(io.err(), /\r\x1b\[K\[\d+\/4\] \d+ running/);
+  assert.deepEqual(io.out().trim().split("\n").sort(), demo.addresses.map((h) => `${h}: done-here`).sort());
+});
+
+test("piped (no terminal), stderr carries no progress, only the summary", async () => {
+  const r = await run(["-w", hosts(), "true"]);
+  assert.doesNotMatch(r.err, /\x1b/);
+  assert.match(r.err, /^multi-rsh: 4 hosts in/m);
+});
