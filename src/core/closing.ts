@@ -166,7 +166,8 @@ export function heldBy(state: ClosingState, orphan: boolean): Holder {
     case "FIN_WAIT_1":
     case "CLOSING":
     case "LAST_ACK":
-      return { timer: "retransmit", endedBy: "kernel retransmissions of the FIN: net.ipv4.tcp_orphan_retries (0 means 8)" };
+      // A FIN that could not leave at all (link down) is retried by the probe timer instead, on the same budget.
+      return { timer: "retransmit", endedBy: "kernel retries of the FIN, backing off from 200 ms: net.ipv4.tcp_orphan_retries (0 means 8)" };
     case "ESTABLISHED":
       return { timer: "none", endedBy: "the programs (keepalive, if enabled, after net.ipv4.tcp_keepalive_time)" };
     default:

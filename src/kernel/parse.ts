@@ -155,6 +155,18 @@ function decEnd(text: string, i: number, end: number): number {
   return i;
 }
 
+/** End of a decimal token (optional '-', at least one digit) that a space or the line's end follows; -1 if none. */
+function decToken(text: string, i: number, end: number): number {
+  const digits = text.charCodeAt(i) === 45 ? i + 1 : i;
+  const j = decEnd(text, digits, end);
+  if (j === digits || !endsToken(text, j, end)) return -1;
+  return j;
+}
+
+function endsToken(text: string, j: number, end: number): boolean {
+  return j === end || text.charCodeAt(j) === 32;
+}
+
 function decValue(text: string, i: number, j: number): number {
   let neg = false;
   if (text.charCodeAt(i) === 45) {
@@ -218,6 +230,7 @@ function parseRow(
   i = j + 1;
   j = hexEnd(text, i, end);
   if (j === i) return null;
+  if (!endsToken(text, j, end)) return null;
   const localPort = hexValue(text, i, j);
   // The port filter comes before anything costly: at 50,000 rows most are not the port asked about.
   if (onlyLocalPort !== undefined && localPort !== onlyLocalPort) return null;
@@ -230,10 +243,11 @@ function parseRow(
   i = j + 1;
   j = hexEnd(text, i, end);
   if (j === i) return null;
+  if (!endsToken(text, j, end)) return null;
   const remotePort = hexValue(text, i, j);
   i = skipSpaces(text, j, end);
   j = hexEnd(text, i, end);
-  if (j === i) return null;
+  if (j === i || !endsToken(text, j, end)) return null;
   const state = TCP_STATES[hexValue(text, i, j)];
   if (!state) return null;
   // tx_queue:rx_queue
@@ -243,6 +257,7 @@ function parseRow(
   const txQueue = hexValue(text, i, j);
   i = j + 1;
   j = hexEnd(text, i, end);
+  if (j === i || !endsToken(text, j, end)) return null;
   const rxQueue = hexValue(text, i, j);
   // tr:tm->when
   i = skipSpaces(text, j, end);
@@ -251,23 +266,24 @@ function parseRow(
   const tr = hexValue(text, i, j);
   i = j + 1;
   j = hexEnd(text, i, end);
+  if (j === i || !endsToken(text, j, end)) return null;
   const when = hexValue(text, i, j);
   // retrnsmt
   i = skipSpaces(text, j, end);
   j = hexEnd(text, i, end);
-  if (j === i) return null;
+  if (j === i || !endsToken(text, j, end)) return null;
   const retransmits = hexValue(text, i, j);
   // uid, timeout (skipped), inode
   i = skipSpaces(text, j, end);
-  j = decEnd(text, i, end);
-  if (j === i) return null;
+  j = decToken(text, i, end);
+  if (j < 0) return null;
   const uid = decValue(text, i, j);
   i = skipSpaces(text, j, end);
-  j = decEnd(text, i, end);
-  if (j === i) return null;
+  j = decToken(text, i, end);
+  if (j < 0) return null;
   i = skipSpaces(text, j, end);
-  j = decEnd(text, i, end);
-  if (j === i) return null;
+  j = decToken(text, i, end);
+  if (j < 0) return null;
   const inode = decValue(text, i, j);
   return {
     family,

@@ -103,8 +103,9 @@ const handlers = {
     done({});
   },
   freeze(c, done) {
+    // Reply (stdout pipes are synchronous on Linux), then block before the loop can turn again.
     done({});
-    setImmediate(freeze);
+    freeze();
   },
 };
 require("readline").createInterface({ input: process.stdin }).on("line", (line) => {

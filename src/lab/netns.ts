@@ -22,13 +22,41 @@ function onPath(bin: string): boolean {
   return false;
 }
 
-/** Why namespaces cannot be used here, or null when they can. One line, for a skip. */
-export function namespaceUnavailable(needTc: boolean): string | null {
+const probed = new Map<boolean, Promise<string | null>>();
+
+/**
+ * Why namespaces (and, with `needTc`, a tbf qdisc in one) cannot be used here, or null when they
+ * can: one line, for a skip. Being root is not enough in a container without CAP_NET_ADMIN or on a
+ * kernel without sch_tbf, so this makes a namespace and deletes it, once per process.
+ */
+export function namespaceUnavailable(needTc: boolean): Promise<string | null> {
+  let p = probed.get(needTc);
+  if (!p) {
+    p = probe(needTc);
+    probed.set(needTc, p);
+  }
+  return p;
+}
+
+async function probe(needTc: boolean): Promise<string | null> {
   if (process.platform !== "linux") return "network namespaces need Linux";
   if (process.getuid?.() !== 0) return "needs root to create network namespaces (run as root)";
   if (!onPath("ip")) return "needs the `ip` command (Debian package iproute2)";
   if (needTc && !onPath("tc")) return "needs the `tc` command (Debian package iproute2)";
-  return null;
+  const name = `${NETNS_PREFIX}probe${process.pid % 100000}${needTc ? "t" : ""}`;
+  try {
+    await run("ip", ["netns", "add", name]);
+  } catch (e) {
+    return `cannot create a network namespace here: ${(e as Error).message}`;
+  }
+  try {
+    if (needTc) await run("tc", ["-n", name, "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "1mbit", "burst", "3000", "limit", "30000"]);
+    return null;
+  } catch (e) {
+    return `cannot add a tbf qdisc in a namespace here: ${(e as Error).message}`;
+  } finally {
+    await run("ip", ["netns", "del", name]).catch(() => undefined);
+  }
 }
 
 export function run(cmd: string, args: readonly string[], timeoutMs = 10_000): Promise<string> {

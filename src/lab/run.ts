@@ -24,7 +24,7 @@ import {
 } from "../core/closing.js";
 import type { TimerKind } from "../kernel/parse.js";
 import { Agent } from "./agent.js";
-import { NamespaceSet, namespaceUnavailable } from "./netns.js";
+import { NamespaceSet, namespaceUnavailable, run } from "./netns.js";
 import { Sampler, type ObservedState, type TimelineEntry, type Watch } from "./sampler.js";
 import type { LabContext, Scenario } from "./scenarios.js";
 
@@ -37,6 +37,8 @@ export interface Leftover {
   timerLeftMs: number;
   /** How long the kernel holds the state in all, from entering it to its timer ending; null when only a program can end it. */
   heldForMs: number | null;
+  /** True when heldForMs is computed (retransmission back-off), not read from a kernel timer. */
+  estimated: boolean;
   endedBy: string;
 }
 
@@ -64,6 +66,8 @@ export interface ScenarioResult {
   timeline: TimelineEntry[];
   sides: Record<Side, SideResult>;
   model: ModelRun;
+  /** The connection's ports; `inNamespace` when it lived in a namespace the run made (and deleted). */
+  ports: { client: number; server: number; inNamespace: boolean } | null;
 }
 
 export interface RunOptions {
@@ -98,11 +102,17 @@ function compareAll(timeline: readonly TimelineEntry[], paths: Record<Side, Path
   return r;
 }
 
-function readIntSysctl(procRoot: string, name: string): number | null {
+/**
+ * /proc/sys shows the reader's own namespace, so a namespace this run made (procRoot /proc/PID) is
+ * read as the kernel's per-namespace default, which is what a fresh namespace has.
+ */
+function intSysctl(procRoot: string, name: string, namespaceDefault: number): number {
+  if (procRoot !== "/proc") return namespaceDefault;
   try {
-    return Number(readFileSync(`${procRoot}/sys/${name.replace(/\./g, "/")}`, "utf8").trim());
+    const n = Number(readFileSync(`/proc/sys/${name.replace(/\./g, "/")}`, "utf8").trim());
+    return Number.isFinite(n) ? n : namespaceDefault;
   } catch {
-    return null;
+    return namespaceDefault;
   }
 }
 
@@ -114,10 +124,8 @@ function leftoverOf(sampler: Sampler, side: Side, orphan: boolean, procRoot: str
   const holder = heldBy(state as ClosingState, orphan);
   let heldForMs: number | null = null;
   if (last.row.timer === "timewait") heldForMs = Math.round(last.tMs - entry.tMs + last.row.timerMs);
-  else if (holder.timer === "retransmit") heldForMs = orphanRetransmitBudgetMs(readIntSysctl(procRoot, "net.ipv4.tcp_orphan_retries") ?? 0);
-  let endedBy = holder.endedBy;
-  if (holder.timer === "fin-wait-2") endedBy += ` = ${readIntSysctl(procRoot, "net.ipv4.tcp_fin_timeout") ?? "?"} s here`;
-  return { state, kernelTimer: last.row.timer, timerLeftMs: last.row.timerMs, heldForMs, endedBy };
+  else if (holder.timer === "retransmit") heldForMs = orphanRetransmitBudgetMs(intSysctl(procRoot, "net.ipv4.tcp_orphan_retries", 0));
+  return { state, kernelTimer: last.row.timer, timerLeftMs: last.row.timerMs, heldForMs, estimated: last.row.timer !== "timewait", endedBy: holder.endedBy };
 }
 
 export async function runScenario(scenario: Scenario, options: RunOptions = {}): Promise<ScenarioResult> {
@@ -141,9 +149,9 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
   };
 
   if (scenario.needs) {
-    const why = namespaceUnavailable(scenario.needs === "netns+tc");
+    const why = await namespaceUnavailable(scenario.needs === "netns+tc");
     if (why) {
-      return { ...base, status: "skipped", reason: why, modelLabel: PRIMARY, notes: [], durationMs: 0, tableReads: 0, timeline: [], sides: emptySides(), model: primary.run };
+      return { ...base, status: "skipped", reason: why, modelLabel: PRIMARY, notes: [], durationMs: 0, tableReads: 0, timeline: [], sides: emptySides(), model: primary.run, ports: null };
     }
   }
 
@@ -152,6 +160,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
   const agents: Agent[] = [];
   const notes: string[] = [];
   const procRoots: Record<Side, string> = { client: "/proc", server: "/proc" };
+  let ports: ScenarioResult["ports"] = null;
   let settleIndex = 0;
   const progress = (t: string) => options.onProgress?.(`lab ${scenario.id}: ${t}`);
 
@@ -168,7 +177,6 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
       progress(label);
       sampler.mark(label, side);
       await fn();
-      sampler.tick();
     },
     async settle() {
       const k = settleIndex++;
@@ -181,6 +189,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
       return ok;
     },
     watchPair(o) {
+      ports = { client: o.clientPort, server: o.serverPort, inNamespace: o.serverProc !== "/proc" };
       procRoots.client = o.clientProc;
       procRoots.server = o.serverProc;
       const watches: Watch[] = [
@@ -196,22 +205,24 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
 
   const started = sampler.now();
   let failure: string | undefined;
-  let leftovers: Record<Side, Leftover | null> = { client: null, server: null };
+  const leftovers: Record<Side, Leftover | null> = { client: null, server: null };
   sampler.start(1);
   try {
     progress("starting");
     await scenario.run(ctx);
-    sampler.tick();
+    await sampler.sample();
     for (const side of SIDES) leftovers[side] = leftoverOf(sampler, side, scenario.orphan[side], procRoots[side]);
   } catch (e) {
     failure = (e as Error).message;
   } finally {
-    sampler.stop();
+    await sampler.stop();
     await Promise.all(agents.map((a) => a.stop()));
     await namespaces.teardown();
   }
 
-  const timeline = sampler.timeline;
+  // Offsets from the first state seen: process start-up is not part of the closing.
+  const t0 = sampler.timeline.find((e) => e.kind === "state")?.tMs ?? 0;
+  const timeline = sampler.timeline.map((e) => ({ ...e, tMs: Math.round((e.tMs - t0) * 10) / 10 }));
   const verdicts = models.map((m) => ({ m, v: compareAll(timeline, m.run.paths) }));
   const fit = verdicts.find(({ v }) => SIDES.every((side) => v[side].match));
   const shown = fit ?? verdicts[0]!;
@@ -249,5 +260,25 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     timeline,
     sides,
     model: shown.m.run,
+    ports,
   };
+}
+
+/**
+ * Destroys what a loopback run left in the kernel (its TIME_WAIT), with `ss -K` as root: for tests and
+ * repeated runs. Namespace runs need nothing, deleting the namespace dropped their sockets. Resolves
+ * to the number of leftovers it asked the kernel to drop; never throws.
+ */
+export async function releaseLeftovers(r: ScenarioResult): Promise<number> {
+  if (!r.ports || r.ports.inNamespace || process.getuid?.() !== 0) return 0;
+  const left = SIDES.filter((s) => r.sides[s].leftover !== null).length;
+  if (left === 0) return 0;
+  const { client: c, server: s } = r.ports;
+  const filter = `( sport = :${c} and dport = :${s} ) or ( sport = :${s} and dport = :${c} )`;
+  try {
+    await run("ss", ["-K", "-tan", filter]);
+    return left;
+  } catch {
+    return 0;
+  }
 }

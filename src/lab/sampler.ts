@@ -2,17 +2,21 @@
  * Watches both ends of one connection in the kernel's TCP table and records each change of state
  * with its offset in milliseconds from the start of the run.
  *
- * The table is read every millisecond (the timer's floor) and again right before and after every lab
- * action, so held states are always seen and transient ones are seen when the network is slow enough
- * (the namespace scenarios with a tbf qdisc); on loopback a FIN is delivered and acknowledged within
- * the close() call, and FIN_WAIT_1 or LAST_ACK may pass between two reads. A row that disappears
- * after it was seen is the end reaching CLOSED (the kernel unhashes closed sockets).
+ * The table is read back to back (at most one read in flight, at least 1 ms between starts), off the
+ * event loop (fs.promises on libuv's thread pool): generating /proc/net/tcp walks the whole
+ * established hash, shared by every namespace, and on a big machine one read costs milliseconds. Read
+ * synchronously, it would hold up the lab's own actions for as long. Reads are chained, so a slow
+ * read can never be recorded after a newer one.
+ *
+ * Held states are always seen; transient ones are seen when the network is slow enough (scenario 3
+ * shapes its loopback with tbf). On plain loopback a FIN is delivered and acknowledged within the
+ * close() call, and FIN_WAIT_1 or LAST_ACK may pass between two reads. A row that disappears after it
+ * was seen is the end reaching CLOSED (the kernel unhashes closed sockets).
  *
  * Each read takes the table text once per namespace and filters it by port (parseTcpTable's text
- * filter), rather than calling readTcpSockets once per port: with thousands of TIME_WAIT rows from
- * other programs, generating the table is the kernel's costly part, and it is done once per tick.
+ * filter), rather than calling readTcpSockets once per port, which would generate the table twice.
  */
-import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { endianness } from "node:os";
 import { performance } from "node:perf_hooks";
 import type { ClosingState, Side } from "../core/closing.js";
@@ -44,6 +48,9 @@ function observed(row: TcpSocket | undefined, seen: boolean): ObservedState | un
   return row.state;
 }
 
+/** Reads beyond this in one run mean something is wrong; the loop stops (bounded in count as well as by stop()). */
+const MAX_READS = 200_000;
+
 export class Sampler {
   readonly timeline: TimelineEntry[] = [];
   reads = 0;
@@ -52,7 +59,9 @@ export class Sampler {
   private readonly current = new Map<Side, ObservedState>();
   private readonly last = new Map<Side, LastRow>();
   private readonly waiters = new Set<() => void>();
-  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private chain: Promise<void> = Promise.resolve();
+  private loop: Promise<void> = Promise.resolve();
   private readonly endian = endianness();
 
   now(): number {
@@ -61,21 +70,28 @@ export class Sampler {
 
   watch(w: Watch): void {
     this.watches.push(w);
-    this.tick();
   }
 
-  start(intervalMs = 1): void {
-    this.timer = setInterval(() => this.tick(), intervalMs);
+  start(minIntervalMs = 1): void {
+    this.running = true;
+    this.loop = (async () => {
+      while (this.running && this.reads < MAX_READS) {
+        const began = performance.now();
+        await this.sample();
+        const spent = performance.now() - began;
+        if (spent < minIntervalMs) await new Promise((r) => setTimeout(r, minIntervalMs - spent));
+      }
+    })();
   }
 
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
+  /** Stops the loop after its current read. */
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loop;
     for (const w of this.waiters) w();
   }
 
   mark(label: string, side?: Side): void {
-    this.tick();
     this.timeline.push({ tMs: this.now(), kind: "action", label, ...(side ? { side } : {}) });
   }
 
@@ -87,25 +103,34 @@ export class Sampler {
     return this.last.get(side);
   }
 
-  /** Reads the table once and records what changed. */
-  tick(): void {
+  /** One read of the table, after any read already in flight; records what changed. */
+  sample(): Promise<void> {
+    this.chain = this.chain.then(() => this.readOnce());
+    return this.chain;
+  }
+
+  private async readOnce(): Promise<void> {
+    const roots = [...new Set(this.watches.map((w) => w.procRoot))];
     const texts = new Map<string, string>();
-    for (const w of this.watches) {
-      let text = texts.get(w.procRoot);
-      if (text === undefined) {
+    await Promise.all(
+      roots.map(async (root) => {
         try {
-          text = readFileSync(`${w.procRoot}/net/tcp`, "latin1");
+          texts.set(root, await readFile(`${root}/net/tcp`, "latin1"));
         } catch {
           // The process that lent us its namespace has gone: no reading, no change recorded.
-          continue;
         }
-        texts.set(w.procRoot, text);
-      }
+      }),
+    );
+    // A state's offset is when the read that first showed it ended: never before it happened, and
+    // never before an action that caused it, so the timeline stays in order.
+    const t = this.now();
+    for (const w of this.watches) {
+      const text = texts.get(w.procRoot);
+      if (text === undefined) continue;
       const row = parseTcpTable(text, 4, this.endian, w.localPort).find((r) => r.remotePort === w.remotePort);
       const before = this.current.get(w.side);
       // States before ESTABLISHED belong to opening the connection, not to closing it.
       if (before === undefined && row?.state !== "ESTABLISHED") continue;
-      const t = this.now();
       this.last.set(w.side, { tMs: t, row: row ?? null });
       const s = observed(row, before !== undefined);
       if (s !== undefined && s !== before) {
@@ -119,14 +144,14 @@ export class Sampler {
 
   /**
    * Resolves true once `pred` holds for what the sampler has seen (checked after every read), false
-   * after `timeoutMs`.
+   * after `timeoutMs` or when the sampler stops.
    */
   waitFor(pred: (s: Sampler) => boolean, timeoutMs: number): Promise<boolean> {
     if (pred(this)) return Promise.resolve(true);
     return new Promise((resolve) => {
       const check = () => {
         if (pred(this)) finish(true);
-        else if (!this.timer) finish(false);
+        else if (!this.running) finish(false);
       };
       const finish = (v: boolean) => {
         clearTimeout(t);

@@ -64,6 +64,7 @@ async function loopbackPair(ctx: LabContext, o: { paused?: boolean } = {}) {
 
 const CLIENT_CLOSE = "client close()";
 const SERVER_CLOSE = "server close()";
+const PEER_VANISHES = "server's link down, then kill -9 server process";
 
 export const SCENARIOS: readonly Scenario[] = [
   {
@@ -241,7 +242,7 @@ export const SCENARIOS: readonly Scenario[] = [
     slug: "peer-vanishes",
     title: "peer vanishes after our FIN",
     shows:
-      "Our FIN is acknowledged, then the peer's link goes down and its process dies: we sit in FIN_WAIT_2 until tcp_fin_timeout, the peer in LAST_ACK retransmitting a FIN nobody receives.",
+      "Our FIN is acknowledged, then the peer's link goes down and its process dies: we sit in FIN_WAIT_2 until tcp_fin_timeout, the peer in LAST_ACK, retrying a FIN nobody will receive until its retries run out.",
     needs: "netns",
     script: [
       { do: "settle" },
@@ -249,7 +250,7 @@ export const SCENARIOS: readonly Scenario[] = [
       { do: "deliver-all" },
       { do: "settle" },
       { do: "cut", to: "client" },
-      { do: "close", side: "server", label: "kill -9 server process" },
+      { do: "close", side: "server", label: PEER_VANISHES },
       { do: "deliver-all" },
     ],
     orphan: { client: true, server: true },
@@ -270,8 +271,10 @@ export const SCENARIOS: readonly Scenario[] = [
       await ctx.settle();
       await ctx.act(CLIENT_CLOSE, "client", () => client.request("close", { name: "conn" }));
       await ctx.settle();
-      await ctx.act(`link down (${devB})`, "server", () => run("ip", ["-n", nsS, "link", "set", devB, "down"]));
-      await ctx.act("kill -9 server process", "server", () => server.kill("SIGKILL"));
+      await ctx.act(PEER_VANISHES, "server", async () => {
+        await run("ip", ["-n", nsS, "link", "set", devB, "down"]);
+        server.kill("SIGKILL");
+      });
       await ctx.settle();
     },
   },

@@ -4,9 +4,11 @@
  * Why the kernel does not do this for us: libuv sets SO_REUSEADDR on every bind, clients that pass
  * `localPort` included. Two sockets that both set SO_REUSEADDR may share a local port unless one is a
  * listener, so bind() succeeds and the 4-tuple is only checked at connect(): a live one surfaces as
- * EADDRNOTAVAIL, and one in TIME_WAIT is silently taken over when TCP timestamps allow it
- * (net.ipv4.tcp_tw_reuse, default 2 = loopback only; __inet_check_established / tcp_twsk_unique),
- * which is the reuse the note warns about: a late segment of the old connection can land in the new one.
+ * EADDRNOTAVAIL, and one in TIME_WAIT is silently taken over whenever the old connection used TCP
+ * timestamps (the default): for an explicitly bound port __inet_hash_connect calls
+ * __inet_check_established with twp == NULL, and tcp_twsk_unique then allows the reuse whatever
+ * net.ipv4.tcp_tw_reuse says. That is the reuse the note warns about: a late segment of the old
+ * connection can land in the new one.
  *
  * So we read the kernel table once per round, drop every candidate whose 4-tuple to this destination
  * is in the table (any state, TIME_WAIT included), every port a listener holds on an overlapping
@@ -70,6 +72,8 @@ export interface PickInput {
   excludeReason?: (port: number) => string;
   /** Where the descending walk starts (wraps around within the range); default the top. */
   start?: number;
+  /** Candidates to try only after all others (e.g. a bind there just failed). */
+  demote?: ReadonlySet<number>;
 }
 
 export interface PickResult {
@@ -160,7 +164,11 @@ export function pickLocalPorts(input: PickInput): PickResult {
       free.push(p);
     }
   }
-  return { candidates: [...free, ...sharedList, ...peerList], byState, total };
+  const ordered = [...free, ...sharedList, ...peerList];
+  const demote = input.demote;
+  const candidates =
+    demote && demote.size > 0 ? [...ordered.filter((p) => !demote.has(p)), ...ordered.filter((p) => demote.has(p))] : ordered;
+  return { candidates, byState, total };
 }
 
 /** Describes counts like "480 TIME_WAIT, 20 ESTABLISHED, 12 LISTEN", largest first. */
@@ -178,8 +186,9 @@ export function describeCounts(byState: Record<string, number>): string {
  * snapshot up to `tableMaxAgeMs` old, and what this process did since the snapshot is known without
  * the kernel: every port we handed out to a destination is marked with the epoch of the newest read
  * at that time, and a snapshot hides the ports whose mark is not older than itself. What other
- * processes did since the snapshot can only show up as EADDRNOTAVAIL (retried with a fresh read) or,
- * on loopback with net.ipv4.tcp_tw_reuse, as reuse of a TIME_WAIT younger than the snapshot age.
+ * processes did since the snapshot shows up as EADDRNOTAVAIL (retried with a fresh read), or, for a
+ * TIME_WAIT they made in that window, as its silent reuse: callers sharing a port range with other
+ * programs towards one destination pass tableMaxAgeMs: 0.
  */
 interface Snapshot {
   rows: TcpSocket[];
@@ -211,6 +220,20 @@ function kernelTable(family: 4 | 6, maxAgeMs: number, fresh: boolean): Snapshot 
 const handedOut = new Map<string, Map<number, number>>();
 // Rotates so that successive calls start their descending walk at different ports.
 let cursor = 0;
+
+// Ports whose bind was refused lately (a socket without SO_REUSEADDR holds them, e.g. an rsh client
+// from rresvport): the table cannot show that, so without this every call would try them first.
+const bindRefused = new Map<number, number>();
+const BIND_REFUSED_MS = 1000;
+
+function recentlyRefused(now: number): Set<number> {
+  const out = new Set<number>();
+  for (const [p, at] of bindRefused) {
+    if (now - at > BIND_REFUSED_MS) bindRefused.delete(p);
+    else out.add(p);
+  }
+  return out;
+}
 
 export const DEFAULT_TABLE_MAX_AGE_MS = 100;
 const MAX_ROUNDS = 4;
@@ -385,6 +408,7 @@ async function run(o: ConnectFromOptions, range: [number, number]): Promise<Conn
         port: o.port,
         ...(o.localAddress !== undefined ? { localAddress: o.localAddress } : {}),
         exclude: skip,
+        demote: recentlyRefused(performance.now()),
         excludeReason: (p) =>
           failed.get(p) ??
           (o.exclude?.has(p) ? "excluded" : mine.get(p) === Infinity ? "pending in this process" : "in use in this process"),
@@ -412,6 +436,7 @@ async function run(o: ConnectFromOptions, range: [number, number]): Promise<Conn
         marks().delete(p);
         if (!r.retry) throw r.error;
         failed.set(p, r.errno);
+        if (r.errno === "EADDRINUSE") bindRefused.set(p, performance.now());
       }
     }
   } finally {

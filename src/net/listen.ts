@@ -55,7 +55,7 @@ export function portInUseError(port: number, host: string | undefined, cause: No
   // TIME_WAIT never blocks a Node server (libuv sets SO_REUSEADDR), so it names no holder unless it
   // is all there is.
   const blocking = rows.some((r) => r.state !== "TIME_WAIT") ? rows.filter((r) => r.state !== "TIME_WAIT") : rows;
-  const holders: PortHolder[] = blocking.flatMap((r) => {
+  const holders: PortHolder[] = blocking.flatMap((r): PortHolder[] => {
     const base = {
       state: r.state,
       local: formatEndpoint(r.localAddress, r.localPort),

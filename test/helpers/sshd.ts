@@ -10,6 +10,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import ssh2 from "ssh2";
+import type { ClientInfo, Connection, ServerChannel } from "ssh2";
+import type { RunRequest, Transport, TransportResult } from "../../src/remote/transport.js";
 
 export const SSHD = "/usr/sbin/sshd";
 
@@ -48,6 +51,7 @@ export interface Sshd {
   knownHostsPath: string;
   /** An ssh_config for -F: IdentityFile clientKey, UserKnownHostsFile knownHostsPath, BatchMode. */
   clientConfigPath: string;
+  pid: number;
   /** The sshd log so far (sshd -e). */
   log(): string;
   stop(): Promise<void>;
@@ -61,6 +65,8 @@ export interface SshdOptions {
   dir?: string;
   hostKey?: KeyPair;
   clientKey?: KeyPair;
+  /** A port to use instead of a free one found by binding port 0 (benches: many sshd, one port). */
+  port?: number;
 }
 
 async function freePort(address: string): Promise<number> {
@@ -94,7 +100,7 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
   // The port is found by binding port 0 and closing it; another process may take it in between,
   // so a failed bind is retried with a new port (bounded).
   for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort(address);
+    const port = options.port ?? (await freePort(address));
     const tag = `${address}-${port}`;
     const authorized = join(dir, `authorized_keys-${tag}`);
     writeFileSync(authorized, `${clientKey.publicLine}\n`);
@@ -120,23 +126,7 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
       ...(options.sshdConfig ?? []),
     ];
     writeFileSync(configPath, `${lines.join("\n")}\n`);
-    const knownHostsPath = join(dir, `known_hosts-${tag}`);
-    const [ktype, kblob] = hostKey.publicLine.split(" ");
-    writeFileSync(knownHostsPath, `[${address}]:${port} ${ktype} ${kblob}\n`);
-    const clientConfigPath = join(dir, `ssh_config-${tag}`);
-    writeFileSync(
-      clientConfigPath,
-      [
-        "Host *",
-        `  Port ${port}`,
-        `  IdentityFile ${clientKey.privatePath}`,
-        "  IdentitiesOnly yes",
-        `  UserKnownHostsFile ${knownHostsPath}`,
-        "  GlobalKnownHostsFile /dev/null",
-        "  BatchMode yes",
-        "",
-      ].join("\n"),
-    );
+    const { knownHostsPath, clientConfigPath } = writeClientFiles(dir, address, port, clientKey.privatePath, hostKey.publicLine);
 
     const child = spawn(SSHD, ["-D", "-e", "-f", configPath], { stdio: ["ignore", "ignore", "pipe"] });
     let log = "";
@@ -158,11 +148,13 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
     if (!ok) {
       lastError = log.trim().split("\n").slice(-3).join(" | ");
       await stopChild(child);
+      if (options.port !== undefined) break;
       continue;
     }
     return {
       address,
       port,
+      pid: child.pid!,
       dir,
       hostKey,
       clientKey,
@@ -179,6 +171,40 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
   throw new Error(`sshd did not start: ${lastError}`);
 }
 
+/**
+ * known_hosts holding `hostKeyLine` for [address]:port, and an ssh_config for -F that uses it and
+ * `identity`, so that no test reads or writes ~/.ssh or /etc/ssh.
+ */
+export function writeClientFiles(
+  dir: string,
+  address: string,
+  port: number,
+  identity: string,
+  hostKeyLine: string,
+  extra: string[] = [],
+): { knownHostsPath: string; clientConfigPath: string } {
+  const tag = `${address}-${port}`;
+  const knownHostsPath = join(dir, `known_hosts-${tag}`);
+  const [ktype, kblob] = hostKeyLine.split(" ");
+  writeFileSync(knownHostsPath, `[${address}]:${port} ${ktype} ${kblob}\n`);
+  const clientConfigPath = join(dir, `ssh_config-${tag}`);
+  writeFileSync(
+    clientConfigPath,
+    [
+      ...extra,
+      "Host *",
+      `  Port ${port}`,
+      `  IdentityFile ${identity}`,
+      "  IdentitiesOnly yes",
+      `  UserKnownHostsFile ${knownHostsPath}`,
+      "  GlobalKnownHostsFile /dev/null",
+      "  BatchMode yes",
+      "",
+    ].join("\n"),
+  );
+  return { knownHostsPath, clientConfigPath };
+}
+
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, "exit");
@@ -186,4 +212,145 @@ async function stopChild(child: ChildProcess): Promise<void> {
   const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
   await exited;
   clearTimeout(timer);
+}
+
+export interface FaultServer {
+  address: string;
+  port: number;
+  /** "ssh-ed25519 AAAA..." of the server's host key. */
+  hostKeyLine: string;
+  close(): Promise<void>;
+}
+
+export interface FaultServerOptions {
+  /** Runs for each exec request, with the raw TCP socket for faults. Default: exit 0. */
+  onExec?: (ctx: { channel: ServerChannel; socket: net.Socket; command: string }) => void;
+  /** Refuse every exec request (channel request failure). */
+  rejectExec?: boolean;
+  /** Ignore the client's DISCONNECT and never close the TCP connection (a server that hangs on). */
+  neverClose?: boolean;
+}
+
+/**
+ * ssh2's own server for faults sshd cannot be made to show: it accepts any public key, and hands the
+ * test the raw socket of each connection (injected through injectSocket, so no private fields).
+ */
+export async function startFaultSshServer(options: FaultServerOptions = {}): Promise<FaultServer> {
+  const keys = ssh2.utils.generateKeyPairSync("ed25519");
+  const sockets = new Set<net.Socket>();
+  const server = new ssh2.Server({ hostKeys: [keys.private] }, () => {});
+  const raw = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    if (options.neverClose) {
+      // ssh2 ends the socket on DISCONNECT; this server keeps it open, like a wedged sshd.
+      socket.end = () => socket;
+    }
+    server.injectSocket(socket);
+  });
+  server.on("connection", (client: Connection, info: ClientInfo) => {
+    const socket = [...sockets].find((s) => s.remotePort === info.port)!;
+    client.on("error", () => {});
+    client.on("authentication", (ctx) => ctx.accept());
+    client.on("ready", () => {
+      client.on("session", (accept) => {
+        const session = accept();
+        session.on("exec", (acceptExec, rejectExec, info) => {
+          if (options.rejectExec) return rejectExec();
+          const channel = acceptExec();
+          if (options.onExec) options.onExec({ channel, socket, command: info.command });
+          else {
+            channel.exit(0);
+            channel.end();
+          }
+        });
+      });
+    });
+  });
+  raw.listen({ port: 0, host: "127.0.0.1" });
+  await once(raw, "listening");
+  const a = raw.address() as net.AddressInfo;
+  return {
+    address: "127.0.0.1",
+    port: a.port,
+    hostKeyLine: keys.public.trim(),
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => raw.close(() => r()));
+    },
+  };
+}
+
+/**
+ * A raw TCP server for the faults below the ssh layer: `banner` is written on accept (null = say
+ * nothing), then the connection is held open (or closed when closeAfterBanner).
+ */
+export async function startRawServer(
+  banner: string | null,
+  closeAfterBanner = false,
+  onConnection?: (s: net.Socket) => void,
+): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const srv = net.createServer((s) => {
+    sockets.add(s);
+    onConnection?.(s);
+    s.on("error", () => {});
+    s.on("close", () => sockets.delete(s));
+    s.resume();
+    if (banner !== null) s.write(banner);
+    if (closeAfterBanner) s.end();
+  });
+  srv.listen({ port: 0, host: "127.0.0.1" });
+  await once(srv, "listening");
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+    },
+  };
+}
+
+export interface Ran {
+  result: TransportResult;
+  out: string;
+  err: string;
+  /** How many times onConnected was called (the contract: at most once). */
+  connected: number;
+}
+
+/** One run through a transport as root@host, collecting output. */
+export async function runOn(
+  t: Transport,
+  host: string,
+  command: string,
+  extra: Partial<RunRequest> & { onConnectedHook?: () => void } = {},
+): Promise<Ran> {
+  let out = "";
+  let err = "";
+  let connected = 0;
+  const result = await t.run({
+    host,
+    user: "root",
+    localUser: "root",
+    command,
+    connectTimeoutMs: 10_000,
+    separateStderr: false,
+    signal: new AbortController().signal,
+    ...extra,
+    onConnected: () => {
+      connected++;
+      extra.onConnectedHook?.();
+    },
+    onStdout: (b) => {
+      out += b.toString("utf8");
+      extra.onStdout?.(b);
+    },
+    onStderr: (b) => {
+      err += b.toString("utf8");
+      extra.onStderr?.(b);
+    },
+  });
+  return { result, out, err, connected };
 }

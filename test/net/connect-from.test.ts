@@ -6,6 +6,7 @@ import { connectFrom, pickLocalPorts, type PortRow } from "../../src/net/connect
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { AddrinuseError, ArgumentError, PortsExhaustedError } from "../../src/errors.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
+import { heldListener } from "./held-listener.js";
 
 const isRoot = process.getuid?.() === 0;
 const onLinux = process.platform === "linux";
@@ -79,6 +80,12 @@ test("pickLocalPorts orders the peer's TIME_WAIT last and walks down from a rota
   });
   assert.deepEqual(r.candidates, [11, 10, 14, 12]);
   assert.deepEqual(r.byState, { free: 3, excluded: 1, "TIME_WAIT at peer": 1 });
+});
+
+test("pickLocalPorts tries demoted ports (a bind there was just refused) last", () => {
+  const r = pickLocalPorts({ range: [1, 4], host: "127.0.0.1", port: 80, rows: [], demote: new Set([4, 2]) });
+  assert.deepEqual(r.candidates, [3, 1, 4, 2]);
+  assert.deepEqual(r.byState, { free: 4 });
 });
 
 test("bad arguments throw an ArgumentError at the call", () => {
@@ -195,4 +202,57 @@ test("an aborted signal rejects with its reason", async () => {
     connectFrom({ host: "127.0.0.1", port: 9, localPorts: portBlock(4), signal: ac.signal }),
     (e: unknown) => e === reason,
   );
+});
+
+/**
+ * Fills a held listener's accept queue so that the next SYN is dropped. Backlog 1 (Node turns 0 into
+ * its default of 511): Linux calls the queue full when it holds more than the backlog, so two fit.
+ */
+async function hangingDestination(t: { after(fn: () => unknown): void }): Promise<number> {
+  const held = await heldListener(1);
+  const fillers: net.Socket[] = [];
+  t.after(() => {
+    for (const s of fillers) s.destroy();
+    held.dispose();
+  });
+  for (let i = 0; i < 2; i++) {
+    const s = net.connect(held.port, "127.0.0.1");
+    s.on("error", () => {});
+    fillers.push(s);
+    await once(s, "connect");
+  }
+  return held.port;
+}
+
+test("a connect that hangs is ERR_CONNECT_TIMEOUT at connectTimeoutMs", async (t) => {
+  if (!onLinux) return t.skip("reads /proc/net/tcp");
+  const port = await hangingDestination(t);
+  await assert.rejects(
+    connectFrom({ host: "127.0.0.1", port, localPorts: portBlock(4), connectTimeoutMs: 200 }),
+    { code: "ERR_CONNECT_TIMEOUT" },
+  );
+});
+
+test("abort during a hanging connect rejects with the signal's reason", async (t) => {
+  if (!onLinux) return t.skip("reads /proc/net/tcp");
+  const port = await hangingDestination(t);
+  const ac = new AbortController();
+  const reason = new Error("cancelled");
+  const p = connectFrom({ host: "127.0.0.1", port, localPorts: portBlock(4), signal: ac.signal });
+  setImmediate(() => ac.abort(reason));
+  await assert.rejects(p, (e: unknown) => e === reason);
+});
+
+test("IPv6: connects from the range to ::1", async (t) => {
+  if (!onLinux) return t.skip("reads /proc/net/tcp");
+  const srv = await listen("::1").catch(() => undefined);
+  if (!srv) return t.skip("no ::1 on this machine");
+  const range = portBlock(4);
+  const r = await connectFrom({ host: "::1", port: portOf(srv), localPorts: range });
+  t.after(async () => {
+    r.socket.destroy();
+    await closeServer(srv);
+  });
+  assert.ok(r.localPort >= range[0] && r.localPort <= range[1]);
+  assert.equal(r.socket.remoteAddress, "::1");
 });

@@ -61,9 +61,10 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
     .option("--fault <list>", `fault hosts, e.g. refused=1,hang=2 (${FAULTS.join(", ")})`, parseFaults, {})
     .option("--prefix <p>", "prefix of namespaces, links and the state dir", "aitb")
     .option("--net <10.N>", "the private /16", "10.233")
+    .option("--parallel <n>", "hosts set up at once", (v) => hostsArg(v), 8)
     .option("--json", "one JSON document on stdout")
-    .action(async (o: { hosts: number; fault: Partial<Record<Fault, number>>; prefix: string; net: string; json?: boolean }) => {
-      const tb = await up({ hosts: o.hosts, faults: o.fault, prefix: o.prefix, net: o.net });
+    .action(async (o: { hosts: number; fault: Partial<Record<Fault, number>>; prefix: string; net: string; parallel: number; json?: boolean }) => {
+      const tb = await up({ hosts: o.hosts, faults: o.fault, prefix: o.prefix, net: o.net, parallel: o.parallel });
       io.stdout.write(o.json ? JSON.stringify(tb, null, 2) + "\n" : describe(tb));
     });
   program

@@ -170,7 +170,10 @@ export class SshTransport implements Transport {
   /** One host's settings; the user from RunRequest counts only when it is not the default (-u given). */
   resolve(req: Pick<RunRequest, "host" | "user" | "localUser">): SshHostConfig {
     const explicitUser = req.user && req.user !== req.localUser ? req.user : null;
-    return resolveSshConfig(this.configs, req.host, { home: this.home, localUser: this.localUser, user: explicitUser });
+    const cfg = resolveSshConfig(this.configs, req.host, { home: this.home, localUser: this.localUser, user: explicitUser });
+    // --port beats the config's Port, as ssh -p does.
+    if (this.options.port !== undefined) cfg.port = this.options.port;
+    return cfg;
   }
 
   identity(path: string): Identity {
@@ -271,6 +274,7 @@ class HostRun {
   private view: SocketView | null = null;
   private client: SshClient | null = null;
   private localPort: number | null = null;
+  private remoteAddress: string | null = null;
   private tcpUp = false;
   private started = false;
   private commandDone = false;
@@ -289,6 +293,7 @@ class HostRun {
   private authTried: string[] = [];
   private serverMethods: string[] | null = null;
   private agentProblem: string | null = null;
+  private skippedEncrypted: string[] = [];
 
   constructor(
     private readonly t: SshTransport,
@@ -339,6 +344,7 @@ class HostRun {
     const sock = this.sock!;
     this.tcpUp = true;
     this.localPort = sock.localPort ?? null;
+    this.remoteAddress = sock.remoteAddress ?? null;
     const view = new SocketView(sock);
     this.view = view;
     const client = new Client();
@@ -430,8 +436,6 @@ class HostRun {
       (next as (m: AnyAuthMethod | false) => void)(false);
     };
   }
-
-  private skippedEncrypted: string[] = [];
 
   private authFailureMessage(): string {
     const parts = [`${this.target}: permission denied`];
@@ -562,6 +566,7 @@ class HostRun {
       signal: this.exitSignal,
       closedBy: this.closedBy(),
       localPort: this.localPort,
+      ...(this.remoteAddress !== null ? { remoteAddress: this.remoteAddress, remotePort: this.cfg.port } : {}),
       connected: this.started,
       error: this.error,
     });

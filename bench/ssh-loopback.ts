@@ -1,0 +1,225 @@
+/**
+ * bench/ssh-loopback: one command (`hostname`) on N ssh hosts at once, by multi-rsh's built-in ssh
+ * (`-R ssh`), multi-rsh over the system ssh (`-R openssh`), `pdsh -R ssh` and `xargs -P N ssh`, in
+ * the same run, against the same real OpenSSH sshd's.
+ *
+ * Hosts: 127.0.0.2, 127.0.0.3, ... (then 127.0.1.2, ...), each its own address (so every connection is its own 4-tuple,
+ * as in a real fan-out), served by ceil(N/16) sshd processes (sshd listens on at most 16 addresses)
+ * on one port, with one host key; known_hosts and an ssh_config (-F) in a temp dir, so ~/.ssh is
+ * neither read nor written. Loopback only: nothing leaves the machine.
+ *
+ * Per tool: wall time; client CPU (user+sys of the tool and all its children, from bash's `times`);
+ * the sshd side's CPU for the same phase (children's CPU reaped by the listeners, /proc/PID/stat
+ * cutime+cstime: it is where most of the time goes on one machine); hosts that answered; and the
+ * TIME_WAIT sockets the phase left on the client side (kernel table rows towards the sshd port that
+ * were not there before the phase). Tools run one after the other, --rounds times, ours first.
+ *
+ * Run (root; needs openssh-server, openssh-client, pdsh; ours from dist/):
+ *   npm run build && npm run bench:ssh [-- --hosts 100 --rounds 1]
+ * Writes bench/results/ssh-loopback.json.
+ */
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, release, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { readTcpSockets } from "../src/kernel/read.js";
+import { makeKey, sshdSkipReason, startSshd, type Sshd } from "../test/helpers/sshd.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const COMMAND = "hostname";
+const PHASE_TIMEOUT_MS = 180_000;
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
+  if (!Number.isInteger(v) || v < 1) {
+    process.stderr.write(`${name} must be a positive integer\n`);
+    process.exit(2);
+  }
+  return v;
+}
+
+interface Phase {
+  tool: string;
+  round: number;
+  hosts: number;
+  ok: number;
+  wallS: number;
+  clientCpuS: number;
+  sshdCpuS: number;
+  clientTimeWait: number;
+  exitCode: number | null;
+}
+
+/** CPU seconds of finished children of the sshd listeners (utime+stime of reaped sessions). */
+function sshdChildrenCpu(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the ")" of comm: state is field 3; cutime and cstime are fields 16 and 17.
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(f[13]) + Number(f[14]);
+  }
+  return ticks / 100;
+}
+
+function clientTimeWaitKeys(port: number): Set<string> {
+  const keys = new Set<string>();
+  for (const s of readTcpSockets()) {
+    if (s.state === "TIME_WAIT" && s.remotePort === port && s.localPort !== port) keys.add(`${s.localAddress}:${s.localPort}>${s.remoteAddress}`);
+  }
+  return keys;
+}
+
+/** Run argv under bash, stdout to a file; CPU of everything it started from bash's `times`. */
+async function timed(argv: string[], env: NodeJS.ProcessEnv, outFile: string): Promise<{ wallS: number; cpuS: number; code: number | null }> {
+  const script = '"$@" >"$OUT" 2>"$OUT.err"; rc=$?; times >&3; exit $rc';
+  const start = process.hrtime.bigint();
+  const child = spawn("bash", ["-c", script, "bash", ...argv], { env: { ...env, OUT: outFile }, stdio: ["ignore", "ignore", "inherit", "pipe"] });
+  let times = "";
+  (child.stdio[3] as NodeJS.ReadableStream).on("data", (d: Buffer) => (times += d.toString()));
+  const killer = setTimeout(() => child.kill("SIGKILL"), PHASE_TIMEOUT_MS);
+  const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+  clearTimeout(killer);
+  const wallS = Number(process.hrtime.bigint() - start) / 1e9;
+  // Second line: children's user and system time, "0m1.234s 0m0.567s".
+  const secs = (t: string) => {
+    const m = /(\d+)m([\d.]+)s/.exec(t);
+    return m ? Number(m[1]) * 60 + Number(m[2]) : 0;
+  };
+  const childLine = times.trim().split("\n")[1] ?? "";
+  const [u = "", s = ""] = childLine.split(/\s+/);
+  return { wallS, cpuS: secs(u) + secs(s), code };
+}
+
+async function main(): Promise<void> {
+  const skip = sshdSkipReason();
+  if (skip) {
+    process.stderr.write(`ssh-loopback: ${skip}\n`);
+    process.exit(2);
+  }
+  const n = arg("--hosts", 100);
+  const rounds = arg("--rounds", 1);
+  if (n > 1000) {
+    process.stderr.write("--hosts: at most 1000\n");
+    process.exit(2);
+  }
+  if (!existsSync(join(ROOT, "dist", "remote", "transports", "ssh.js"))) {
+    process.stderr.write("ssh-loopback: dist/ has no ssh transport: run `npm run build` first\n");
+    process.exit(2);
+  }
+  const hasPdsh = existsSync("/usr/bin/pdsh");
+
+  const dir = mkdtempSync(join(tmpdir(), "aissh-bench-"));
+  const hostKey = makeKey(dir, "host_ed25519");
+  const clientKey = makeKey(dir, "client_ed25519");
+  // 127.0.0.2-251, then 127.0.1.2-251, ...: all on lo, none of them 127.0.0.1.
+  const hosts = Array.from({ length: n }, (_, i) => `127.0.${Math.floor(i / 250)}.${(i % 250) + 2}`);
+  const servers: Sshd[] = [];
+  try {
+    // First sshd picks the port; the others listen on the same port on their own 16 addresses.
+    for (let i = 0; i < hosts.length; i += 16) {
+      const group = hosts.slice(i, i + 16);
+      const extra = group.slice(1).map((a) => `ListenAddress ${a}${servers[0] ? `:${servers[0].port}` : ""}`);
+      const s = await startSshd({ address: group[0]!, dir, hostKey, clientKey, sshdConfig: extra, ...(servers[0] ? { port: servers[0].port } : {}) });
+      servers.push(s);
+    }
+    const port = servers[0]!.port;
+    const [ktype, kblob] = hostKey.publicLine.split(" ");
+    const knownHosts = join(dir, "bench_known_hosts");
+    writeFileSync(knownHosts, hosts.map((h) => `[${h}]:${port} ${ktype} ${kblob}\n`).join(""));
+    const config = join(dir, "bench_ssh_config");
+    writeFileSync(
+      config,
+      ["Host *", `  Port ${port}`, `  IdentityFile ${clientKey.privatePath}`, "  IdentitiesOnly yes", `  UserKnownHostsFile ${knownHosts}`, "  GlobalKnownHostsFile /dev/null", "  BatchMode yes", ""].join("\n"),
+    );
+    const hostFile = join(dir, "hosts");
+    writeFileSync(hostFile, `${hosts.join("\n")}\n`);
+    const sshdPids = servers.map((s) => s.pid);
+
+    const env = { ...process.env, SSH_AUTH_SOCK: "" };
+    const tools: { name: string; argv: string[]; env?: NodeJS.ProcessEnv }[] = [
+      { name: "multi-rsh -R ssh", argv: ["node", join(ROOT, "bin", "multi-rsh.js"), "-R", "ssh", "-F", config, "-p", String(n), "-t", "120", "-l", hostFile, COMMAND] },
+      { name: "multi-rsh -R openssh", argv: ["node", join(ROOT, "bin", "multi-rsh.js"), "-R", "openssh", "-F", config, "-p", String(n), "-t", "120", "-l", hostFile, COMMAND] },
+      ...(hasPdsh
+        ? [{ name: "pdsh -R ssh", argv: ["pdsh", "-R", "ssh", "-f", String(n), "-w", `^${hostFile}`, COMMAND], env: { ...env, PDSH_SSH_ARGS: `-F ${config} -oBatchMode=yes -l%u %h` } }]
+        : []),
+      { name: "xargs -P ssh", argv: ["bash", "-c", `xargs -P ${n} -I{} ssh -F ${config} -n {} ${COMMAND} < ${hostFile}`] },
+    ];
+
+    const phases: Phase[] = [];
+    for (let round = 1; round <= rounds; round++) {
+      for (const tool of tools) {
+        const before = clientTimeWaitKeys(port);
+        const cpuBefore = sshdChildrenCpu(sshdPids);
+        const out = join(dir, `out-${phases.length}`);
+        const r = await timed(tool.argv, tool.env ?? env, out);
+        const after = clientTimeWaitKeys(port);
+        let fresh = 0;
+        for (const k of after) if (!before.has(k)) fresh++;
+        const lines = existsSync(out) ? readFileSync(out, "utf8").split("\n").filter((l) => l.trim() !== "").length : 0;
+        const p: Phase = {
+          tool: tool.name,
+          round,
+          hosts: n,
+          ok: lines,
+          wallS: r.wallS,
+          clientCpuS: r.cpuS,
+          sshdCpuS: sshdChildrenCpu(sshdPids) - cpuBefore,
+          clientTimeWait: fresh,
+          exitCode: r.code,
+        };
+        phases.push(p);
+        process.stderr.write(`${p.tool.padEnd(22)} round ${round}: ${p.ok}/${n} ok, wall ${p.wallS.toFixed(2)} s, client CPU ${p.clientCpuS.toFixed(2)} s, sshd CPU ${p.sshdCpuS.toFixed(2)} s, client TIME_WAIT ${p.clientTimeWait}\n`);
+      }
+    }
+
+    const best = (tool: string, key: "wallS" | "clientCpuS") => Math.min(...phases.filter((p) => p.tool === tool).map((p) => p[key]));
+    const rows = tools.map((t) => ({
+      tool: t.name,
+      wallS: best(t.name, "wallS"),
+      clientCpuS: best(t.name, "clientCpuS"),
+      sshdCpuS: Math.min(...phases.filter((p) => p.tool === t.name).map((p) => p.sshdCpuS)),
+      clientTimeWait: Math.max(...phases.filter((p) => p.tool === t.name).map((p) => p.clientTimeWait)),
+      okMin: Math.min(...phases.filter((p) => p.tool === t.name).map((p) => p.ok)),
+    }));
+    const ours = rows[0]!;
+    const peers = rows.filter((r) => !r.tool.startsWith("multi-rsh"));
+    const bestPeerWall = Math.min(...peers.map((r) => r.wallS));
+    const pdsh = rows.find((r) => r.tool === "pdsh -R ssh");
+    const ratios = {
+      wallVsBestPeer: ours.wallS / bestPeerWall,
+      cpuVsPdsh: pdsh ? ours.clientCpuS / pdsh.clientCpuS : null,
+      cpuVsXargs: ours.clientCpuS / rows.find((r) => r.tool === "xargs -P ssh")!.clientCpuS,
+    };
+
+    console.log(`\nssh-loopback: ${n} hosts, \`${COMMAND}\`, all at once, best of ${rounds} round(s); ${cpus().length} CPUs, Linux ${release()}`);
+    console.log(`${"tool".padEnd(22)} ${"ok".padStart(7)} ${"wall s".padStart(8)} ${"client CPU s".padStart(13)} ${"sshd CPU s".padStart(11)} ${"client TIME_WAIT".padStart(17)}`);
+    for (const r of rows) {
+      console.log(
+        `${r.tool.padEnd(22)} ${`${r.okMin}/${n}`.padStart(7)} ${r.wallS.toFixed(2).padStart(8)} ${r.clientCpuS.toFixed(2).padStart(13)} ${r.sshdCpuS.toFixed(2).padStart(11)} ${String(r.clientTimeWait).padStart(17)}`,
+      );
+    }
+    console.log(
+      `\nours (-R ssh) vs best peer wall: ${ratios.wallVsBestPeer.toFixed(2)}x (target <= 0.5); client CPU vs pdsh: ${ratios.cpuVsPdsh?.toFixed(2) ?? "n/a"}x (target <= 0.2), vs xargs+ssh: ${ratios.cpuVsXargs.toFixed(2)}x; client TIME_WAIT: ${ours.clientTimeWait} (target 0)`,
+    );
+    const result = {
+      bench: "ssh-loopback",
+      date: new Date().toISOString(),
+      machine: { cpus: cpus().length, kernel: release(), node: process.version },
+      hosts: n,
+      rounds,
+      command: COMMAND,
+      rows,
+      ratios,
+      phases,
+    };
+    writeFileSync(join(ROOT, "bench", "results", "ssh-loopback.json"), `${JSON.stringify(result, null, 2)}\n`);
+  } finally {
+    for (const s of servers) await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,89 @@
+/**
+ * Ending one connection: politely after the peer (`closeAfterPeer`), or at once with RST (`abort`).
+ *
+ * Who sends the first FIN keeps the TIME_WAIT (RFC 9293 §3.6). Waiting for the peer's FIN before
+ * sending ours leaves the TIME_WAIT with the peer. An RST leaves none anywhere, but it also throws
+ * away data in flight in both directions (RFC 9293 §3.10.7), so it is the last resort.
+ */
+import type net from "node:net";
+import { ArgumentError } from "../errors.js";
+
+export type CloseResult = { closedBy: "remote" | "local" | "reset" };
+
+export interface CloseAfterPeerOptions {
+  /** How long to wait for the peer's FIN; 0 = wait as long as it takes. */
+  timeoutMs: number;
+  /** At timeoutMs: "close" sends our FIN (we keep the TIME_WAIT), "reset" sends RST. Default "close". */
+  onTimeout?: "close" | "reset";
+  signal?: AbortSignal;
+}
+
+/**
+ * Ends `socket` with an RST: no TIME_WAIT on either side, and data not yet delivered is lost on both
+ * sides. Use it when the peer will not close and the port's TIME_WAIT matters more than the data.
+ */
+export function abort(socket: net.Socket): void {
+  if (socket.destroyed) return;
+  socket.resetAndDestroy();
+}
+
+/**
+ * Waits for the peer to close (its FIN), then closes ours, so the peer keeps the TIME_WAIT. Data
+ * still arriving meanwhile is read and thrown away unless someone else reads it. Resolves with who
+ * closed: "remote" (the peer's FIN came first), "local" (we closed first at the timeout, or the
+ * application did), "reset" (an RST either way). Abort of `signal` acts like the timeout, now.
+ */
+export function closeAfterPeer(socket: net.Socket, o: CloseAfterPeerOptions): Promise<CloseResult> {
+  if (o === null || typeof o !== "object") throw new ArgumentError("closeAfterPeer: options must be an object");
+  if (!Number.isInteger(o.timeoutMs) || o.timeoutMs < 0) {
+    throw new ArgumentError(`closeAfterPeer: timeoutMs must be a non-negative integer, got ${String(o.timeoutMs)}`);
+  }
+  if (o.onTimeout !== undefined && o.onTimeout !== "close" && o.onTimeout !== "reset") {
+    throw new ArgumentError(`closeAfterPeer: onTimeout must be "close" or "reset", got ${JSON.stringify(o.onTimeout)}`);
+  }
+  return new Promise((resolve) => {
+    let peerFirst = socket.readableEnded;
+    let weFirst = socket.writableEnded && !peerFirst;
+    let reset = false;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = () => {
+      if (timer) clearTimeout(timer);
+      o.signal?.removeEventListener("abort", act);
+      socket.removeListener("end", onEnd);
+      socket.removeListener("error", onError);
+      resolve({ closedBy: reset ? "reset" : peerFirst ? "remote" : "local" });
+    };
+    const onEnd = () => {
+      if (!weFirst) peerFirst = true;
+      // allowHalfOpen sockets (http servers' among them) do not answer a FIN on their own.
+      if (!socket.writableEnded) socket.end();
+    };
+    const onError = (err: NodeJS.ErrnoException) => {
+      if (err.code === "ECONNRESET" || err.code === "EPIPE") reset = true;
+    };
+    const act = () => {
+      if (socket.destroyed || peerFirst) return;
+      if ((o.onTimeout ?? "close") === "reset") {
+        reset = true;
+        socket.resetAndDestroy();
+      } else {
+        weFirst = true;
+        socket.end();
+      }
+    };
+    if (socket.destroyed) {
+      resolve({ closedBy: peerFirst ? "remote" : "local" });
+      return;
+    }
+    socket.once("close", finish);
+    socket.on("end", onEnd);
+    socket.on("error", onError);
+    if (peerFirst) onEnd();
+    // Without a reader, a paused socket never sees the FIN behind unread data.
+    if (socket.listenerCount("data") === 0) socket.on("data", () => {});
+    socket.resume();
+    if (o.signal?.aborted) act();
+    else o.signal?.addEventListener("abort", act, { once: true });
+    if (o.timeoutMs > 0) timer = setTimeout(act, o.timeoutMs);
+  });
+}

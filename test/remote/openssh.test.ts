@@ -1,0 +1,162 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { readTcpSockets } from "../../src/kernel/read.js";
+import { classifySshLog, closedByFromStates, createOpenSshTransport, opensshArgv } from "../../src/remote/transports/openssh.js";
+import type { Transport } from "../../src/remote/transport.js";
+import { makeKey, runOn, sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
+import { closeServer, listen, portOf } from "../helpers/sockets.js";
+import { captureIO } from "../helpers/io.js";
+import { main } from "../../src/cli/multi-rsh.js";
+
+const req = { host: "10.0.0.1", user: "root", localUser: "root", command: "uptime; id", connectTimeoutMs: 2500 };
+
+test("argv: BatchMode, no tty, log to a file, ConnectTimeout rounded up, -- before the host", () => {
+  const argv = opensshArgv({ sshConfigFile: "/etc/x.conf", hostKeyChecking: "accept-new" }, req, "/tmp/l.log");
+  assert.deepEqual(argv, [
+    "ssh", "-T", "-o", "BatchMode=yes", "-o", "LogLevel=DEBUG1", "-E", "/tmp/l.log",
+    "-F", "/etc/x.conf", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=accept-new",
+    "--", "10.0.0.1", "uptime; id",
+  ]);
+});
+
+test("argv: -l only for a user other than the local one (so the config's User still applies)", () => {
+  assert.ok(!opensshArgv({}, req, "/l").includes("-l"));
+  const argv = opensshArgv({}, { ...req, user: "alice" }, "/l");
+  assert.deepEqual(argv.slice(argv.indexOf("-l"), argv.indexOf("-l") + 2), ["-l", "alice"]);
+});
+
+test("argv: a host that looks like an option stays a host", () => {
+  const argv = opensshArgv({}, { ...req, host: "-oProxyCommand=evil" }, "/l");
+  assert.equal(argv[argv.indexOf("--") + 1], "-oProxyCommand=evil");
+});
+
+test("classifySshLog names the cause of an exit 255", () => {
+  assert.equal(classifySshLog("debug1: x\nroot@10.0.0.1: Permission denied (publickey).\n").code, "ERR_AUTH");
+  assert.equal(classifySshLog("ssh: connect to host 10.0.0.1 port 22: Connection refused\n").code, "ERR_CONNECT_REFUSED");
+  assert.equal(classifySshLog("ssh: connect to host 10.0.0.1 port 22: Connection timed out\n").code, "ERR_CONNECT_TIMEOUT");
+  const changed = classifySshLog(
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nHost key verification failed.\n",
+  );
+  assert.equal(changed.code, "ERR_HOST_KEY");
+  assert.equal(changed.message, "ssh: Host key verification failed.");
+  assert.equal(classifySshLog("kex_exchange_identification: Connection closed by remote host\n").code, "ERR_CONNECTION_LOST");
+  assert.equal(classifySshLog("debug1: only debug\n").code, "ERR_TRANSPORT");
+});
+
+test("closedByFromStates: our FIN first leaves FIN_WAIT/TIME_WAIT; none or LAST_ACK means the remote", () => {
+  assert.equal(closedByFromStates(["TIME_WAIT"]), "local");
+  assert.equal(closedByFromStates(["FIN_WAIT_2"]), "local");
+  assert.equal(closedByFromStates([]), "remote");
+  assert.equal(closedByFromStates(["LAST_ACK"]), "remote");
+});
+
+test("an ssh binary that is not there fails the host with ERR_TRANSPORT", async () => {
+  const t = createOpenSshTransport({}, { ssh: "/nonexistent/aissh-ssh" });
+  const r = await runOn(t, "127.0.0.1", "true");
+  assert.equal(r.result.error?.code, "ERR_TRANSPORT");
+  assert.equal(r.connected, 0);
+});
+
+const skip = sshdSkipReason() ?? (existsSync("/usr/bin/ssh") ? null : "no /usr/bin/ssh (apt-get install openssh-client)");
+
+describe("openssh transport against a real sshd", { skip: skip ?? false }, () => {
+  let sshd: Sshd;
+  let dir: string;
+  let t: Transport;
+
+  before(async () => {
+    sshd = await startSshd();
+    dir = mkdtempSync(join(tmpdir(), "aissh-openssh-"));
+    t = createOpenSshTransport({ sshConfigFile: sshd.clientConfigPath });
+  });
+  after(async () => {
+    await sshd?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("output, exit code, and ssh's own messages kept out of the host's stderr", async () => {
+    const r = await runOn(t, sshd.address, "echo out; echo err >&2; exit 3", { separateStderr: true });
+    assert.equal(r.result.error, null);
+    assert.equal(r.result.exitCode, 3);
+    assert.equal(r.out, "out\n");
+    assert.equal(r.err, "err\n");
+    assert.equal(r.connected, 1);
+    assert.equal(r.result.connected, true);
+  });
+
+  test("a remote exit 255 is the remote's code, not an ssh failure", async () => {
+    const r = await runOn(t, sshd.address, "exit 255");
+    assert.equal(r.result.error, null);
+    assert.equal(r.result.exitCode, 255);
+  });
+
+  test("the remote stdin is at EOF at once", async () => {
+    const r = await runOn(t, sshd.address, "cat; echo after-cat");
+    assert.equal(r.out, "after-cat\n");
+  });
+
+  test("close order is reported as the kernel table shows it (ssh closes first: local, a TIME_WAIT here)", async () => {
+    const r = await runOn(t, sshd.address, "sleep 0; echo x");
+    assert.equal(r.result.error, null);
+    const port = r.result.localPort;
+    assert.ok(port !== null, "the local port is learned from the kernel table while ssh runs");
+    const ours = readTcpSockets({ localPort: port }).filter((s) => s.remotePort === sshd.port);
+    const weClosedFirst = ours.some((s) => ["TIME_WAIT", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSING"].includes(s.state));
+    assert.equal(r.result.closedBy, weClosedFirst ? "local" : "remote");
+  });
+
+  test("multi-rsh -R openssh end to end: the result and the ledger agree on the close order", async () => {
+    const io = captureIO();
+    const code = await main(["-R", "openssh", "-F", sshd.clientConfigPath, "--json", "-w", sshd.address, "echo via-cli"], io);
+    assert.equal(code, 0, io.err());
+    const doc = JSON.parse(io.out()) as { results: { state: string; closedBy: string }[]; ledger: Record<string, number> };
+    assert.equal(doc.results[0]!.state, "done");
+    // Whatever the close order was, the ledger and the result agree with each other.
+    assert.equal(doc.ledger["localClosed"], doc.results[0]!.closedBy === "local" ? 1 : 0);
+    if (doc.results[0]!.closedBy === "remote") assert.equal(doc.ledger["localTimeWait"], 0);
+  });
+
+  test("an unauthorised key: ERR_AUTH", async () => {
+    const other = makeKey(dir, "not_authorized");
+    const cfg = join(dir, "badkey.conf");
+    writeFileSync(cfg, readFileSync(sshd.clientConfigPath, "utf8").replace(sshd.clientKey.privatePath, other.privatePath));
+    const r = await runOn(createOpenSshTransport({ sshConfigFile: cfg }), sshd.address, "true");
+    assert.equal(r.result.error?.code, "ERR_AUTH");
+    assert.match(r.result.error!.message, /Permission denied/);
+    assert.equal(r.connected, 0);
+  });
+
+  test("a changed host key: ERR_HOST_KEY, and the command does not run", async () => {
+    const impostor = makeKey(dir, "impostor");
+    const kh = join(dir, "changed_kh");
+    const [type, blob] = impostor.publicLine.split(" ");
+    writeFileSync(kh, `[${sshd.address}]:${sshd.port} ${type} ${blob}\n`);
+    const cfg = join(dir, "changed.conf");
+    writeFileSync(cfg, `Host *\n  UserKnownHostsFile ${kh}\n` + readFileSync(sshd.clientConfigPath, "utf8"));
+    const r = await runOn(createOpenSshTransport({ sshConfigFile: cfg }), sshd.address, "echo must-not-run");
+    assert.equal(r.result.error?.code, "ERR_HOST_KEY");
+    assert.equal(r.out, "");
+  });
+
+  test("a refused port: ERR_CONNECT_REFUSED", async () => {
+    const srv = await listen();
+    const port = portOf(srv);
+    await closeServer(srv);
+    const r = await runOn(createOpenSshTransport({ sshConfigFile: sshd.clientConfigPath, port }), "127.0.0.1", "true");
+    assert.equal(r.result.error?.code, "ERR_CONNECT_REFUSED");
+    assert.equal(r.result.closedBy, null);
+  });
+
+  test("abort kills ssh and resolves with the reason", async () => {
+    const ac = new AbortController();
+    const r = await runOn(t, sshd.address, "echo started; sleep 30", {
+      signal: ac.signal,
+      onStdout: () => ac.abort("timeout"),
+    });
+    assert.equal(r.result.error?.code, "ERR_COMMAND_TIMEOUT");
+    assert.equal(r.connected, 1);
+  });
+});
