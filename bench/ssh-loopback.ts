@@ -9,8 +9,8 @@
  * neither read nor written. Loopback only: nothing leaves the machine.
  *
  * Per tool: wall time; client CPU (user+sys of the tool and all its children, from bash's `times`);
- * the sshd side's CPU for the same phase (children's CPU reaped by the listeners, /proc/PID/stat
- * cutime+cstime: it is where most of the time goes on one machine); hosts that answered; and the
+ * the sshd side's CPU for the same phase (a cpuacct cgroup of the bench's own holding the sshd's and
+ * all they start; it is where most of the time goes on one machine); hosts that answered; and the
  * TIME_WAIT sockets the phase left on the client side (kernel table rows towards the sshd port that
  * were not there before the phase). Tools run one after the other, --rounds times, ours first.
  *
@@ -19,8 +19,8 @@
  * Writes bench/results/ssh-loopback.json.
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, release, tmpdir } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, hostname, release, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readTcpSockets } from "../src/kernel/read.js";
@@ -28,6 +28,7 @@ import { makeKey, sshdSkipReason, startSshd, type Sshd } from "../test/helpers/s
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const COMMAND = "hostname";
+const HOSTNAME = hostname();
 const PHASE_TIMEOUT_MS = 180_000;
 
 function arg(name: string, fallback: number): number {
@@ -50,6 +51,36 @@ interface Phase {
   sshdCpuS: number;
   clientTimeWait: number;
   exitCode: number | null;
+  /** Output lines that are not a host's answer (first five), to see what went wrong. */
+  unexpected: string[];
+}
+
+const CPUACCT = "/sys/fs/cgroup/cpuacct";
+
+/**
+ * The sshd's and every process they start (sessions, shells) in a cpuacct cgroup of this bench's own,
+ * so that their CPU is counted whole, when they end and when they are reaped alike. Null when the
+ * cgroup cannot be made (no cgroup v1 cpuacct, not root): then the listeners' cutime+cstime is used.
+ */
+function makeCgroup(pids: readonly number[]): string | null {
+  const path = join(CPUACCT, `aissh-bench-${process.pid}`);
+  try {
+    mkdirSync(path);
+    for (const pid of pids) writeFileSync(join(path, "cgroup.procs"), `${pid}\n`);
+    return path;
+  } catch {
+    try {
+      rmdirSync(path);
+    } catch {
+      // never made
+    }
+    return null;
+  }
+}
+
+function sshdCpu(cgroup: string | null, pids: readonly number[]): number {
+  if (cgroup) return Number(readFileSync(join(cgroup, "cpuacct.usage"), "utf8")) / 1e9;
+  return sshdChildrenCpu(pids);
 }
 
 /** CPU seconds of finished children of the sshd listeners (utime+stime of reaped sessions). */
@@ -117,6 +148,7 @@ async function main(): Promise<void> {
   // 127.0.0.2-251, then 127.0.1.2-251, ...: all on lo, none of them 127.0.0.1.
   const hosts = Array.from({ length: n }, (_, i) => `127.0.${Math.floor(i / 250)}.${(i % 250) + 2}`);
   const servers: Sshd[] = [];
+  let cgroup: string | null = null;
   try {
     // First sshd picks the port; the others listen on the same port on their own 16 addresses.
     for (let i = 0; i < hosts.length; i += 16) {
@@ -137,6 +169,8 @@ async function main(): Promise<void> {
     const hostFile = join(dir, "hosts");
     writeFileSync(hostFile, `${hosts.join("\n")}\n`);
     const sshdPids = servers.map((s) => s.pid);
+    cgroup = makeCgroup(sshdPids);
+    process.stderr.write(`sshd CPU from ${cgroup ? `cgroup ${cgroup}` : "the listeners' cutime (no cpuacct cgroup)"}\n`);
 
     const env = { ...process.env, SSH_AUTH_SOCK: "" };
     const tools: { name: string; argv: string[]; env?: NodeJS.ProcessEnv }[] = [
@@ -152,26 +186,30 @@ async function main(): Promise<void> {
     for (let round = 1; round <= rounds; round++) {
       for (const tool of tools) {
         const before = clientTimeWaitKeys(port);
-        const cpuBefore = sshdChildrenCpu(sshdPids);
+        const cpuBefore = sshdCpu(cgroup, sshdPids);
         const out = join(dir, `out-${phases.length}`);
         const r = await timed(tool.argv, tool.env ?? env, out);
         const after = clientTimeWaitKeys(port);
         let fresh = 0;
         for (const k of after) if (!before.has(k)) fresh++;
-        const lines = existsSync(out) ? readFileSync(out, "utf8").split("\n").filter((l) => l.trim() !== "").length : 0;
+        // A host answered when a line says this machine's hostname (pdsh and multi-rsh prefix "host: ").
+        const lines = existsSync(out) ? readFileSync(out, "utf8").split("\n").filter((l) => l.trim() !== "") : [];
+        const answered = lines.filter((l) => l === HOSTNAME || l.endsWith(`: ${HOSTNAME}`));
+        const unexpected = lines.filter((l) => l !== HOSTNAME && !l.endsWith(`: ${HOSTNAME}`)).slice(0, 5);
         const p: Phase = {
           tool: tool.name,
           round,
           hosts: n,
-          ok: lines,
+          ok: answered.length,
+          unexpected,
           wallS: r.wallS,
           clientCpuS: r.cpuS,
-          sshdCpuS: sshdChildrenCpu(sshdPids) - cpuBefore,
+          sshdCpuS: sshdCpu(cgroup, sshdPids) - cpuBefore,
           clientTimeWait: fresh,
           exitCode: r.code,
         };
         phases.push(p);
-        process.stderr.write(`${p.tool.padEnd(22)} round ${round}: ${p.ok}/${n} ok, wall ${p.wallS.toFixed(2)} s, client CPU ${p.clientCpuS.toFixed(2)} s, sshd CPU ${p.sshdCpuS.toFixed(2)} s, client TIME_WAIT ${p.clientTimeWait}\n`);
+        process.stderr.write(`${p.tool.padEnd(22)} round ${round}: ${p.ok}/${n} ok, wall ${p.wallS.toFixed(2)} s, client CPU ${p.clientCpuS.toFixed(2)} s, sshd CPU ${p.sshdCpuS.toFixed(2)} s, client TIME_WAIT ${p.clientTimeWait}${p.unexpected.length ? `; unexpected: ${JSON.stringify(p.unexpected)}` : ""}\n`);
       }
     }
 
@@ -219,6 +257,17 @@ async function main(): Promise<void> {
   } finally {
     for (const s of servers) await s.stop();
     rmSync(dir, { recursive: true, force: true });
+    if (cgroup) {
+      // Sessions still ending keep the cgroup busy for a moment; bounded retries, then leave it.
+      for (let i = 0; i < 50; i++) {
+        try {
+          rmdirSync(cgroup);
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    }
   }
 }
 

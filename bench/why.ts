@@ -15,7 +15,7 @@
  * TIME_WAIT lasts 60 s, so the timing window after the build is bounded (--window) and the count is
  * read before and after the rounds; both go in the JSON.
  *
- * Run: npm run build && npm run bench:why [-- --sizes 10000,50000 --rounds 7]
+ * Run: npm run build && npm run bench:why [-- --sizes 10000,50000 --rounds 7 --compare OTHER/bin/addrinuse.js]
  */
 import { spawnSync, spawn } from "node:child_process";
 import { connect, createServer, type AddressInfo } from "node:net";
@@ -172,6 +172,9 @@ async function inner(): Promise<void> {
     { name: "addrinuse why PORT --json", argv: [node, CLI, "why", String(port), "--json"] },
     { name: "addrinuse ls", argv: [node, CLI, "ls"] },
   ];
+  // --compare OTHER/bin/addrinuse.js: the same `why` from another build (e.g. before a change).
+  const compare = arg("--compare", "");
+  if (compare) commands.push({ name: "compare: why PORT", argv: [node, compare, "why", String(port)] });
   const devnull = openSync("/dev/null", "w");
   const runs = new Map<string, { ms: number[]; codes: number[] }>(commands.map((c) => [c.name, { ms: [], codes: [] }]));
   // One warm-up of each (page cache, dist files), not counted.
@@ -219,7 +222,7 @@ function runInNamespace(ns: string, size: number, rounds: number, windowS: numbe
   return new Promise((resolve, reject) => {
     const child = spawn(
       "ip",
-      ["netns", "exec", ns, process.execPath, "--import", "tsx", fileURLToPath(import.meta.url), "--inner", String(size), "--rounds", String(rounds), "--window", String(windowS)],
+      ["netns", "exec", ns, process.execPath, "--import", "tsx", fileURLToPath(import.meta.url), "--inner", String(size), "--rounds", String(rounds), "--window", String(windowS), "--compare", arg("--compare", "")],
       { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
     );
     let out = "";

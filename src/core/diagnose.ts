@@ -119,7 +119,9 @@ export function diagnose(
   const listeners = relevant.filter((r) => r.state === "LISTEN");
   const timeWait = relevant.filter((r) => r.state === "TIME_WAIT");
   const orphans = relevant.filter((r) => CLOSING_STATES.has(r.state) && r.owners.length === 0 && r.inode === 0);
-  const live = relevant.filter((r) => r.state !== "LISTEN" && r.state !== "TIME_WAIT" && !orphans.includes(r));
+  // A Set, not orphans.includes(): a busy server port has thousands of each, and that was quadratic.
+  const orphanSet = new Set(orphans);
+  const live = relevant.filter((r) => r.state !== "LISTEN" && r.state !== "TIME_WAIT" && !orphanSet.has(r));
   const where = formatEndpoint(host, port);
 
   if (!bind.ok && bind.errno === "EACCES") {
@@ -157,7 +159,9 @@ export function diagnose(
 
   if (timeWait.length > 0) {
     kinds.push("time-wait");
-    const longest = Math.max(...timeWait.map((r) => r.timerMs));
+    // A loop, not Math.max(...rows): spreading ~125,000+ arguments overflows the stack, and one port can hold that many.
+    let longest = 0;
+    for (const r of timeWait) if (r.timerMs > longest) longest = r.timerMs;
     advice.push(
       `${timeWait.length} connection${timeWait.length === 1 ? "" : "s"} on this port ${timeWait.length === 1 ? "is" : "are"} in TIME_WAIT, the kernel's memory of a connection this side closed first; the last one goes in ${seconds(longest)} (Linux keeps TIME_WAIT a fixed 60 s). ` +
         `A server that sets SO_REUSEADDR before bind (every Node server does) can bind anyway; one that does not gets EADDRINUSE until then. ` +
@@ -168,7 +172,8 @@ export function diagnose(
 
   if (orphans.length > 0) {
     kinds.push("closing-orphans");
-    const longest = Math.max(0, ...orphans.map((r) => r.timerMs));
+    let longest = 0;
+    for (const r of orphans) if (r.timerMs > longest) longest = r.timerMs;
     advice.push(
       `${orphans.length} connection${orphans.length === 1 ? "" : "s"} in ${[...new Set(orphans.map((r) => r.state))].join("/")} belong to no process: left over from a server that closed its socket (a listening socket with pending connections goes through FIN_WAIT_1 as the note says). The kernel finishes them on its own${longest ? ` (timer: ${seconds(longest)})` : ""}; orphaned FIN_WAIT_2 is bounded by net.ipv4.tcp_fin_timeout. A server with SO_REUSEADDR can bind over them.`,
     );

@@ -194,6 +194,25 @@ async function run(server: net.Server, o: ShutdownOptions): Promise<ShutdownRepo
   const t = tracked.get(server)!;
   const completedBefore = t.completed;
   const cutOffBefore = t.cutOff;
+  const listenerClosed = new Promise<void>((resolve) => {
+    if (!server.listening) return resolve();
+    server.once("close", () => resolve());
+    // net.Server's close, not http's: http.Server#close ends idle keep-alive connections first.
+    net.Server.prototype.close.call(server);
+  });
+
+  if (isHttp(server)) {
+    // The server's idle timer would close first; the grace period governs instead.
+    server.keepAliveTimeout = 0;
+    t.onRequest = (_req, res) => hint(res);
+    for (const c of t.conns) {
+      c.socket.setTimeout(0);
+      for (const res of c.active) hint(res);
+    }
+  }
+
+  // Counted once the listener is closed, so that no connection arrives between the two counts.
+  const open = await new Promise<number>((resolve) => server.getConnections((err, n) => resolve(err ? 0 : n)));
   const report: ShutdownReport = {
     connections: t.conns.size,
     closedByClient: 0,
@@ -207,7 +226,6 @@ async function run(server: net.Server, o: ShutdownOptions): Promise<ShutdownRepo
     aborted: false,
     durationMs: 0,
   };
-  const open = await new Promise<number>((resolve) => server.getConnections((err, n) => resolve(err ? 0 : n)));
   report.untracked = Math.max(0, open - t.conns.size);
   const counted = new Set<Conn>();
   const count = (c: Conn) => {
@@ -219,28 +237,12 @@ async function run(server: net.Server, o: ShutdownOptions): Promise<ShutdownRepo
     else report.closedByServer++;
   };
 
-  const listenerClosed = new Promise<void>((resolve) => {
-    if (!server.listening) return resolve();
-    server.once("close", () => resolve());
-    // net.Server's close, not http's: http.Server#close ends idle keep-alive connections first.
-    net.Server.prototype.close.call(server);
-  });
-
   let allClosed!: () => void;
   const drained = new Promise<void>((resolve) => (allClosed = resolve));
   t.onClose = (c) => {
     count(c);
     if (t.conns.size === 0) allClosed();
   };
-  if (isHttp(server)) {
-    // The server's idle timer would close first; the grace period governs instead.
-    server.keepAliveTimeout = 0;
-    t.onRequest = (_req, res) => hint(res);
-    for (const c of t.conns) {
-      c.socket.setTimeout(0);
-      for (const res of c.active) hint(res);
-    }
-  }
   if (t.conns.size === 0) allClosed();
   const serverClosed = Promise.all([listenerClosed, drained]);
 

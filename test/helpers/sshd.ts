@@ -214,6 +214,18 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
+/**
+ * An ed25519 key pair from ssh2's generator. About 1 in 100 of its private keys is rejected by its own
+ * parser ("Malformed OpenSSH private key"), so draw again (bounded) until one parses.
+ */
+export function generateEd25519(): { private: string; public: string } {
+  for (let i = 0; i < 50; i++) {
+    const k = ssh2.utils.generateKeyPairSync("ed25519");
+    if (!(ssh2.utils.parseKey(k.private) instanceof Error)) return k;
+  }
+  throw new Error("ssh2 generated no parseable ed25519 key in 50 tries");
+}
+
 export interface FaultServer {
   address: string;
   port: number;
@@ -236,7 +248,7 @@ export interface FaultServerOptions {
  * test the raw socket of each connection (injected through injectSocket, so no private fields).
  */
 export async function startFaultSshServer(options: FaultServerOptions = {}): Promise<FaultServer> {
-  const keys = ssh2.utils.generateKeyPairSync("ed25519");
+  const keys = generateEd25519();
   const sockets = new Set<net.Socket>();
   const server = new ssh2.Server({ hostKeys: [keys.private] }, () => {});
   const raw = net.createServer((socket) => {

@@ -7,12 +7,11 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import ssh2 from "ssh2";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { createSshTransport, type SshEnvironment } from "../../src/remote/transports/ssh.js";
 import type { ServerChannel } from "ssh2";
 import type { Transport, TransportResult } from "../../src/remote/transport.js";
-import { runOn, startFaultSshServer, startRawServer, writeClientFiles, type FaultServerOptions } from "../helpers/sshd.js";
+import { generateEd25519, runOn, startFaultSshServer, startRawServer, writeClientFiles, type FaultServerOptions } from "../helpers/sshd.js";
 
 const linux = process.platform === "linux" ? false : "reads /proc/net/tcp (Linux only)";
 
@@ -32,7 +31,7 @@ describe("ssh transport against faulty servers", { skip: linux }, () => {
     dir = mkdtempSync(join(tmpdir(), "aissh-faults-"));
     env.home = dir;
     identity = join(dir, "id_ed25519");
-    writeFileSync(identity, ssh2.utils.generateKeyPairSync("ed25519").private, { mode: 0o600 });
+    writeFileSync(identity, generateEd25519().private, { mode: 0o600 });
   });
   after(async () => {
     for (const c of cleanups) await c();

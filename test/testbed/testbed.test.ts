@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { AddrinuseError } from "../../src/errors.js";
 import { assertRouteOverBridge, down, missingRequirement, run, status, up, type Testbed } from "./testbed.js";
@@ -12,6 +12,20 @@ const PREFIX = "aitbt";
 const NET = "10.247";
 const needs = missingRequirement();
 const missingClient = ["/usr/bin/rsh", "/usr/bin/ssh", "/usr/bin/pdsh"].find((p) => !existsSync(p));
+
+/** Processes whose command line names the testbed's state dir (its daemons do), wherever they are. */
+function daemonsLeft(): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, "latin1").includes(`addrinuse-testbed/${PREFIX}/`)) out.push(Number(d));
+    } catch {
+      // Exited during the walk.
+    }
+  }
+  return out;
+}
 
 function ours(): { namespaces: string[]; links: string[] } {
   const re = new RegExp(`^${PREFIX}`);
@@ -42,6 +56,7 @@ test("five hosts answer the real rsh, pdsh and ssh clients, each with its own ho
   const addrs = tb.hosts.map((h) => h.address);
   assertRouteOverBridge(addrs, tb.bridge);
   t.diagnostic(`up 5 hosts in ${tb.setupMs} ms, ${Math.round(tb.hostPssBytes / 2 ** 20)} MiB PSS`);
+  assert.equal(daemonsLeft().length, 10, "an inetd and an sshd per host");
 
   const rsh = await run("rsh", [addrs[0]!, "hostname"], { timeoutMs: 20_000 });
   assert.equal(rsh.stdout.trim(), tb.hosts[0]!.name, rsh.stderr);
@@ -64,6 +79,7 @@ test("five hosts answer the real rsh, pdsh and ssh clients, each with its own ho
   const st = status({ prefix: PREFIX });
   assert.equal(st.up, false);
   assert.equal(st.processes, 0);
+  assert.deepEqual(daemonsLeft(), []);
   assert.equal(existsSync(`/tmp/addrinuse-testbed/${PREFIX}`), false);
   const mounts = execFileSync("cat", ["/proc/self/mountinfo"], { encoding: "utf8" });
   assert.equal(mounts.includes(`addrinuse-testbed/${PREFIX}`), false);
