@@ -81,6 +81,7 @@ const TOOLS: Tool[] = [
 interface RunRecord {
   tool: string;
   hosts: number;
+  fanout: number;
   command: CommandName;
   round: number;
   wallMs: number;
@@ -102,6 +103,7 @@ interface Row {
   family: Family;
   ours: boolean;
   hosts: number;
+  fanout: number;
   command: CommandName;
   rounds: number;
   wallMs: number;
@@ -119,7 +121,8 @@ interface Doc {
   bench: "fanout";
   date: string;
   machine: { kernel: string; cpus: number; memoryBytes: number };
-  config: { sizes: number[]; rounds: number[]; fanout: number; kex: string; commands: Record<CommandName, string> };
+  /** Hosts counts present in rows (a --merge run adds its own); rounds and fan-out are per row. */
+  config: { sizes: number[]; kex: string; commands: Record<CommandName, string> };
   testbed: { hosts: number; setupMs: number; hostPssBytes: number };
   rows: Row[];
   runs: RunRecord[];
@@ -297,7 +300,7 @@ async function runTool(tool: Tool, tb: Testbed, hostsFile: string, hosts: Testbe
   const hostTw = [...hostTimeWaits(tb, hosts).values()].reduce((x, y) => x + y, 0);
   const failures = counter.failures(hosts.length);
   const rec: RunRecord = {
-    tool: tool.name, hosts: hosts.length, command, round, wallMs, cpuMs, peakRssBytes: peak,
+    tool: tool.name, hosts: hosts.length, fanout, command, round, wallMs, cpuMs, peakRssBytes: peak,
     clientTimeWait: clientTimeWait(tb.net), hostTimeWait: hostTw, failures, peakFds, exitCode, reservedPortsBusy,
   };
   if (failures > 0) rec.note = stderr.split("\n").filter(Boolean).slice(0, 3).join(" | ").slice(0, 300);
@@ -311,7 +314,7 @@ function summarise(runs: RunRecord[]): Row[] {
     const rs = runs.filter((r) => `${r.hosts}|${r.command}|${r.tool}` === key);
     const tool = TOOLS.find((t) => t.name === rs[0]!.tool)!;
     rows.push({
-      tool: tool.name, family: tool.family, ours: tool.ours, hosts: rs[0]!.hosts, command: rs[0]!.command, rounds: rs.length,
+      tool: tool.name, family: tool.family, ours: tool.ours, hosts: rs[0]!.hosts, fanout: rs[0]!.fanout, command: rs[0]!.command, rounds: rs.length,
       wallMs: median(rs.map((r) => r.wallMs)),
       cpuMs: median(rs.map((r) => r.cpuMs)),
       peakRssBytes: Math.max(...rs.map((r) => r.peakRssBytes)),
@@ -364,7 +367,7 @@ export function renderSvg(doc: Doc): string {
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="100%" height="100%" fill="#ffffff"/>`);
-  out.push(`<text x="10" y="22" font-size="15" font-weight="bold">Fan-out: wall time per run (median of ${doc.config.rounds.join("/")} rounds, fan-out ${doc.config.fanout}, lower is better)</text>`);
+  out.push(`<text x="10" y="22" font-size="15" font-weight="bold">Fan-out: wall time per run (median of the rounds, lower is better)</text>`);
   out.push(`<text x="10" y="42" fill="#555">${esc(`${doc.date.slice(0, 10)} · Linux ${doc.machine.kernel} · ${doc.machine.cpus} CPUs · testbed hosts in network namespaces (in.rshd, OpenSSH sshd) · ssh kex ${doc.config.kex}`)}</text>`);
   panels.forEach((p, k) => {
     const [hosts, command] = p.split("|");
@@ -372,7 +375,7 @@ export function renderSvg(doc: Doc): string {
     const x0 = 10 + (k % cols) * panelW;
     const y0 = 60 + Math.floor(k / cols) * rowH;
     const max = Math.max(...rows.map((r) => r.wallMs), 1);
-    out.push(`<text x="${x0}" y="${y0 + 16}" font-weight="bold">${esc(`${hosts} hosts, ${command === "1MB" ? "1 MB of output each" : "hostname"}`)}</text>`);
+    out.push(`<text x="${x0}" y="${y0 + 16}" font-weight="bold">${esc(`${hosts} hosts, ${command === "1MB" ? "1 MB of output each" : "hostname"} (fan-out ${rows[0]!.fanout}, ${rows[0]!.rounds} round${rows[0]!.rounds > 1 ? "s" : ""})`)}</text>`);
     rows.forEach((r, i) => {
       const y = y0 + 28 + i * (barH + gap);
       const w = Math.max(1, Math.round((r.wallMs / max) * plotW));
@@ -471,7 +474,7 @@ async function main(): Promise<number> {
     bench: "fanout",
     date: new Date().toISOString(),
     machine: { kernel: release(), cpus: cpus().length, memoryBytes: totalmem() },
-    config: { sizes, rounds: sizes.map((_, k) => roundsFor(k)), fanout, kex: "curve25519-sha256", commands },
+    config: { sizes: [...new Set(runs.map((r) => r.hosts))].sort((a, b) => a - b), kex: "curve25519-sha256", commands },
     testbed: { hosts: tb.hosts.length, setupMs: tb.setupMs, hostPssBytes: tb.hostPssBytes },
     rows,
     runs,
