@@ -1,13 +1,17 @@
 /**
- * ~/.ssh/config resolution for the built-in ssh transport: parsed text in, one host's settings out
- * (no I/O here; the transport reads the files once per run).
+ * ~/.ssh/config resolution for the built-in ssh transport: parsed text in, one host's settings out.
+ * The only I/O is inlineIncludes(), through the reader it is given; the transport reads the files
+ * once per run, not once per host.
  *
  * Parsing and Host/Match selection are the `ssh-config` package's; this module applies OpenSSH's
  * rules on top (ssh_config(5)): the first value obtained for a keyword wins, in the order user config
  * then system config (unless -F names the only file); IdentityFile accumulates; tokens %d %u %r %h %n
  * %p %% and a leading ~ are expanded; `Match exec` is never run (it would run a shell per host).
  * ProxyCommand and ProxyJump are reported in `unsupported` so the transport can say to use
- * `-R openssh` rather than silently connect straight to the host. Include is not followed.
+ * `-R openssh` rather than silently connect straight to the host. `Include` is followed by inlining
+ * the files it names (globs allowed; relative paths from ~/.ssh for the user's config, /etc/ssh for
+ * the system's), which is exact for the usual top-level `Include config.d/*`; inside a Host block
+ * the included file's own Host lines end that block, where OpenSSH would resume it afterwards.
  */
 import SSHConfig from "ssh-config";
 import { AddrinuseError } from "../errors.js";
@@ -49,6 +53,56 @@ const DEFAULT_IDENTITIES = ["id_rsa", "id_ecdsa", "id_ed25519", "id_dsa"];
 // Keywords that change where or through what the connection goes: connecting directly instead
 // would reach the wrong place, so the host fails with a pointer to -R openssh.
 const UNSUPPORTED = ["proxycommand", "proxyjump"];
+
+export interface ConfigReader {
+  /** File text, or null when it cannot be read (a missing Include is skipped, as ssh does). */
+  read(path: string): string | null;
+  /** Names in a directory, or [] when it cannot be listed. */
+  list(dir: string): string[];
+}
+
+const MAX_INCLUDE_DEPTH = 16;
+
+function globToRegExp(glob: string): RegExp {
+  const body = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]");
+  return new RegExp(`^${body}$`);
+}
+
+/** The files one Include argument names, sorted as glob(3) returns them. */
+function includeTargets(arg: string, baseDir: string, home: string, reader: ConfigReader): string[] {
+  let p = arg.startsWith("~/") ? home + arg.slice(1) : arg;
+  if (!p.startsWith("/")) p = `${baseDir}/${p}`;
+  if (!/[*?]/.test(p)) return [p];
+  const slash = p.lastIndexOf("/");
+  const dir = p.slice(0, slash) || "/";
+  if (/[*?]/.test(dir)) return []; // globs in directory parts: not followed
+  const re = globToRegExp(p.slice(slash + 1));
+  return reader
+    .list(dir)
+    .filter((n) => re.test(n))
+    .sort()
+    .map((n) => `${dir}/${n}`);
+}
+
+/** Replace each `Include` line with the text of the files it names (recursively, bounded). */
+export function inlineIncludes(text: string, baseDir: string, home: string, reader: ConfigReader, depth = 0): string {
+  if (depth > MAX_INCLUDE_DEPTH) throw new AddrinuseError("ERR_USAGE", `ssh config: Include nested deeper than ${MAX_INCLUDE_DEPTH}`);
+  return text
+    .split("\n")
+    .map((line) => {
+      const m = /^\s*include(?:\s*=\s*|\s+)(.+?)\s*$/i.exec(line);
+      if (!m) return line;
+      return m[1]!
+        .split(/\s+/)
+        .flatMap((arg) => includeTargets(arg.replace(/^"|"$/g, ""), baseDir, home, reader))
+        .map((file) => {
+          const t = reader.read(file);
+          return t === null ? "" : inlineIncludes(t, baseDir, home, reader, depth + 1);
+        })
+        .join("\n");
+    })
+    .join("\n");
+}
 
 /** Parse the text of each config file, in reading order (user's first, or only -F's). */
 export function parseSshConfigs(texts: readonly string[]): SSHConfig[] {

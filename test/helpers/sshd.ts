@@ -237,6 +237,8 @@ export interface FaultServer {
 export interface FaultServerOptions {
   /** Runs for each exec request, with the raw TCP socket for faults. Default: exit 0. */
   onExec?: (ctx: { channel: ServerChannel; socket: net.Socket; command: string }) => void;
+  /** Accept only passwords (a host where the built-in client, which never prompts, must give up). */
+  passwordOnly?: boolean;
   /** Refuse every exec request (channel request failure). */
   rejectExec?: boolean;
   /** Ignore the client's DISCONNECT and never close the TCP connection (a server that hangs on). */
@@ -264,7 +266,7 @@ export async function startFaultSshServer(options: FaultServerOptions = {}): Pro
   server.on("connection", (client: Connection, info: ClientInfo) => {
     const socket = [...sockets].find((s) => s.remotePort === info.port)!;
     client.on("error", () => {});
-    client.on("authentication", (ctx) => ctx.accept());
+    client.on("authentication", (ctx) => (options.passwordOnly && ctx.method !== "password" ? ctx.reject(["password"]) : ctx.accept()));
     client.on("ready", () => {
       client.on("session", (accept) => {
         const session = accept();

@@ -119,6 +119,13 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     if (doc.results[0]!.closedBy === "remote") assert.equal(doc.ledger["localTimeWait"], 0);
   });
 
+  test("the sshd session killed mid-command: ERR_CONNECTION_LOST, with ssh's own words", async () => {
+    const r = await runOn(t, sshd.address, "kill -9 $PPID; sleep 5", { separateStderr: true });
+    assert.equal(r.result.connected, true);
+    assert.equal(r.result.error?.code, "ERR_CONNECTION_LOST");
+    assert.match(r.result.error!.message, /closed by remote host/);
+  });
+
   test("an unauthorised key: ERR_AUTH", async () => {
     const other = makeKey(dir, "not_authorized");
     const cfg = join(dir, "badkey.conf");

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { expandTokens, parseSshConfigs, resolveSshConfig } from "../../src/remote/ssh-config.js";
+import { expandTokens, inlineIncludes, parseSshConfigs, resolveSshConfig } from "../../src/remote/ssh-config.js";
 
 const ctx = { home: "/home/op", localUser: "op" };
 
@@ -83,4 +83,28 @@ test("bad values are usage errors naming the keyword", () => {
 test("tokens: %d %u %r %h %n %p %% and ~", () => {
   const t = { home: "/h", localUser: "lu", user: "ru", hostName: "10.0.0.1", alias: "web", port: 22 };
   assert.equal(expandTokens("~/%u-%r-%h-%n-%p-%%-%d", t), "/h/lu-ru-10.0.0.1-web-22-%-/h");
+});
+
+test("Include inlines the files it names: globs sorted, ~ and relative paths, missing ones skipped", () => {
+  const files: Record<string, string> = {
+    "/home/op/.ssh/config.d/20-web": "Host web*\n  Port 2200\n",
+    "/home/op/.ssh/config.d/10-db": "Host db*\n  User dba\n",
+    "/home/op/.ssh/extra": "Host x\n  Include nested\n",
+    "/home/op/.ssh/nested": "  Port 9\n",
+  };
+  const reader = {
+    read: (p: string) => files[p] ?? null,
+    list: (d: string) => (d === "/home/op/.ssh/config.d" ? ["20-web", "10-db", "README"] : []),
+  };
+  const text = inlineIncludes("Include config.d/*-*\nInclude ~/.ssh/extra /nonexistent\nHost *\n  User op\n", "/home/op/.ssh", "/home/op", reader);
+  assert.equal(text.indexOf("Host db*") < text.indexOf("Host web*"), true, "glob results sorted");
+  const c = parseSshConfigs([text]);
+  assert.equal(resolveSshConfig(c, "web1", ctx).port, 2200);
+  assert.equal(resolveSshConfig(c, "db1", ctx).user, "dba");
+  assert.equal(resolveSshConfig(c, "x", ctx).port, 9);
+});
+
+test("Include loops are bounded: a usage error, not a hang", () => {
+  const reader = { read: () => "Include self\n", list: () => [] };
+  assert.throws(() => inlineIncludes("Include self\n", "/d", "/h", reader), { code: "ERR_USAGE", message: /Include/ });
 });

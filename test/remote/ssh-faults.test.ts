@@ -80,6 +80,14 @@ describe("ssh transport against faulty servers", { skip: linux }, () => {
     assert.equal(r.result.signal, "SIGKILL");
   });
 
+  test("a server that accepts only passwords: ERR_AUTH saying so, and no prompt", async () => {
+    const { t } = await faultServer({ passwordOnly: true });
+    const r = await runOn(t, "127.0.0.1", "x");
+    assert.equal(r.result.error?.code, "ERR_AUTH");
+    assert.match(r.result.error!.message, /server accepts: password/);
+    assert.equal(r.connected, 0);
+  });
+
   test("a server that refuses the exec request: ERR_REMOTE_REFUSED", async () => {
     const { t } = await faultServer({ rejectExec: true });
     const r = await runOn(t, "127.0.0.1", "x");

@@ -123,6 +123,14 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     );
   });
 
+  test("the sshd session killed mid-command: ERR_CONNECTION_LOST, closedBy remote", async () => {
+    const r = await runOn(t, sshd.address, "kill -9 $PPID; sleep 5");
+    assert.equal(r.result.connected, true);
+    assert.equal(r.result.error?.code, "ERR_CONNECTION_LOST");
+    assert.equal(r.result.closedBy, "remote");
+    assert.equal(timeWaits(r.result.localPort!, sshd.port), 0);
+  });
+
   test("an already aborted signal resolves at once with a cancellation", async () => {
     const ac = new AbortController();
     ac.abort("cancel");

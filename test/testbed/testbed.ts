@@ -425,7 +425,7 @@ function writeStateFiles(o: Required<Omit<TestbedOptions, "parallel">>, hosts: T
   return { stateDir: dir, hosts: hostsFile, hostsOk, sshConfig, knownHosts, clientKey };
 }
 
-function nsInode(prefix: string, name: string): number | null {
+function nsInode(name: string): number | null {
   try {
     return statSync(`/run/netns/${name}`).ino;
   } catch {
@@ -486,7 +486,7 @@ export async function down(opts: { prefix?: string } = {}): Promise<{ namespaces
   const prefix = opts.prefix ?? "aitb";
   const n = names(prefix);
   const nss = ourNamespaces(prefix);
-  const inodes = new Set(nss.map((s) => nsInode(prefix, s)).filter((x): x is number => x !== null));
+  const inodes = new Set(nss.map((s) => nsInode(s)).filter((x): x is number => x !== null));
   const procs = processesIn(inodes);
   for (const pid of procs.keys()) {
     try {
@@ -616,7 +616,7 @@ export async function up(opts: TestbedOptions): Promise<Testbed> {
     await down({ prefix: o.prefix });
     throw e;
   }
-  const inodes = new Set(hosts.map((h) => nsInode(o.prefix, h.name)).filter((x): x is number => x !== null));
+  const inodes = new Set(hosts.map((h) => nsInode(h.name)).filter((x): x is number => x !== null));
   const tb: Testbed = {
     prefix: o.prefix,
     bridge: n.bridge,
@@ -702,7 +702,7 @@ async function waitListening(tb: Pick<Testbed, "hosts" | "files">, budgetMs: num
 export function status(opts: { prefix?: string } = {}): TestbedStatus {
   const prefix = opts.prefix ?? "aitb";
   const nss = ourNamespaces(prefix);
-  const inodes = new Set(nss.map((s) => nsInode(prefix, s)).filter((x): x is number => x !== null));
+  const inodes = new Set(nss.map((s) => nsInode(s)).filter((x): x is number => x !== null));
   const processes = processesIn(inodes).size;
   const state = readState(prefix);
   if (!state) return { up: false, testbed: null, namespaces: nss.length, processes, notListening: [] };

@@ -29,9 +29,19 @@ export interface ChildHooks {
   onSpawn?(child: ChildProcess): void;
   /** Called before onStdout/onStderr for each chunk (openssh watches for the first byte). */
   onOutput?(): void;
+  /**
+   * Runs on abort before the group is killed (openssh resets ssh's connection here); the kill waits
+   * for it, at most ABORT_HOOK_MS.
+   */
+  onAbort?(): Promise<void>;
+  /** Every chunk of the child's own stderr, merged or not (openssh reads ssh's parting words). */
+  onStderr?(chunk: Buffer): void;
   /** Turns the exit into a result (openssh reads its log here). Default: the child's own status. */
   finish?(code: number | null, signal: NodeJS.Signals | null, aborted: boolean): TransportResult | Promise<TransportResult>;
 }
+
+/** The longest an onAbort hook may delay the kill. */
+export const ABORT_HOOK_MS = 1000;
 
 function abortError(signal: AbortSignal): { code: ErrorCode; message: string } {
   return signal.reason === "timeout"
@@ -54,14 +64,19 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
     let spawned = false;
     let aborted = false;
     let settled = false;
-    const kill = () => {
-      aborted = true;
+    const killGroup = () => {
       if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
       try {
         process.kill(-child.pid, "SIGKILL");
       } catch {
         child.kill("SIGKILL");
       }
+    };
+    const kill = () => {
+      aborted = true;
+      if (!hooks.onAbort) return killGroup();
+      const bound = new Promise<void>((r) => setTimeout(r, ABORT_HOOK_MS));
+      void Promise.race([hooks.onAbort().catch(() => {}), bound]).then(killGroup);
     };
     req.signal.addEventListener("abort", kill, { once: true });
     const done = (r: TransportResult) => {
@@ -81,6 +96,7 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
     });
     child.stderr!.on("data", (d: Buffer) => {
       hooks.onOutput?.();
+      hooks.onStderr?.(d);
       errOut(d);
     });
     child.on("error", (e: NodeJS.ErrnoException) => {

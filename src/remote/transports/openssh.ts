@@ -128,6 +128,8 @@ export class OpenSshTransport implements Transport {
 
     let log = "";
     let offset = 0;
+    // The last bytes ssh wrote on stderr, where its parting "Connection to ... closed" goes.
+    let stderrTail = "";
     let child: ChildProcess | null = null;
     let watcher: FSWatcher | null = null;
     let connected = false;
@@ -182,6 +184,9 @@ export class OpenSshTransport implements Transport {
         }
       },
       onOutput: markConnected,
+      onStderr: (b) => {
+        stderrTail = (stderrTail + b.toString("latin1")).slice(-512);
+      },
       finish: (code, sig, aborted) => {
         watcher?.close();
         readLog();
@@ -216,6 +221,17 @@ export class OpenSshTransport implements Transport {
         }
         // The remote's own status: any code but 255, or 255 when the server reported it.
         if (code !== 255 || /rtype exit-(status|signal)/.test(log)) return { ...base, exitCode: code, signal: null, error: null };
+        if (ran) {
+          // Started, and no status came: the connection went. ssh says so on stderr, not in its log
+          // ("Connection to HOST closed by remote host."), and it has reached the host's output.
+          const said = /Connection to \S+ closed[^\r\n]*/.exec(stderrTail)?.[0];
+          return {
+            ...base,
+            exitCode: null,
+            signal: null,
+            error: { code: "ERR_CONNECTION_LOST", message: `ssh: ${said ?? "the connection ended before the command's exit status (ssh exit 255)"}` },
+          };
+        }
         return { ...base, exitCode: null, signal: null, error: classifySshLog(log) };
       },
     });

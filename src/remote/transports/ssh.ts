@@ -21,7 +21,7 @@
  * Settings come from ~/.ssh/config (or -F) through ssh-config.ts and known_hosts through
  * known-hosts.ts; both files are read once per run, not once per host.
  */
-import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { dirname } from "node:path";
 import net from "node:net";
@@ -40,7 +40,7 @@ import {
   parseKnownHosts,
   type KnownHostEntry,
 } from "../known-hosts.js";
-import { parseSshConfigs, resolveSshConfig, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
+import { inlineIncludes, parseSshConfigs, resolveSshConfig, type ConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 
 const { Client, OpenSSHAgent, utils } = ssh2;
@@ -148,17 +148,34 @@ export class SshTransport implements Transport {
     this.agentSocket = env.agentSocket ?? process.env["SSH_AUTH_SOCK"] ?? "";
     this.graceMs = env.graceMs ?? DEFAULT_GRACE_MS;
     const texts: string[] = [];
-    if (options.sshConfigFile !== undefined) {
-      // -F names the only file, and a file the user named must exist (ssh: "Can't open user config file").
-      const t = readOptional(options.sshConfigFile);
-      if (t === null) throw new UsageError(`cannot read ssh config file '${options.sshConfigFile}'`);
-      texts.push(t.toString("utf8"));
-    } else {
-      const user = readOptional(`${this.home}/.ssh/config`);
-      if (user) texts.push(user.toString("utf8"));
-      const systemFile = env.systemConfigFile === undefined ? "/etc/ssh/ssh_config" : env.systemConfigFile;
-      const system = systemFile === null ? null : readOptional(systemFile);
-      if (system) texts.push(system.toString("utf8"));
+    // Relative Include paths: from ~/.ssh in a user config (-F too), from /etc/ssh in the system one.
+    const reader: ConfigReader = {
+      read: (p) => readOptional(p)?.toString("utf8") ?? null,
+      list: (d) => {
+        try {
+          return readdirSync(d);
+        } catch {
+          return [];
+        }
+      },
+    };
+    const userDir = `${this.home}/.ssh`;
+    try {
+      if (options.sshConfigFile !== undefined) {
+        // -F names the only file, and a file the user named must exist (ssh: "Can't open user config file").
+        const t = readOptional(options.sshConfigFile);
+        if (t === null) throw new UsageError(`cannot read ssh config file '${options.sshConfigFile}'`);
+        texts.push(inlineIncludes(t.toString("utf8"), userDir, this.home, reader));
+      } else {
+        const user = reader.read(`${userDir}/config`);
+        if (user !== null) texts.push(inlineIncludes(user, userDir, this.home, reader));
+        const systemFile = env.systemConfigFile === undefined ? "/etc/ssh/ssh_config" : env.systemConfigFile;
+        const system = systemFile === null ? null : reader.read(systemFile);
+        if (system !== null) texts.push(inlineIncludes(system, "/etc/ssh", this.home, reader));
+      }
+    } catch (e) {
+      if (e instanceof UsageError) throw e;
+      throw new UsageError(`cannot read ssh config: ${(e as Error).message}`);
     }
     try {
       this.configs = parseSshConfigs(texts);
@@ -203,7 +220,7 @@ export class SshTransport implements Transport {
   }
 
   knownHostsEntries(files: readonly string[]): KnownHostEntry[] {
-    const out: KnownHostEntry[] = [];
+    let out: KnownHostEntry[] = [];
     for (const f of files) {
       let entries = this.knownHosts.get(f);
       if (!entries) {
@@ -211,7 +228,8 @@ export class SshTransport implements Transport {
         entries = text ? parseKnownHosts(text.toString("utf8"), f) : [];
         this.knownHosts.set(f, entries);
       }
-      out.push(...entries);
+      // concat, not push(...): a known_hosts of 100k lines would overflow the argument stack.
+      out = out.concat(entries);
     }
     return out;
   }
