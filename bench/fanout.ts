@@ -18,7 +18,7 @@
  *
  * Run (root): npm run build && npm run bench:fanout [-- --sizes 100,300,1000 --rounds 3 --fanout 64]
  * The 1,000-host run of multi-rsh with fan-out 256 (peak RSS and fds of each tool recorded):
- *   npm run bench:fanout -- --sizes 1000 --rounds 1 --fanout 256 --tools "multi-rsh -R rsh,pdsh -R rsh" --merge
+ *   npm run bench:fanout -- --sizes 1000 --rounds 1 --fanout 256 --commands hostname --tools "multi-rsh -R rsh,pdsh -R rsh,multi-rsh -R ssh" --merge
  * Redraw the chart from the JSON only: npm run bench:fanout -- --svg-only
  */
 import { spawn } from "node:child_process";
@@ -54,6 +54,11 @@ interface Tool {
 }
 
 const MULTI_RSH = join(ROOT, "bin", "multi-rsh.js");
+/**
+ * multi-rsh's default -t 15 is a total per host; pdsh and clush have no command timeout by default
+ * and pssh gets -t 120 here, so ours gets 120 too: a loaded machine moving 300 MB is slow, not broken.
+ */
+const OUR_TIMEOUT_S = "120";
 
 const TOOLS: Tool[] = [
   { name: "pdsh -R rsh", family: "rsh", ours: false, output: "prefix", needs: "/usr/bin/pdsh",
@@ -61,7 +66,7 @@ const TOOLS: Tool[] = [
   { name: "clush -R rsh", family: "rsh", ours: false, output: "prefix", needs: "/usr/bin/clush",
     argv: (c) => ({ cmd: "clush", args: ["-R", "rsh", "-f", String(c.fanout), "-l", "root", "--hostfile", c.hostsFile, c.command] }) },
   { name: "multi-rsh -R rsh", family: "rsh", ours: true, output: "prefix", needs: MULTI_RSH,
-    argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "rsh", "-p", String(c.fanout), "-l", c.hostsFile, c.command] }) },
+    argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "rsh", "-t", OUR_TIMEOUT_S, "-p", String(c.fanout), "-l", c.hostsFile, c.command] }) },
   { name: "pdsh -R ssh", family: "ssh", ours: false, output: "prefix", needs: "/usr/bin/pdsh",
     argv: (c) => ({ cmd: "pdsh", args: ["-R", "ssh", "-f", String(c.fanout), "-w", `^${c.hostsFile}`, c.command], env: { PDSH_SSH_ARGS_APPEND: `-F ${c.tb.files.sshConfig}` } }) },
   { name: "pssh", family: "ssh", ours: false, output: "pssh", needs: "/usr/bin/parallel-ssh",
@@ -73,9 +78,9 @@ const TOOLS: Tool[] = [
   { name: "GNU parallel", family: "ssh", ours: false, output: "tab", needs: "/usr/bin/parallel",
     argv: (c) => ({ cmd: "parallel", args: ["--will-cite", "-j", String(c.fanout), "--tag", "ssh", "-F", c.tb.files.sshConfig, "{}", c.command, "::::", c.hostsFile] }) },
   { name: "multi-rsh -R ssh", family: "ssh", ours: true, output: "prefix", needs: MULTI_RSH,
-    argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "ssh", "-F", c.tb.files.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, c.command] }) },
+    argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "ssh", "-t", OUR_TIMEOUT_S, "-F", c.tb.files.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, c.command] }) },
   { name: "multi-rsh -R openssh", family: "ssh", ours: true, output: "prefix", needs: MULTI_RSH,
-    argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "openssh", "-F", c.tb.files.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, c.command] }) },
+    argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "openssh", "-t", OUR_TIMEOUT_S, "-F", c.tb.files.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, c.command] }) },
 ];
 
 interface RunRecord {
@@ -444,7 +449,7 @@ async function main(): Promise<number> {
     const hostsFile = join(tb.files.stateDir, `bench-hosts-${n}`);
     writeFileSync(hostsFile, hosts.map((h) => h.address).join("\n") + "\n");
     for (let round = 1; round <= roundsFor(k); round++) {
-      for (const command of ["hostname", "1MB"] as const) {
+      for (const command of (["hostname", "1MB"] as const).filter((c) => arg("commands", "hostname,1MB").split(",").includes(c))) {
         const order = tools.map((_, i) => tools[(i + round - 1) % tools.length]!);
         for (const tool of order) {
           if (Date.now() > deadline) {
@@ -462,11 +467,12 @@ async function main(): Promise<number> {
     }
   }
   await cleanSockets(tb, tb.hosts);
-  // --merge: this run's sizes replace theirs in the existing results, the other sizes stay (the
-  // 1,000-host run is done apart, with fewer tools and a larger fan-out).
+  // --merge: this run's (hosts, tool) pairs replace theirs in the existing results, the rest stays
+  // (the 1,000-host run is done apart, with fewer tools and a larger fan-out).
   if (process.argv.includes("--merge") && existsSync(RESULTS)) {
     const old = JSON.parse(readFileSync(RESULTS, "utf8")) as Doc;
-    runs.unshift(...old.runs.filter((r) => !sizes.includes(r.hosts)));
+    const fresh = new Set(runs.map((r) => `${r.hosts}|${r.tool}`));
+    runs.unshift(...old.runs.filter((r) => !fresh.has(`${r.hosts}|${r.tool}`)));
     skipped.unshift(...old.skipped);
   }
   const rows = summarise(runs).sort((a, b) => a.hosts - b.hosts || a.command.localeCompare(b.command) * -1);

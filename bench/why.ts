@@ -39,6 +39,8 @@ interface Timing {
   runsMs: number[];
   medianMs: number;
   minMs: number;
+  /** Mean CPU time (user + system) of the command, 10 ms resolution per run. */
+  meanCpuMs: number;
   exitCodes: number[];
 }
 
@@ -121,11 +123,23 @@ function countTimeWait(port: number): number {
   return r.stdout.split("\n").filter((l) => l.length > 0).length;
 }
 
-function timeOnce(argv: string[], devnull: number): { ms: number; code: number } {
+/**
+ * CPU time of the children this process has waited for (cutime + cstime from /proc/self/stat), in
+ * ms. Its resolution is 10 ms (USER_HZ), but on a shared machine it moves far less with the load
+ * than wall time does, so the mean over rounds is reported next to the wall-time median.
+ */
+function childCpuMs(): number {
+  const stat = readFileSync("/proc/self/stat", "latin1");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[13]) + Number(f[14])) * 10;
+}
+
+function timeOnce(argv: string[], devnull: number): { ms: number; cpuMs: number; code: number } {
+  const c0 = childCpuMs();
   const t0 = process.hrtime.bigint();
   const r = spawnSync(argv[0]!, argv.slice(1), { stdio: ["ignore", devnull, devnull] });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  return { ms, code: r.status ?? -1 };
+  return { ms, cpuMs: childCpuMs() - c0, code: r.status ?? -1 };
 }
 
 async function inner(): Promise<void> {
@@ -176,7 +190,7 @@ async function inner(): Promise<void> {
   const compare = arg("--compare", "");
   if (compare) commands.push({ name: "compare: why PORT", argv: [node, compare, "why", String(port)] });
   const devnull = openSync("/dev/null", "w");
-  const runs = new Map<string, { ms: number[]; codes: number[] }>(commands.map((c) => [c.name, { ms: [], codes: [] }]));
+  const runs = new Map<string, { ms: number[]; cpu: number[]; codes: number[] }>(commands.map((c) => [c.name, { ms: [], cpu: [], codes: [] }]));
   // One warm-up of each (page cache, dist files), not counted.
   for (const c of commands) timeOnce(c.argv, devnull);
   let done = 0;
@@ -186,6 +200,7 @@ async function inner(): Promise<void> {
       const c = commands[(i + r) % commands.length]!;
       const t = timeOnce(c.argv, devnull);
       runs.get(c.name)!.ms.push(t.ms);
+      runs.get(c.name)!.cpu.push(t.cpuMs);
       runs.get(c.name)!.codes.push(t.code);
     }
     done++;
@@ -194,7 +209,7 @@ async function inner(): Promise<void> {
   built.close();
   const timings: Timing[] = commands.map((c) => {
     const r = runs.get(c.name)!;
-    return { name: c.name, argv: c.argv.map((a) => a.replace(ROOT + "/", "")), runsMs: r.ms.map((x) => Math.round(x * 10) / 10), medianMs: median(r.ms), minMs: Math.min(...r.ms), exitCodes: [...new Set(r.codes)] };
+    return { name: c.name, argv: c.argv.map((a) => a.replace(ROOT + "/", "")), runsMs: r.ms.map((x) => Math.round(x * 10) / 10), medianMs: median(r.ms), minMs: Math.min(...r.ms), meanCpuMs: Math.round(r.cpu.reduce((a, b) => a + b, 0) / Math.max(1, r.cpu.length)), exitCodes: [...new Set(r.codes)] };
   });
   const result: InnerResult = {
     target,
@@ -279,9 +294,12 @@ async function outer(): Promise<void> {
         `\n${r.timeWaitBefore} TIME_WAIT on port ${r.port} (built ${r.made}/${r.target} in ${(r.buildMs / 1000).toFixed(1)} s; ${r.timeWaitAfter} left after ${r.rounds} rounds); why saw ${r.check.whyTimeWaitCount}, listener pid ${r.check.whyListenerPid === r.check.builderPid ? "named" : "NOT named"}`,
       );
       const ssMin = r.timings.find((t) => t.name === "ss -tan")!.minMs;
-      console.log(`${"command".padEnd(30)} ${"median ms".padStart(9)} ${"min ms".padStart(8)}  ratio to ss -tan (median, min)`);
+      const ssCpu = r.timings.find((t) => t.name === "ss -tan")!.meanCpuMs;
+      console.log(`${"command".padEnd(30)} ${"median ms".padStart(9)} ${"min ms".padStart(8)} ${"cpu ms".padStart(7)}  ratio to ss -tan: median, min, cpu`);
       for (const t of r.timings) {
-        console.log(`${t.name.padEnd(30)} ${fmt(t.medianMs).padStart(9)} ${fmt(t.minMs)}  ${(t.medianMs / ss).toFixed(2)} x  ${(t.minMs / ssMin).toFixed(2)} x   exit ${t.exitCodes.join(",")}`);
+        console.log(
+          `${t.name.padEnd(30)} ${fmt(t.medianMs).padStart(9)} ${fmt(t.minMs)} ${String(t.meanCpuMs).padStart(7)}  ${(t.medianMs / ss).toFixed(2).padStart(6)} x ${(t.minMs / ssMin).toFixed(2).padStart(6)} x ${(ssCpu > 0 ? t.meanCpuMs / ssCpu : NaN).toFixed(2).padStart(6)} x   exit ${t.exitCodes.join(",")}`,
+        );
       }
     } finally {
       spawnSync("ip", ["netns", "del", ns]);
@@ -301,14 +319,16 @@ async function outer(): Promise<void> {
       "per size a fresh netns; a Node listener on 0.0.0.0 with N connections the server closed first (TIME_WAIT on the listener's port, listener still alive); each command a whole process spawned from inside the netns, stdout+stderr to /dev/null, one warm-up, then rounds in rotating order; median wall time",
     target: "addrinuse why PORT <= 1.0 x ss -tan at 50,000 (aim 0.5)",
     note:
-      "The machine is shared: medians move with its load (see loadAverage*); the minimums are the steadier measure. `node -e 0` and `cat /proc/net/tcp{,6}` are the floors: any Node program that reads the kernel table through procfs pays both, and at 50,000 rows they add up to about 1.8 x ss -tan, which reads it over netlink (inet_diag) where Node cannot go without a native addon.",
+      "The machine is shared: wall-time medians move with its load (see loadAverage*); the minimums and the CPU times (cutime+cstime, 10 ms resolution, mean over rounds) are the steadier measures. `node -e 0` and `cat /proc/net/tcp{,6}` are the floors: any Node program that reads the kernel table through procfs pays both, and at 50,000 rows they add up to about 1.8 x ss -tan, which reads it over netlink (inet_diag) where Node cannot go without a native addon.",
     results: results.map((r) => {
       const ss = r.timings.find((t) => t.name === "ss -tan")!.medianMs;
       const ssMin = r.timings.find((t) => t.name === "ss -tan")!.minMs;
+      const ssCpu = r.timings.find((t) => t.name === "ss -tan")!.meanCpuMs;
       return {
         ...r,
         ratioToSsTan: Object.fromEntries(r.timings.map((t) => [t.name, Math.round((t.medianMs / ss) * 100) / 100])),
         ratioToSsTanOfMinimums: Object.fromEntries(r.timings.map((t) => [t.name, Math.round((t.minMs / ssMin) * 100) / 100])),
+        ratioToSsTanOfCpu: Object.fromEntries(r.timings.map((t) => [t.name, Math.round((t.meanCpuMs / Math.max(1, ssCpu)) * 100) / 100])),
       };
     }),
   };

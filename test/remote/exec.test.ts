@@ -80,6 +80,17 @@ test("abort kills the whole process group, helpers included", async () => {
   assert.ok(stat === "" || / Z /.test(stat), `helper still running: ${stat}`);
 });
 
+test("abort also kills a helper the command left behind after its own exit", async () => {
+  const ac = new AbortController();
+  const t = createExecTransport({ template: ["sh", "-c"] });
+  // sh exits at once; the background sleep keeps stdout open, so only the group kill ends the run.
+  const r = await runOn(t, "h", "sleep 30 & echo bg", {
+    signal: ac.signal,
+    onStdout: () => ac.abort("timeout"),
+  });
+  assert.equal(r.result.error?.code, "ERR_COMMAND_TIMEOUT");
+});
+
 test("an empty template is a usage error at creation", () => {
   assert.throws(() => createExecTransport({}), { code: "ERR_USAGE" });
   assert.throws(() => createExecTransport({ template: [] }), { code: "ERR_USAGE" });

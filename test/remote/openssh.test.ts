@@ -157,7 +157,7 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     assert.equal(r.result.closedBy, null);
   });
 
-  test("abort kills ssh and resolves with the reason", async () => {
+  test("abort resets ssh's connection (ss -K, as root), then kills it: closedBy reset, no TIME_WAIT", async () => {
     const ac = new AbortController();
     const r = await runOn(t, sshd.address, "echo started; sleep 30", {
       signal: ac.signal,
@@ -165,5 +165,8 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     });
     assert.equal(r.result.error?.code, "ERR_COMMAND_TIMEOUT");
     assert.equal(r.connected, 1);
+    assert.equal(r.result.closedBy, "reset");
+    const port = r.result.localPort!;
+    assert.equal(readTcpSockets({ localPort: port }).filter((s) => s.remotePort === sshd.port && s.state === "TIME_WAIT").length, 0);
   });
 });

@@ -65,7 +65,9 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
     let aborted = false;
     let settled = false;
     const killGroup = () => {
-      if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+      // Even when the leader has exited: a helper it left behind may hold the output pipes open. The
+      // group id cannot be reused while any member lives, and after `close` nothing is killed.
+      if (child.pid === undefined || settled) return;
       try {
         process.kill(-child.pid, "SIGKILL");
       } catch {
@@ -75,8 +77,12 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
     const kill = () => {
       aborted = true;
       if (!hooks.onAbort) return killGroup();
-      const bound = new Promise<void>((r) => setTimeout(r, ABORT_HOOK_MS));
-      void Promise.race([hooks.onAbort().catch(() => {}), bound]).then(killGroup);
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<void>((r) => (timer = setTimeout(r, ABORT_HOOK_MS)));
+      void Promise.race([hooks.onAbort().catch(() => {}), bound]).then(() => {
+        clearTimeout(timer);
+        killGroup();
+      });
     };
     req.signal.addEventListener("abort", kill, { once: true });
     const done = (r: TransportResult) => {

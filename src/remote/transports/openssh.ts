@@ -14,19 +14,20 @@
  * Close order, honestly: OpenSSH's client exits, and so closes, first. After the exit the kernel
  * table is read for that local port: FIN_WAIT_* / CLOSING / TIME_WAIT mean we closed first
  * ("local", a TIME_WAIT here for 60 s); no row or LAST_ACK means the server did ("remote"). An
- * abort kills the process group; the kernel then closes ssh's socket with a FIN, not a reset, and
- * the table says so ("local").
+ * abort first resets ssh's connection with `ss -K` (root only: "reset", no TIME_WAIT), then kills
+ * the process group; without root the kernel closes the socket with a FIN when ssh dies, and the
+ * table says so ("local").
  */
 import { closeSync, openSync, readSync, readdirSync, readlinkSync, unlinkSync, watch, type FSWatcher } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import type { ErrorCode } from "../../errors.js";
 import { readTcpSockets } from "../../kernel/read.js";
 import type { TcpState } from "../../kernel/parse.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
-import { runLocalCommand } from "./exec.js";
+import { ABORT_HOOK_MS, runLocalCommand } from "./exec.js";
 
 export interface OpenSshEnvironment {
   /** The ssh binary (default "ssh" from PATH). */
@@ -99,6 +100,32 @@ function socketInodes(pid: number): Set<number> {
   return inodes;
 }
 
+function hostPort(address: string, port: number): string {
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/**
+ * Reset ssh's connection from outside, with `ss -K` (SOCK_DESTROY: the kernel sends the RST), so an
+ * aborted host leaves no TIME_WAIT here either. Needs root (CAP_NET_ADMIN) and a kernel with
+ * CONFIG_INET_DIAG_DESTROY; true only when ss listed the socket it destroyed.
+ */
+function destroySocket(s: { localAddress: string; localPort: number; remoteAddress: string; remotePort: number }): Promise<boolean> {
+  if (process.getuid?.() !== 0) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const ss = spawn("ss", ["-K", "-tn", "src", hostPort(s.localAddress, s.localPort), "dst", hostPort(s.remoteAddress, s.remotePort)], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    let out = "";
+    const timer = setTimeout(() => ss.kill("SIGKILL"), ABORT_HOOK_MS);
+    ss.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    ss.on("error", () => resolve(false));
+    ss.on("close", (code) => {
+      clearTimeout(timer);
+      resolve(code === 0 && out.trim().split("\n").length >= 2);
+    });
+  });
+}
+
 export class OpenSshTransport implements Transport {
   readonly name = "openssh" as const;
   private seq = 0;
@@ -133,7 +160,10 @@ export class OpenSshTransport implements Transport {
     let child: ChildProcess | null = null;
     let watcher: FSWatcher | null = null;
     let connected = false;
-    let socket: { localPort: number; remoteAddress: string; remotePort: number } | null = null;
+    let socket: { localAddress: string; localPort: number; remoteAddress: string; remotePort: number } | null = null;
+    let resetByUs = false;
+    // ss -K makes ssh exit by itself, often before ss does: finish waits for ss's verdict.
+    let resetting: Promise<void> | null = null;
     const buf = Buffer.alloc(16384);
 
     const findSocket = () => {
@@ -141,7 +171,7 @@ export class OpenSshTransport implements Transport {
       const inodes = socketInodes(child.pid);
       if (inodes.size === 0) return;
       const row = readTcpSockets().find((r) => inodes.has(r.inode) && r.state === "ESTABLISHED");
-      if (row) socket = { localPort: row.localPort, remoteAddress: row.remoteAddress, remotePort: row.remotePort };
+      if (row) socket = { localAddress: row.localAddress, localPort: row.localPort, remoteAddress: row.remoteAddress, remotePort: row.remotePort };
     };
     const markConnected = () => {
       if (connected) return;
@@ -184,16 +214,24 @@ export class OpenSshTransport implements Transport {
         }
       },
       onOutput: markConnected,
+      onAbort: () => {
+        findSocket();
+        const s = socket;
+        resetting = s ? destroySocket(s).then((ok) => void (resetByUs = ok)) : Promise.resolve();
+        return resetting;
+      },
       onStderr: (b) => {
         stderrTail = (stderrTail + b.toString("latin1")).slice(-512);
       },
-      finish: (code, sig, aborted) => {
+      finish: async (code, sig, aborted) => {
+        if (resetting) await resetting;
         watcher?.close();
         readLog();
         cleanup();
         const ran = connected || log.includes("debug1: Sending command:");
         let closedBy: ClosedBy | null = null;
-        if (socket) {
+        if (resetByUs) closedBy = "reset";
+        else if (socket) {
           const s = socket;
           const rows = readTcpSockets({ localPort: s.localPort }).filter((r) => r.remotePort === s.remotePort && r.remoteAddress === s.remoteAddress);
           closedBy = closedByFromStates(rows.map((r) => r.state));
