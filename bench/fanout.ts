@@ -362,13 +362,14 @@ export function renderSvg(doc: Doc): string {
   const gap = 4;
   const labelW = 170;
   const plotW = 420;
-  const panelW = labelW + plotW + 90;
+  const panelW = labelW + plotW + 160;
   const cols = 2;
   const panelHeights = panels.map((p) => 40 + doc.rows.filter((r) => `${r.hosts}|${r.command}` === p).length * (barH + gap));
   const rowsOfPanels = Math.ceil(panels.length / cols);
   const rowH = Math.max(0, ...panelHeights) + 20;
   const width = panelW * cols + 20;
-  const height = 70 + rowsOfPanels * rowH;
+  const lastRowH = Math.max(0, ...panelHeights.slice((rowsOfPanels - 1) * cols)) + 20;
+  const height = 70 + (rowsOfPanels - 1) * rowH + lastRowH + 20;
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="100%" height="100%" fill="#ffffff"/>`);

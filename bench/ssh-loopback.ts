@@ -6,7 +6,9 @@
  * Hosts: 127.0.0.2, 127.0.0.3, ... (then 127.0.1.2, ...), each its own address (every connection its
  * own 4-tuple, as in a real fan-out), served by ceil(N/16) sshd processes (sshd listens on at most 16 addresses)
  * on one port, with one host key; known_hosts and an ssh_config (-F) in a temp dir, so ~/.ssh is
- * neither read nor written. Loopback only: nothing leaves the machine.
+ * neither read nor written. The sshd's run with an empty /root (a mount namespace of their own), as
+ * a fresh host would: this machine's root ~/.bashrc starts pyenv, ~100 ms per session. Loopback
+ * only: nothing leaves the machine.
  *
  * Per tool: wall time; client CPU (user+sys of the tool and all its children, from bash's `times`);
  * the sshd side's CPU for the same phase (a cpuacct cgroup of the bench's own holding the sshd's and
@@ -162,7 +164,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < hosts.length; i += 16) {
       const group = hosts.slice(i, i + 16);
       const extra = group.slice(1).map((a) => `ListenAddress ${a}${servers[0] ? `:${servers[0].port}` : ""}`);
-      const s = await startSshd({ address: group[0]!, dir, hostKey, clientKey, sshdConfig: extra, ...(servers[0] ? { port: servers[0].port } : {}) });
+      const s = await startSshd({ address: group[0]!, dir, hostKey, clientKey, sshdConfig: extra, cleanHome: true, ...(servers[0] ? { port: servers[0].port } : {}) });
       servers.push(s);
     }
     const port = servers[0]!.port;

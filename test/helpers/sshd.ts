@@ -67,6 +67,12 @@ export interface SshdOptions {
   clientKey?: KeyPair;
   /** A port to use instead of a free one found by binding port 0 (benches: many sshd, one port). */
   port?: number;
+  /**
+   * Run sshd in a mount namespace of its own with an empty directory over the login user's home, so
+   * sessions do not run this machine's ~/.bashrc (root's may start pyenv and the like: ~100 ms of
+   * CPU per session, which would swamp a benchmark). Needs unshare(1). Default false.
+   */
+  cleanHome?: boolean;
 }
 
 async function freePort(address: string): Promise<number> {
@@ -128,7 +134,14 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
     writeFileSync(configPath, `${lines.join("\n")}\n`);
     const { knownHostsPath, clientConfigPath } = writeClientFiles(dir, address, port, clientKey.privatePath, hostKey.publicLine);
 
-    const child = spawn(SSHD, ["-D", "-e", "-f", configPath], { stdio: ["ignore", "ignore", "pipe"] });
+    const home = join(dir, "empty-home");
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+    // unshare makes the new mount namespace private, so the bind mount never shows outside it.
+    const child = options.cleanHome
+      ? spawn("unshare", ["--mount", "sh", "-c", `mount --bind "$1" /root && exec "$2" -D -e -f "$3"`, "sh", home, SSHD, configPath], {
+          stdio: ["ignore", "ignore", "pipe"],
+        })
+      : spawn(SSHD, ["-D", "-e", "-f", configPath], { stdio: ["ignore", "ignore", "pipe"] });
     let log = "";
     child.stderr!.setEncoding("utf8");
     const ready = new Promise<boolean>((resolve) => {
