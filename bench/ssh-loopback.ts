@@ -164,7 +164,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < hosts.length; i += 16) {
       const group = hosts.slice(i, i + 16);
       const extra = group.slice(1).map((a) => `ListenAddress ${a}${servers[0] ? `:${servers[0].port}` : ""}`);
-      const s = await startSshd({ address: group[0]!, dir, hostKey, clientKey, sshdConfig: extra, cleanHome: true, ...(servers[0] ? { port: servers[0].port } : {}) });
+      const s = await startSshd({ address: group[0]!, dir, hostKey, clientKey, sshdConfig: extra, ...(servers[0] ? { port: servers[0].port } : {}) });
       servers.push(s);
     }
     const port = servers[0]!.port;

@@ -313,9 +313,15 @@ export function run(): void {
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
-      // Demo servers and sockets are closed; nothing should keep the loop alive, but a transport's
-      // stray timer must not hold the operator's prompt.
-      setTimeout(() => process.exit(code), 100).unref();
+      // Every socket is closed by now, so the process ends by itself once stdout has drained into
+      // a slow pipe (forcing exit earlier loses output). Only after that, a stray handle in a
+      // transport must not hold the operator's prompt.
+      let flushed = 0;
+      const done = () => {
+        if (++flushed === 2) setTimeout(() => process.exit(code), 2000).unref();
+      };
+      process.stdout.write("", done);
+      process.stderr.write("", done);
     },
     (err) => {
       process.exitCode = reportError("multi-rsh", err, processIO());

@@ -61,8 +61,18 @@ export class ExitMarkerFilter {
   }
 
   private settle(): void {
+    if (this.exitCode !== null) {
+      // Output after the status line comes from background jobs the command left running: pass it on.
+      if (this.codeText) this.emit(Buffer.from(this.codeText, "latin1"));
+      this.codeText = "";
+      return;
+    }
     const m = /^(\d+)\r?\n/.exec(this.codeText);
-    if (m) this.exitCode = Number(m[1]);
+    if (m) {
+      this.exitCode = Number(m[1]);
+      this.codeText = this.codeText.slice(m[0].length);
+      if (this.codeText) this.settle();
+    }
   }
 
   /** End of stream: anything held back was not a marker after all. */

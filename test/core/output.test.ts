@@ -74,3 +74,14 @@ test("exit policy: 0 all ok, 1 any failure or non-zero, -S largest code, 130 int
   assert.equal(runExitCode([ok, { state: "timedout", exitCode: null }], { largestRemote: true, interrupted: false }), 1);
   assert.equal(runExitCode([ok], { largestRemote: false, interrupted: true }), 130);
 });
+
+test("output after the status line (a background job's) is passed on, not dropped", () => {
+  const m = newMarker();
+  const out: Buffer[] = [];
+  const f = new ExitMarkerFilter(m.marker, (b) => out.push(b));
+  f.push(Buffer.from(`a\n${m.marker}0\nlate`));
+  f.push(Buffer.from(" more\n"));
+  f.end();
+  assert.equal(f.exitCode, 0);
+  assert.equal(Buffer.concat(out).toString(), "a\nlate more\n");
+});

@@ -70,7 +70,8 @@ export interface SshdOptions {
   /**
    * Run sshd in a mount namespace of its own with an empty directory over the login user's home, so
    * sessions do not run this machine's ~/.bashrc (root's may start pyenv and the like: ~100 ms of
-   * CPU per session, which would swamp a benchmark). Needs unshare(1). Default false.
+   * CPU per session, which would swamp a benchmark, and a chatty one would change every output).
+   * Needs unshare(1) (util-linux). Default true.
    */
   cleanHome?: boolean;
 }
@@ -137,7 +138,7 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
     const home = join(dir, "empty-home");
     mkdirSync(home, { recursive: true, mode: 0o700 });
     // unshare makes the new mount namespace private, so the bind mount never shows outside it.
-    const child = options.cleanHome
+    const child = (options.cleanHome ?? true)
       ? spawn("unshare", ["--mount", "sh", "-c", `mount --bind "$1" /root && exec "$2" -D -e -f "$3"`, "sh", home, SSHD, configPath], {
           stdio: ["ignore", "ignore", "pipe"],
         })

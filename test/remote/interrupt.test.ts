@@ -84,3 +84,20 @@ test("not root: rsh says it needs root in one line (exit 2); the demo still runs
   assert.match(derr, /not root: ordinary ports/);
   assert.match(derr, /local TIME_WAIT left by this run: 0/);
 });
+
+test("a slow reader on a pipe still gets every line: the process waits for stdout to drain", async (t) => {
+  const child = spawn(process.execPath, [bin, "--demo", "seq 1 20000"], { stdio: ["ignore", "pipe", "pipe"] });
+  t.after(() => child.kill("SIGKILL"));
+  child.stdout.pause();
+  // Read nothing until the run is over (the summary is on stderr), so the pipe fills up.
+  await waitFor(child, "stderr", /TIME_WAIT ledger/);
+  let lines = 0;
+  child.stdout.on("data", (b: Buffer) => {
+    for (const c of b) if (c === 10) lines++;
+  });
+  child.stdout.resume();
+  const [code] = (await once(child, "exit")) as [number];
+  if (!child.stdout.readableEnded) await once(child.stdout, "end");
+  assert.equal(code, 0);
+  assert.equal(lines, 16 * 20000);
+});
