@@ -117,11 +117,18 @@ interface Plan {
 }
 
 async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null): Promise<Plan> {
-  let command: string;
-  let hosts: string[] = [];
+  let command = "";
+  const hosts: string[] = [];
   const listed = o.hostfile !== undefined || (o.w?.length ?? 0) > 0 || demo !== null;
-  if (listed) {
+  if (o.R === "exec") {
+    // -R exec -w HOSTS -- TEMPLATE... COMMAND: the last word is the command, the rest the template.
+    if (!listed) throw new UsageError("-R exec takes its hosts from -w or -l: multi-rsh -R exec -w HOSTS -- docker exec %h sh -c 'CMD'");
+    if (words.length < 2) throw new UsageError("-R exec needs a template and a command: -- docker exec %h sh -c 'CMD'");
+    command = words[words.length - 1]!;
+  } else if (listed) {
     command = words.join(" ");
+  }
+  if (listed) {
     if (o.hostfile !== undefined) {
       const text = o.hostfile === "-" ? await readStdin(io) : readHostFile(o.hostfile);
       hosts.push(...parseHostFile(text, o.hostfile === "-" ? "stdin" : o.hostfile));
@@ -167,6 +174,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       ...(o.localPorts ? { localPorts: o.localPorts } : {}),
       ...(o.F ? { sshConfigFile: o.F } : {}),
       ...(o.hostKeyChecking ? { hostKeyChecking: o.hostKeyChecking } : {}),
+      ...(o.R === "exec" ? { template: words.slice(0, -1) } : {}),
     };
     if (demo) {
       transportOptions.port = demo.port;

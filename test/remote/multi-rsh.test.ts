@@ -205,3 +205,12 @@ test("piped (no terminal), stderr carries no progress, only the summary", async 
   assert.doesNotMatch(r.err, /\x1b/);
   assert.match(r.err, /^multi-rsh: 4 hosts in/m);
 });
+
+test("-R exec: the template is split into arguments, %h and %u filled in, the command last", async () => {
+  const io = captureIO();
+  const code = await main(["--json", "-R", "exec", "-u", "alice", "-w", "n1,n2", "--", "echo", "host=%h", "user=%u", "cmd"], io);
+  assert.equal(code, 0, io.err());
+  const doc = JSON.parse(io.out());
+  assert.deepEqual(doc.results.map((r: { output: string[] }) => r.output[0]), ["host=n1 user=alice cmd", "host=n2 user=alice cmd"]);
+  for (const r of doc.results) assert.equal(r.closedBy, null);
+});
