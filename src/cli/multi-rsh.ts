@@ -217,7 +217,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       timeoutMs: Math.round(o.t * 1000),
       connectTimeoutMs: Math.round(o.connectTimeout * 1000),
       commandTimeoutMs: Math.round(o.commandTimeout * 1000),
-      user: o.u ?? localUser,
+      user: o.u ?? "",
       localUser,
       separateStderr: !!o.stderr,
       onOutput: (h, s, b) => sink.output(h, s, b),

@@ -21,7 +21,7 @@ export type ClosedBy = "remote" | "local" | "reset";
 export interface RunRequest {
   /** The host as the user wrote it (address, or name for ssh/exec; rsh needs an address). */
   host: string;
-  /** Remote user (-u), default the local user. */
+  /** Remote user (-u); "" = not given (rsh then sends the local user, ssh takes its config's User). */
   user: string;
   /** Local user name (rsh sends it; rshd checks .rhosts against it). */
   localUser: string;

@@ -14,7 +14,7 @@ import { main } from "../../src/cli/multi-rsh.js";
 const req = { host: "10.0.0.1", user: "root", localUser: "root", command: "uptime; id", connectTimeoutMs: 2500 };
 
 test("argv: BatchMode, no tty, log to a file, ConnectTimeout rounded up, -- before the host", () => {
-  const argv = opensshArgv({ sshConfigFile: "/etc/x.conf", hostKeyChecking: "accept-new" }, req, "/tmp/l.log");
+  const argv = opensshArgv({ sshConfigFile: "/etc/x.conf", hostKeyChecking: "accept-new" }, { ...req, user: "" }, "/tmp/l.log");
   assert.deepEqual(argv, [
     "ssh", "-T", "-o", "BatchMode=yes", "-o", "LogLevel=DEBUG1", "-E", "/tmp/l.log",
     "-F", "/etc/x.conf", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=accept-new",
@@ -22,8 +22,9 @@ test("argv: BatchMode, no tty, log to a file, ConnectTimeout rounded up, -- befo
   ]);
 });
 
-test("argv: -l only for a user other than the local one (so the config's User still applies)", () => {
-  assert.ok(!opensshArgv({}, req, "/l").includes("-l"));
+test("argv: -l only when -u was given (so the config's User still applies), even -u with the local user's name", () => {
+  assert.ok(!opensshArgv({}, { ...req, user: "" }, "/l").includes("-l"));
+  assert.ok(opensshArgv({}, req, "/l").includes("-l"));
   const argv = opensshArgv({}, { ...req, user: "alice" }, "/l");
   assert.deepEqual(argv.slice(argv.indexOf("-l"), argv.indexOf("-l") + 2), ["-l", "alice"]);
 });

@@ -236,7 +236,7 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
       cfg,
       `Host web1\n  HostName ${sshd.address}\n  User root\n` + readFileSync(sshd.clientConfigPath, "utf8"),
     );
-    const r = await runOn(createSshTransport({ sshConfigFile: cfg }, env), "web1", "id -un", { user: "nobody-local", localUser: "nobody-local" });
+    const r = await runOn(createSshTransport({ sshConfigFile: cfg }, env), "web1", "id -un", { user: "", localUser: "nobody-local" });
     assert.equal(r.result.error, null, r.result.error?.message);
     assert.equal(r.out, "root\n");
   });

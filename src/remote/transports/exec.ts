@@ -156,7 +156,7 @@ export class ExecTransport implements Transport {
   }
 
   run(req: RunRequest): Promise<TransportResult> {
-    const argv = [...expandTemplate(this.template, req.host, req.user), req.command];
+    const argv = [...expandTemplate(this.template, req.host, req.user || req.localUser), req.command];
     return runLocalCommand(argv, req, { onSpawn: () => req.onConnected({ localPort: null }) });
   }
 }

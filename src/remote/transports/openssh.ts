@@ -44,7 +44,7 @@ export function opensshArgv(options: TransportOptions, req: Pick<RunRequest, "ho
   if (options.hostKeyChecking) argv.push("-o", `StrictHostKeyChecking=${HOST_KEY_OPTION[options.hostKeyChecking]}`);
   if (options.port !== undefined) argv.push("-p", String(options.port));
   // The default user is the local one; only a user given with -u overrides the config's User.
-  if (req.user && req.user !== req.localUser) argv.push("-l", req.user);
+  if (req.user) argv.push("-l", req.user);
   // "--": a host beginning with "-" is a host, never an option.
   argv.push("--", req.host, req.command);
   return argv;

@@ -186,7 +186,7 @@ export class SshTransport implements Transport {
 
   /** One host's settings; the user from RunRequest counts only when it is not the default (-u given). */
   resolve(req: Pick<RunRequest, "host" | "user" | "localUser">): SshHostConfig {
-    const explicitUser = req.user && req.user !== req.localUser ? req.user : null;
+    const explicitUser = req.user ? req.user : null;
     const cfg = resolveSshConfig(this.configs, req.host, { home: this.home, localUser: this.localUser, user: explicitUser });
     // --port beats the config's Port, as ssh -p does.
     if (this.options.port !== undefined) cfg.port = this.options.port;
