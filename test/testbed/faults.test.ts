@@ -148,6 +148,8 @@ interface Result {
   state: string;
   exitCode: number | null;
   error: { code: string; message: string } | null;
+  localPort?: number | null;
+  closedBy?: string | null;
   output?: string[];
 }
 
@@ -215,6 +217,17 @@ for (const transport of ["rsh", "ssh", "openssh"] as const) {
     assert.deepEqual(doc.results.map((x) => x.host).sort(), tbed.hosts.map((h) => h.address).sort());
     assert.deepEqual(children().filter((p) => !childrenBefore.has(p)), [], "no child process left");
     assert.ok(openFds() <= fdsBefore, `fds before ${fdsBefore}, after ${openFds()}`);
+    // The point of it all, judged by the kernel: hosts that ran their command closed first, so no
+    // socket of ours towards them is in TIME_WAIT (openssh's client closes first, and says so).
+    const finished = doc.results.filter((x) => x.state === "done" && x.localPort !== null && x.localPort !== undefined);
+    const ours = new Set(finished.map((x) => `${x.host} ${x.localPort}`));
+    const localTw = readTcpSockets().filter((s) => s.state === "TIME_WAIT" && ours.has(`${s.remoteAddress} ${s.localPort}`));
+    if (transport === "openssh") t.diagnostic(`-R openssh: ${localTw.length} local TIME_WAIT (ssh closes first)`);
+    else {
+      assert.ok(finished.length >= 2, "the sound hosts report their local ports");
+      assert.equal(localTw.length, 0, `local TIME_WAIT towards ${[...ours].join(", ")}`);
+      for (const x of finished) assert.equal(x.closedBy, "remote", x.host);
+    }
 
     for (const h of tbed.hosts) {
       const key = `${transport}/${h.fault}`;
