@@ -45,10 +45,8 @@ export class OutputSink {
 
   private line(host: string, stream: "stdout" | "stderr", line: string): void {
     if (this.mode === "lines") {
-      this.status.clear();
-      const text = this.prefix ? `${host}: ${line}\n` : `${line}\n`;
-      if (stream === "stderr") this.io.stderr.write(text);
-      else this.io.stdout.write(text);
+      // Gathered per chunk and written once by output()/finish(): one write per chunk, not per line.
+      this.pending.push(this.prefix ? `${host}: ${line}\n` : `${line}\n`);
       return;
     }
     const k = this.keep(host);
@@ -56,8 +54,20 @@ export class OutputSink {
     else k.out.push(line);
   }
 
+  private pending: string[] = [];
+
+  private flushPending(stream: "stdout" | "stderr"): void {
+    if (this.pending.length === 0) return;
+    const text = this.pending.join("");
+    this.pending = [];
+    this.status.clear();
+    if (stream === "stderr") this.io.stderr.write(text);
+    else this.io.stdout.write(text);
+  }
+
   output(host: string, stream: "stdout" | "stderr", chunk: Buffer): void {
     this.splitter(host, stream).push(chunk);
+    this.flushPending(stream);
   }
 
   /** The host is finished: flush its last partial lines; in --ndjson, write its record. */
@@ -66,6 +76,7 @@ export class OutputSink {
       const key = `${stream}\u0000${result.host}`;
       this.splitters.get(key)?.end();
       this.splitters.delete(key);
+      this.flushPending(stream);
     }
     if (this.mode === "ndjson") {
       this.status.clear();
