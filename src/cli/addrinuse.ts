@@ -92,7 +92,7 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
     });
 
   program
-    .command("demo", { hidden: true })
+    .command("demo")
     .description("show `why` on a port this demo holds: a listener, then the TIME_WAIT it leaves")
     .option("--json", "JSON on stdout")
     .action(async (o: { json?: boolean }) => {

@@ -102,3 +102,13 @@ test("tune reads every setting, explains it, and changes nothing", async () => {
   await main(["tune"], text);
   assert.match(text.out(), /Nothing was changed/);
 });
+
+test("demo: why on a port it holds, first with the listener, then with only the TIME_WAIT it left", async () => {
+  const io = captureIO();
+  assert.equal(await main(["demo", "--json"], io), 0);
+  const doc = JSON.parse(io.out());
+  assert.equal(doc.whileListening.bindable, false);
+  assert.ok(doc.whileListening.kinds.includes("listener"));
+  assert.equal(doc.afterClose.bindable, true);
+  assert.deepEqual(doc.afterClose.kinds, ["time-wait"]);
+});
