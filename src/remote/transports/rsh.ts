@@ -90,6 +90,10 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         localPorts,
         signal: req.signal,
         connectTimeoutMs: req.connectTimeoutMs,
+        // Every read of the kernel table walks its whole hash (~10 ms however empty); a fan-out of
+        // hundreds shares one read a second. What another program did meanwhile surfaces as
+        // EADDRNOTAVAIL, which connectFrom retries with a fresh read.
+        tableMaxAgeMs: 1000,
       });
       socket = c.socket;
       result.localPort = c.localPort;
