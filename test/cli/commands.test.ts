@@ -1,19 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { main } from "../../src/cli/addrinuse.js";
 import { captureIO } from "../helpers/io.js";
-import { closeServer, listen, makeServerTimeWait, portOf } from "../helpers/sockets.js";
+import { closeServer, listen, listenInChild, makeServerTimeWait, portOf } from "../helpers/sockets.js";
 
 test("wait returns 0 once the process holding the port exits, without connecting to it", async (t) => {
-  const child = spawn(process.execPath, [
-    "-e",
-    "const s=require('net').createServer().listen(0,'127.0.0.1',()=>console.log(s.address().port)); process.stdin.on('data',()=>process.exit(0))",
-  ]);
-  t.after(() => child.kill("SIGKILL"));
-  const [chunk] = (await once(child.stdout, "data")) as [Buffer];
-  const port = Number(chunk.toString().trim());
+  const holder = await listenInChild();
+  t.after(() => holder.kill());
+  const port = holder.port;
   // A terminal, so wait draws its countdown; the first countdown proves it saw the port blocked, and
   // only then is the holder told to exit.
   const io = captureIO({ tty: true });
@@ -22,7 +16,7 @@ test("wait returns 0 once the process holding the port exits, without connecting
   io.stderr.write = (s: string) => {
     if (!released && /waiting for port/.test(s)) {
       released = true;
-      child.stdin.write("go\n");
+      holder.exit();
     }
     return write(s);
   };

@@ -1,10 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { main } from "../../src/cli/addrinuse.js";
 import { captureIO } from "../helpers/io.js";
-import { closeServer, listen, makeServerTimeWait, portOf } from "../helpers/sockets.js";
+import { closeServer, listen, listenInChild, makeServerTimeWait, portOf } from "../helpers/sockets.js";
 
 async function why(args: string[]) {
   const io = captureIO();
@@ -13,13 +11,9 @@ async function why(args: string[]) {
 }
 
 test("a listener held by another process is named by pid, and the port is not bindable (exit 1)", async (t) => {
-  const child = spawn(process.execPath, [
-    "-e",
-    "const s=require('net').createServer().listen(0,'127.0.0.1',()=>console.log(s.address().port))",
-  ]);
-  t.after(() => child.kill("SIGKILL"));
-  const [chunk] = (await once(child.stdout, "data")) as [Buffer];
-  const port = Number(chunk.toString().trim());
+  const child = await listenInChild();
+  t.after(() => child.kill());
+  const port = child.port;
   const r = await why([String(port), "--host", "127.0.0.1", "--json"]);
   assert.equal(r.code, 1);
   const doc = JSON.parse(r.out);

@@ -34,3 +34,30 @@ export async function makeServerTimeWait(srv: net.Server, host = "127.0.0.1"): P
   s.end();
   await done;
 }
+
+/**
+ * A listener on 127.0.0.1 held by another process, so tests can check that its owner is named by pid.
+ * `exit()` tells the child to quit (it reads one line on stdin); the test still kills it in t.after.
+ */
+export interface ChildListener {
+  pid: number;
+  port: number;
+  exit(): void;
+  kill(): void;
+}
+
+export async function listenInChild(): Promise<ChildListener> {
+  const { spawn } = await import("node:child_process");
+  const child = spawn(
+    process.execPath,
+    ["-e", "const s=require('net').createServer().listen(0,'127.0.0.1',()=>console.log(s.address().port)); process.stdin.on('data',()=>process.exit(0))"],
+    { stdio: ["pipe", "pipe", "inherit"] },
+  );
+  const [chunk] = (await once(child.stdout!, "data")) as [Buffer];
+  return {
+    pid: child.pid!,
+    port: Number(chunk.toString().trim()),
+    exit: () => child.stdin!.write("go\n"),
+    kill: () => child.kill("SIGKILL"),
+  };
+}

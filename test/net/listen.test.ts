@@ -2,12 +2,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import http from "node:http";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { createInterface } from "node:readline";
 import { listen } from "../../src/net/listen.js";
 import { ArgumentError, PortInUseError } from "../../src/errors.js";
-import { closeServer, listen as listenLoopback, portOf } from "../helpers/sockets.js";
+import { closeServer, listen as listenLoopback, listenInChild, portOf } from "../helpers/sockets.js";
 
 const onLinux = process.platform === "linux";
 
@@ -21,14 +18,9 @@ function hasIPv6Loopback(): Promise<boolean> {
 
 test("listen names the pid of a holder in another process", async (t) => {
   if (!onLinux) return t.skip("reads /proc/net/tcp");
-  const child = spawn(
-    process.execPath,
-    ["-e", `const s=require("net").createServer().listen(0,"127.0.0.1",()=>console.log(s.address().port));`],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
+  const child = await listenInChild();
   t.after(() => child.kill());
-  const [line] = (await once(createInterface({ input: child.stdout! }), "line")) as [string];
-  const port = Number(line);
+  const port = child.port;
   const server = net.createServer();
   t.after(() => server.close());
   await assert.rejects(listen(server, { port, host: "127.0.0.1" }), (e: unknown) => {

@@ -20,7 +20,6 @@
  */
 import net from "node:net";
 import { lookup } from "node:dns/promises";
-import { userInfo } from "node:os";
 import { AddrinuseError, type ErrorCode } from "../../errors.js";
 import { ExitMarkerFilter, newMarker, wrapCommand } from "../../core/exit-marker.js";
 import { connectFrom } from "../../net/connect-from.js";
@@ -59,13 +58,6 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
   const port = options.port ?? RSH_PORT;
   const localPorts = options.localPorts ?? "reserved";
   const resetAfterEof = options.resetAfterEof ?? false;
-  const defaultUser = (() => {
-    try {
-      return userInfo().username;
-    } catch {
-      return "root";
-    }
-  })();
 
   async function run(req: RunRequest): Promise<TransportResult> {
     const result: TransportResult = { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: null };
@@ -191,7 +183,8 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
 
       const send = (stderrPort: number) => {
         const wrapped = wrapCommand(req.command, marker);
-        socket.write(`${stderrPort}\0${req.localUser || defaultUser}\0${req.user || defaultUser}\0${wrapped}\0`);
+        // No -u: rshd is asked for the same user as the local one, as rsh(1) does.
+        socket.write(`${stderrPort}\0${req.localUser}\0${req.user || req.localUser}\0${wrapped}\0`);
       };
 
       if (!req.separateStderr) {
