@@ -124,7 +124,9 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     const r = await runOn(t, sshd.address, "kill -9 $PPID; sleep 5", { separateStderr: true });
     assert.equal(r.result.connected, true);
     assert.equal(r.result.error?.code, "ERR_CONNECTION_LOST");
-    assert.match(r.result.error!.message, /closed by remote host/);
+    // Killed with unread data in its socket, the server's kernel answers with RST instead of FIN; which
+    // one comes is a race, and ssh names either.
+    assert.match(r.result.error!.message, /closed by remote host|reset by peer/);
   });
 
   test("an unauthorised key: ERR_AUTH", async () => {

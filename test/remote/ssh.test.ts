@@ -123,11 +123,12 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     );
   });
 
-  test("the sshd session killed mid-command: ERR_CONNECTION_LOST, closedBy remote", async () => {
+  test("the sshd session killed mid-command: ERR_CONNECTION_LOST, the remote ended it, no local TIME_WAIT", async () => {
     const r = await runOn(t, sshd.address, "kill -9 $PPID; sleep 5");
     assert.equal(r.result.connected, true);
     assert.equal(r.result.error?.code, "ERR_CONNECTION_LOST");
-    assert.equal(r.result.closedBy, "remote");
+    // FIN or RST from the killed end is a race (RST when it had unread data); never our close.
+    assert.ok(r.result.closedBy === "remote" || r.result.closedBy === "reset", String(r.result.closedBy));
     assert.equal(timeWaits(r.result.localPort!, sshd.port), 0);
   });
 

@@ -260,9 +260,12 @@ export class OpenSshTransport implements Transport {
         // The remote's own status: any code but 255, or 255 when the server reported it.
         if (code !== 255 || /rtype exit-(status|signal)/.test(log)) return { ...base, exitCode: code, signal: null, error: null };
         if (ran) {
-          // Started, and no status came: the connection went. ssh says so on stderr, not in its log
-          // ("Connection to HOST closed by remote host."), and it has reached the host's output.
-          const said = /Connection to \S+ closed[^\r\n]*/.exec(stderrTail)?.[0];
+          // Started, and no status came: the connection went. A FIN makes ssh say so on stderr
+          // ("Connection to HOST closed by remote host."); a RST (the killed end had unread data)
+          // ends it with a fatal message, which -E sends to the log.
+          const said =
+            /Connection to \S+ closed[^\r\n]*/.exec(stderrTail)?.[0] ??
+            /(Read from remote host[^\r\n]*|Connection reset by peer[^\r\n]*)/.exec(log)?.[0];
           return {
             ...base,
             exitCode: null,
