@@ -1,7 +1,8 @@
 /**
  * bench/ssh-loopback: one command (`hostname`) on N ssh hosts, P at once, by multi-rsh's built-in
- * ssh (`-R ssh`), multi-rsh over the system ssh (`-R openssh`), `pdsh -R ssh` and `xargs -P ssh`, in
- * the same run, against the same real OpenSSH sshd's.
+ * ssh (`-R ssh`), multi-rsh over the system ssh (`-R openssh`), and the peers `pdsh -R ssh`, pssh
+ * (parallel-ssh), `clush -R ssh` and `xargs -P ssh` (each of which forks one OpenSSH client a host),
+ * in the same run, against the same real OpenSSH sshd's. A peer that is not installed is left out.
  *
  * Hosts: 127.0.0.2, 127.0.0.3, ... (then 127.0.1.2, ...), each its own address (every connection its
  * own 4-tuple, as in a real fan-out), served by ceil(N/16) sshd processes (sshd listens on at most 16 addresses)
@@ -14,17 +15,19 @@
  * the sshd side's CPU for the same phase (a cpuacct cgroup of the bench's own holding the sshd's and
  * all they start; it is where most of the time goes on one machine); hosts that answered; and the
  * TIME_WAIT sockets the phase left on the client side (kernel table rows towards the sshd port that
- * were not there before the phase). Tools run one after the other, --rounds times, ours first.
+ * were not there before the phase). Tools run one after the other, --rounds times (default 3), ours
+ * first; the table gives medians, and each tool's ratio to the best peer and to pdsh, for wall time
+ * and for client CPU, and a floor under the wall time from the CPU the phase used.
  *
- * Run (root; needs openssh-server, openssh-client, pdsh; ours from dist/):
- *   npm run build && npm run bench:ssh [-- --hosts 100 --rounds 1 --parallel 20 --kex curve25519|default]
+ * Run (root; needs openssh-server, openssh-client, pdsh, pssh, clustershell; ours from dist/):
+ *   npm run build && npm run bench:ssh [-- --hosts 100 --rounds 3 --parallel 20 --kex curve25519|default]
  * Key exchange: curve25519-sha256 for every tool unless --kex default (see the testbed notes: OpenSSH
  * 9.2's default sntrup761 dominates the cost otherwise).
  * Writes bench/results/ssh-loopback-HOSTS-pPARALLEL-KEX.json.
  */
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, hostname, release, tmpdir } from "node:os";
+import { cpus, hostname, loadavg, release, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readTcpSockets } from "../src/kernel/read.js";
@@ -135,7 +138,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const n = arg("--hosts", 100);
-  const rounds = arg("--rounds", 1);
+  const rounds = arg("--rounds", 3);
   // Connections at once, the same for every tool (-p, -f, -P). Default: all hosts at once. With the
   // sshd's on the client's own CPUs, fewer at once contend less (see the results).
   const parallel = arg("--parallel", n);
@@ -151,6 +154,9 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const hasPdsh = existsSync("/usr/bin/pdsh");
+  // Debian installs pssh as parallel-ssh (the pssh name belongs to another package there).
+  const psshBin = ["/usr/bin/parallel-ssh", "/usr/bin/pssh"].find((p) => existsSync(p));
+  const hasClush = existsSync("/usr/bin/clush");
 
   const dir = mkdtempSync(join(tmpdir(), "aissh-bench-"));
   const hostKey = makeKey(dir, "host_ed25519");
@@ -190,9 +196,16 @@ async function main(): Promise<void> {
       ...(hasPdsh
         ? [{ name: "pdsh -R ssh", argv: ["pdsh", "-R", "ssh", "-f", String(parallel), "-w", `^${hostFile}`, COMMAND], env: { ...env, PDSH_SSH_ARGS: `-F ${config} -oBatchMode=yes -l%u %h` } }]
         : []),
+      // -i: a host's output under its own header line; -t 0: no per-host timeout (as the others).
+      ...(psshBin ? [{ name: "pssh", argv: [psshBin, "-i", "-t", "0", "-p", String(parallel), "-h", hostFile, "-x", `-F ${config} -oBatchMode=yes`, COMMAND] }] : []),
+      // clush's own config caps the fan-out at 64 (clush.conf): -f sets it like the others' -f/-p/-P.
+      ...(hasClush
+        ? [{ name: "clush -R ssh", argv: ["clush", "-R", "ssh", "-f", String(parallel), "-t", "60", "-o", `-F ${config} -oBatchMode=yes`, `--hostfile=${hostFile}`, COMMAND] }]
+        : []),
       { name: "xargs -P ssh", argv: ["bash", "-c", `xargs -P ${parallel} -I{} ssh -F ${config} -n {} ${COMMAND} < ${hostFile}`] },
     ];
 
+    const loadBefore = loadavg().map((l) => l.toFixed(1)).join(" ");
     const phases: Phase[] = [];
     for (let round = 1; round <= rounds; round++) {
       for (const tool of tools) {
@@ -224,34 +237,61 @@ async function main(): Promise<void> {
       }
     }
 
-    const best = (tool: string, key: "wallS" | "clientCpuS") => Math.min(...phases.filter((p) => p.tool === tool).map((p) => p[key]));
+    // Medians over the rounds (the machine is shared: a best-of would flatter whoever was lucky).
+    const median = (xs: number[]) => {
+      const v = [...xs].sort((a, b) => a - b);
+      const m = Math.floor(v.length / 2);
+      return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+    };
+    const of = (tool: string) => phases.filter((p) => p.tool === tool);
     const rows = tools.map((t) => ({
       tool: t.name,
-      wallS: best(t.name, "wallS"),
-      clientCpuS: best(t.name, "clientCpuS"),
-      sshdCpuS: Math.min(...phases.filter((p) => p.tool === t.name).map((p) => p.sshdCpuS)),
-      clientTimeWait: Math.max(...phases.filter((p) => p.tool === t.name).map((p) => p.clientTimeWait)),
-      okMin: Math.min(...phases.filter((p) => p.tool === t.name).map((p) => p.ok)),
+      wallS: median(of(t.name).map((p) => p.wallS)),
+      clientCpuS: median(of(t.name).map((p) => p.clientCpuS)),
+      sshdCpuS: median(of(t.name).map((p) => p.sshdCpuS)),
+      bestWallS: Math.min(...of(t.name).map((p) => p.wallS)),
+      bestClientCpuS: Math.min(...of(t.name).map((p) => p.clientCpuS)),
+      clientTimeWait: Math.max(...of(t.name).map((p) => p.clientTimeWait)),
+      okMin: Math.min(...of(t.name).map((p) => p.ok)),
     }));
     const ours = rows[0]!;
+    // Peers: the other tools, all of which fork one OpenSSH client per host.
     const peers = rows.filter((r) => !r.tool.startsWith("multi-rsh"));
-    const bestPeerWall = Math.min(...peers.map((r) => r.wallS));
+    const bestWallPeer = peers.reduce((a, b) => (b.wallS < a.wallS ? b : a));
+    const bestCpuPeer = peers.reduce((a, b) => (b.clientCpuS < a.clientCpuS ? b : a));
     const pdsh = rows.find((r) => r.tool === "pdsh -R ssh");
+    const ncpu = cpus().length;
     const ratios = {
-      wallVsBestPeer: ours.wallS / bestPeerWall,
+      bestWallPeer: bestWallPeer.tool,
+      wallVsBestPeer: ours.wallS / bestWallPeer.wallS,
+      wallVsPdsh: pdsh ? ours.wallS / pdsh.wallS : null,
+      bestCpuPeer: bestCpuPeer.tool,
+      cpuVsBestPeer: ours.clientCpuS / bestCpuPeer.clientCpuS,
       cpuVsPdsh: pdsh ? ours.clientCpuS / pdsh.clientCpuS : null,
       cpuVsXargs: ours.clientCpuS / rows.find((r) => r.tool === "xargs -P ssh")!.clientCpuS,
+      // Where the wall time can go on this machine: our client and the sshd's share its CPUs, so
+      // (client CPU + sshd CPU) / CPUs is a floor under our wall time, sshd CPU / CPUs a floor that
+      // no client can get under.
+      oursCpuFloorS: (ours.clientCpuS + ours.sshdCpuS) / ncpu,
+      sshdFloorS: ours.sshdCpuS / ncpu,
+      sshdFloorVsBestPeerWall: ours.sshdCpuS / ncpu / bestWallPeer.wallS,
     };
+    const x = (v: number | null) => (v === null ? "n/a" : `${v.toFixed(2)}x`);
 
-    console.log(`\nssh-loopback: ${n} hosts, \`${COMMAND}\`, ${parallel} at once, best of ${rounds} round(s), kex ${kex}; ${cpus().length} CPUs, Linux ${release()}`);
-    console.log(`${"tool".padEnd(22)} ${"ok".padStart(7)} ${"wall s".padStart(8)} ${"client CPU s".padStart(13)} ${"sshd CPU s".padStart(11)} ${"client TIME_WAIT".padStart(17)}`);
+    console.log(`\nssh-loopback: ${n} hosts, \`${COMMAND}\`, ${parallel} at once, median of ${rounds} round(s), kex ${kex}; ${ncpu} CPUs, Linux ${release()}; load average ${loadBefore} before, ${loadavg().map((l) => l.toFixed(1)).join(" ")} after`);
+    console.log(
+      `${"tool".padEnd(22)} ${"ok".padStart(7)} ${"wall s".padStart(7)} ${"/best".padStart(6)} ${"/pdsh".padStart(6)} ${"client CPU s".padStart(12)} ${"/best".padStart(6)} ${"/pdsh".padStart(6)} ${"sshd CPU s".padStart(10)} ${"client TIME_WAIT".padStart(16)}`,
+    );
     for (const r of rows) {
       console.log(
-        `${r.tool.padEnd(22)} ${`${r.okMin}/${n}`.padStart(7)} ${r.wallS.toFixed(2).padStart(8)} ${r.clientCpuS.toFixed(2).padStart(13)} ${r.sshdCpuS.toFixed(2).padStart(11)} ${String(r.clientTimeWait).padStart(17)}`,
+        `${r.tool.padEnd(22)} ${`${r.okMin}/${n}`.padStart(7)} ${r.wallS.toFixed(2).padStart(7)} ${(r.wallS / bestWallPeer.wallS).toFixed(2).padStart(6)} ${(pdsh ? (r.wallS / pdsh.wallS).toFixed(2) : "n/a").padStart(6)} ${r.clientCpuS.toFixed(2).padStart(12)} ${(r.clientCpuS / bestCpuPeer.clientCpuS).toFixed(2).padStart(6)} ${(pdsh ? (r.clientCpuS / pdsh.clientCpuS).toFixed(2) : "n/a").padStart(6)} ${r.sshdCpuS.toFixed(2).padStart(10)} ${String(r.clientTimeWait).padStart(16)}`,
       );
     }
     console.log(
-      `\nours (-R ssh) vs best peer wall: ${ratios.wallVsBestPeer.toFixed(2)}x (target <= 0.5); client CPU vs pdsh: ${ratios.cpuVsPdsh?.toFixed(2) ?? "n/a"}x (target <= 0.2), vs xargs+ssh: ${ratios.cpuVsXargs.toFixed(2)}x; client TIME_WAIT: ${ours.clientTimeWait} (target 0)`,
+      `\nours (-R ssh): wall ${x(ratios.wallVsBestPeer)} the best peer (${bestWallPeer.tool}; target <= 0.5), ${x(ratios.wallVsPdsh)} pdsh; client CPU ${x(ratios.cpuVsPdsh)} pdsh (target <= 0.2), ${x(ratios.cpuVsBestPeer)} the leanest peer (${bestCpuPeer.tool}); client TIME_WAIT ${ours.clientTimeWait} (target 0)`,
+    );
+    console.log(
+      `where the time goes: ours ${ours.clientCpuS.toFixed(2)} s client CPU + ${ours.sshdCpuS.toFixed(2)} s sshd CPU on ${ncpu} CPUs = a ${ratios.oursCpuFloorS.toFixed(2)} s floor under our wall (${ours.wallS.toFixed(2)} s); the sshd side alone ${ratios.sshdFloorS.toFixed(2)} s = ${ratios.sshdFloorVsBestPeerWall.toFixed(2)}x the best peer's wall`,
     );
     const result = {
       bench: "ssh-loopback",
@@ -262,6 +302,7 @@ async function main(): Promise<void> {
       rounds,
       kex: kex === "curve25519" ? "curve25519-sha256 for every tool" : "each tool's default (OpenSSH: sntrup761x25519-sha512, ssh2: curve25519-sha256)",
       command: COMMAND,
+      load: { before: loadBefore, after: loadavg().map((l) => l.toFixed(2)).join(" ") },
       rows,
       ratios,
       phases,

@@ -186,3 +186,52 @@ export function formatKnownHostsLine(name: string, key: Buffer, hash: boolean, s
 export function fingerprint(key: Buffer): string {
   return `SHA256:${createHash("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
 }
+
+/**
+ * The lines of a run's known_hosts files, indexed once, so that a host's lookup costs its own lines
+ * plus the lines that can only be tested (wildcards, negations, hashed names), not the whole file
+ * per host: a fan-out to N hosts with a known_hosts of N lines was N² pattern matches.
+ */
+export class KnownHostsIndex {
+  /** Lines whose every pattern is a plain positive name, under each lower-cased name. */
+  private readonly byName = new Map<string, KnownHostEntry[]>();
+  /** Lines that must be tested against each name: patterns with `*`, `?` or `!`, and hashed names. */
+  private readonly tested: KnownHostEntry[] = [];
+  /** @revoked lines: they refuse a key for every host, whatever names they carry. */
+  private readonly revoked: KnownHostEntry[] = [];
+  private readonly order = new Map<KnownHostEntry, number>();
+
+  constructor(entries: readonly KnownHostEntry[] = []) {
+    this.add(entries);
+  }
+
+  add(entries: readonly KnownHostEntry[]): void {
+    for (const e of entries) {
+      this.order.set(e, this.order.size);
+      if (e.marker === "revoked") {
+        this.revoked.push(e);
+      } else if (e.marker !== null) {
+        continue; // @cert-authority: never vouches for a plain key (see the top comment)
+      } else if (e.patterns !== null && e.patterns.every((p) => !/[*?!]/.test(p))) {
+        for (const name of new Set(e.patterns.map((p) => p.toLowerCase()))) {
+          const list = this.byName.get(name);
+          if (list) list.push(e);
+          else this.byName.set(name, [e]);
+        }
+      } else {
+        this.tested.push(e);
+      }
+    }
+  }
+
+  /**
+   * What checkHostKey and knownKeyTypes need for `name`: every @revoked line, then the lines that
+   * match the name, in file order (the first line of a type is the one a "changed" message cites).
+   */
+  forHost(name: string): KnownHostEntry[] {
+    const own = this.byName.get(name.toLowerCase()) ?? [];
+    const matched = this.tested.filter((e) => entryMatchesHost(e, name));
+    const hits = matched.length === 0 ? own : [...own, ...matched].sort((a, b) => this.order.get(a)! - this.order.get(b)!);
+    return this.revoked.length === 0 ? hits : [...this.revoked, ...hits];
+  }
+}

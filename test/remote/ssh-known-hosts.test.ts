@@ -7,6 +7,7 @@ import {
   formatKnownHostsLine,
   knownHostsName,
   knownKeyTypes,
+  KnownHostsIndex,
   matchHostPatterns,
   matchPattern,
   parseKnownHosts,
@@ -90,4 +91,31 @@ test("knownKeyTypes lists the types filed for a host, once each, in file order",
 
 test("fingerprint is SHA256 in unpadded base64, like ssh-keygen -l", () => {
   assert.match(fingerprint(ED_A), /^SHA256:[A-Za-z0-9+/]{43}$/);
+});
+
+test("KnownHostsIndex.forHost decides as the whole file does: plain, wildcard, negated, hashed, revoked, any case", () => {
+  const salt = Buffer.alloc(20, 5);
+  const hashed = `|1|${salt.toString("base64")}|${createHmac("sha1", salt).update("hashed.example").digest("base64")}`;
+  const text = [
+    line("a.example,A2.example", ED_A),
+    line("*.wild", ED_B),
+    line("*.neg,!bad.neg", ED_A),
+    line(hashed, EC_A),
+    line("a.example", EC_A),
+    line("gone", ED_B, "@revoked"),
+    line("b.example", ED_B),
+    line("*", ED_B, "@cert-authority"),
+  ].join("\n");
+  const all = parseKnownHosts(text);
+  const index = new KnownHostsIndex(all);
+  const names = ["a.example", "A.EXAMPLE", "a2.example", "x.wild", "ok.neg", "bad.neg", "hashed.example", "b.example", "nobody"];
+  for (const name of names) {
+    const some = index.forHost(name);
+    assert.ok(some.length < all.length, `${name}: a subset`);
+    assert.deepEqual(knownKeyTypes(some, name), knownKeyTypes(all, name), name);
+    for (const key of [ED_A, ED_B, EC_A]) assert.deepEqual(checkHostKey(some, name, key), checkHostKey(all, name, key), `${name}`);
+  }
+  // A line added later (accept-new) is found for its host.
+  index.add(parseKnownHosts(line("nobody", ED_A)));
+  assert.equal(checkHostKey(index.forHost("nobody"), "nobody", ED_A).kind, "match");
 });

@@ -21,6 +21,7 @@
  * Settings come from ~/.ssh/config (or -F) through ssh-config.ts and known_hosts through
  * known-hosts.ts; both files are read once per run, not once per host.
  */
+import { createPrivateKey, sign as cryptoSign, type KeyObject } from "node:crypto";
 import { appendFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { dirname } from "node:path";
@@ -37,6 +38,7 @@ import {
   hostKeyAlgorithmsFor,
   knownHostsName,
   knownKeyTypes,
+  KnownHostsIndex,
   parseKnownHosts,
   type KnownHostEntry,
 } from "../known-hosts.js";
@@ -83,8 +85,18 @@ interface Identity {
 /**
  * ssh2 reads and writes through this; the real socket stays ours. end() (ssh2 calls it after sending
  * DISCONNECT, and on errors) is swallowed: the server must close first.
+ *
+ * Writes made in one tick go out in one writev: ssh2 hands over each encrypted packet in three
+ * pieces (length, ciphertext, MAC tag), and with Nagle off each piece was its own write(2) and its
+ * own TCP segment (~31 a host for `hostname`), costing both ends a syscall and a wake-up per piece.
  */
 class SocketView extends Duplex {
+  private corked = false;
+  private readonly flush = (): void => {
+    this.corked = false;
+    this.sock.uncork();
+  };
+
   constructor(private readonly sock: net.Socket) {
     super({ allowHalfOpen: true });
     sock.on("data", (d: Buffer) => {
@@ -96,7 +108,14 @@ class SocketView extends Duplex {
     this.sock.resume();
   }
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.sock.writable) this.sock.write(chunk);
+    if (this.sock.writable) {
+      if (!this.corked) {
+        this.corked = true;
+        this.sock.cork();
+        process.nextTick(this.flush);
+      }
+      this.sock.write(chunk);
+    }
     cb();
   }
   override _final(cb: (err?: Error | null) => void): void {
@@ -121,6 +140,39 @@ class FilteredAgent extends OpenSSHAgent {
   }
 }
 
+/**
+ * The key, signing through a KeyObject made once. ssh2's sign() hands OpenSSL the key's PEM text on
+ * every call, which parses it again each time: ~0.4 ms of CPU per host for an ed25519 key, where
+ * the signature itself takes ~0.04 ms. ssh2 keeps the PEM under a symbol of its own
+ * ("Private key PEM"); if a later ssh2 drops it, the key is left as it is (slower, same result).
+ */
+function signWithKeyObject(key: ParsedKey): ParsedKey {
+  const holder = key as unknown as Record<symbol, unknown>;
+  const pemSym = Object.getOwnPropertySymbols(key).find((s) => s.description === "Private key PEM");
+  const hashSym = Object.getOwnPropertySymbols(key).find((s) => s.description === "Hash Algorithm");
+  const pem = pemSym ? holder[pemSym] : undefined;
+  if (typeof pem !== "string") return key;
+  let keyObject: KeyObject;
+  try {
+    keyObject = createPrivateKey(pem);
+  } catch {
+    return key;
+  }
+  const defaultAlgo = hashSym ? holder[hashSym] : undefined;
+  // Same contract as ssh2's BaseKey.sign: the signature, or the Error (ssh2 reports it as such).
+  // (@types/ssh2 says Buffer; the library's own code returns an Error and ssh2 checks for one.)
+  const sign = (data: Buffer | string, algo?: string): Buffer | Error => {
+    const a = algo || (typeof defaultAlgo === "string" ? defaultAlgo : null);
+    try {
+      return cryptoSign(a, typeof data === "string" ? Buffer.from(data) : data, keyObject);
+    } catch (e) {
+      return e instanceof Error ? e : new Error(String(e));
+    }
+  };
+  key.sign = sign as ParsedKey["sign"];
+  return key;
+}
+
 function readOptional(path: string): Buffer | null {
   try {
     return readFileSync(path);
@@ -138,6 +190,7 @@ export class SshTransport implements Transport {
   readonly graceMs: number;
   private readonly identities = new Map<string, Identity>();
   private readonly knownHosts = new Map<string, KnownHostEntry[]>();
+  private readonly knownHostsIndexes = new Map<string, { files: readonly string[]; index: KnownHostsIndex }>();
 
   constructor(
     private readonly options: TransportOptions,
@@ -205,7 +258,7 @@ export class SshTransport implements Transport {
       } else {
         const key = Array.isArray(parsed) ? (parsed[0] as ParsedKey) : parsed;
         if (key.isPrivateKey()) {
-          id.key = key;
+          id.key = signWithKeyObject(key);
           id.publicBlob = key.getPublicSSH();
         }
       }
@@ -219,19 +272,24 @@ export class SshTransport implements Transport {
     return id;
   }
 
-  knownHostsEntries(files: readonly string[]): KnownHostEntry[] {
-    let out: KnownHostEntry[] = [];
-    for (const f of files) {
-      let entries = this.knownHosts.get(f);
-      if (!entries) {
-        const text = readOptional(f);
-        entries = text ? parseKnownHosts(text.toString("utf8"), f) : [];
-        this.knownHosts.set(f, entries);
+  /** The lines of these files that bear on `name` (see KnownHostsIndex.forHost); files read once a run. */
+  knownHostsEntries(files: readonly string[], name: string): KnownHostEntry[] {
+    const key = files.join("\0");
+    let index = this.knownHostsIndexes.get(key);
+    if (!index) {
+      index = { files, index: new KnownHostsIndex() };
+      for (const f of files) {
+        let entries = this.knownHosts.get(f);
+        if (!entries) {
+          const text = readOptional(f);
+          entries = text ? parseKnownHosts(text.toString("utf8"), f) : [];
+          this.knownHosts.set(f, entries);
+        }
+        index.index.add(entries);
       }
-      // concat, not push(...): a known_hosts of 100k lines would overflow the argument stack.
-      out = out.concat(entries);
+      this.knownHostsIndexes.set(key, index);
     }
-    return out;
+    return index.index.forHost(name);
   }
 
   /** accept-new: file the key in the first user known_hosts file (and in our cache for later hosts). */
@@ -239,9 +297,11 @@ export class SshTransport implements Transport {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     const line = formatKnownHostsLine(name, key, hash);
     appendFileSync(file, line, { mode: 0o600 });
+    const added = parseKnownHosts(line, file);
     const entries = this.knownHosts.get(file) ?? [];
-    entries.push(...parseKnownHosts(line, file));
+    entries.push(...added);
     this.knownHosts.set(file, entries);
+    for (const { files, index } of this.knownHostsIndexes.values()) if (files.includes(file)) index.add(added);
   }
 
   hostKeyPolicy(cfg: SshHostConfig): HostKeyPolicy {
@@ -370,7 +430,7 @@ class HostRun {
     client.on("error", (e: ClientError) => this.onClientError(e));
     client.on("ready", () => this.onReady());
     const name = knownHostsName(this.cfg.hostKeyAlias ?? this.cfg.hostName, this.cfg.port);
-    const entries = this.t.knownHostsEntries([...this.cfg.userKnownHostsFiles, ...this.cfg.globalKnownHostsFiles]);
+    const entries = this.t.knownHostsEntries([...this.cfg.userKnownHostsFiles, ...this.cfg.globalKnownHostsFiles], name);
     const known = knownKeyTypes(entries, name).flatMap(hostKeyAlgorithmsFor).filter((a) => HOST_KEY_ALGORITHMS.includes(a));
     const order = [...new Set([...known, ...HOST_KEY_ALGORITHMS])];
     client.connect({
