@@ -219,7 +219,8 @@ async function main(): Promise<void> {
         // A host answered when a line says this machine's hostname (pdsh and multi-rsh prefix "host: ").
         const lines = existsSync(out) ? readFileSync(out, "utf8").split("\n").filter((l) => l.trim() !== "") : [];
         const answered = lines.filter((l) => l === HOSTNAME || l.endsWith(`: ${HOSTNAME}`));
-        const unexpected = lines.filter((l) => l !== HOSTNAME && !l.endsWith(`: ${HOSTNAME}`)).slice(0, 5);
+        // pssh -i heads each host's output with "[n] hh:mm:ss [SUCCESS] host": a header, not a stray line.
+        const unexpected = lines.filter((l) => l !== HOSTNAME && !l.endsWith(`: ${HOSTNAME}`) && !/^\[\d+\] [\d:]+ \[SUCCESS\] /.test(l)).slice(0, 5);
         const p: Phase = {
           tool: tool.name,
           round,

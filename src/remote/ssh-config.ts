@@ -15,6 +15,7 @@
  */
 import SSHConfig from "ssh-config";
 import { AddrinuseError } from "../errors.js";
+import { matchPattern } from "./known-hosts.js";
 
 export type HostKeyPolicy = "strict" | "accept-new" | "off";
 
@@ -37,9 +38,38 @@ export interface SshHostConfig {
   hashKnownHosts: boolean;
   /** Name to look up in known_hosts instead of the host name (HostKeyAlias). */
   hostKeyAlias: string | null;
+  /** Ciphers, KexAlgorithms and MACs as written (OpenSSH list syntax), or null when not set. */
+  algorithms: { ciphers: string | null; kex: string | null; macs: string | null };
   /** Keywords set for this host that only `-R openssh` honours. */
   unsupported: string[];
 }
+
+/**
+ * The algorithm list an OpenSSH-style spec asks for (ssh_config(5) Ciphers, KexAlgorithms, MACs):
+ * `a,b` is the list, `+a,b` appends, `-a,*b*` removes (wildcards allowed), `^a,b` puts first. Names
+ * outside `supported` are dropped (they can only be OpenSSH's own). The defaults when there is no spec.
+ */
+export function applyAlgorithmSpec(defaults: readonly string[], supported: readonly string[], spec: string | null): string[] {
+  if (spec === null || spec.trim() === "") return [...defaults];
+  const op = spec[0] === "+" || spec[0] === "-" || spec[0] === "^" ? spec[0] : "";
+  const names = spec
+    .slice(op ? 1 : 0)
+    .split(",")
+    .map((n) => n.trim())
+    .filter((n) => n !== "");
+  const known = names.filter((n) => supported.includes(n));
+  switch (op) {
+    case "+":
+      return [...new Set([...defaults, ...known])];
+    case "^":
+      return [...new Set([...known, ...defaults])];
+    case "-":
+      return defaults.filter((d) => !names.some((pat) => matchPattern(d, pat)));
+    default:
+      return [...new Set(known)];
+  }
+}
+
 
 export interface ResolveContext {
   home: string;
@@ -225,6 +255,7 @@ export function resolveSshConfig(configs: readonly SSHConfig[], host: string, ct
     globalKnownHostsFiles: splitFiles("globalknownhostsfile", ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]),
     hashKnownHosts: yesNo(first(merged, "hashknownhosts"), "HashKnownHosts") ?? false,
     hostKeyAlias: alias ?? null,
+    algorithms: { ciphers: first(merged, "ciphers") ?? null, kex: first(merged, "kexalgorithms") ?? null, macs: first(merged, "macs") ?? null },
     unsupported: UNSUPPORTED.filter((k) => {
       const v = first(merged, k);
       return v !== undefined && v.toLowerCase() !== "none";

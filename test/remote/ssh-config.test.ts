@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { expandTokens, inlineIncludes, parseSshConfigs, resolveSshConfig } from "../../src/remote/ssh-config.js";
+import { applyAlgorithmSpec, expandTokens, inlineIncludes, parseSshConfigs, resolveSshConfig } from "../../src/remote/ssh-config.js";
 
 const ctx = { home: "/home/op", localUser: "op" };
 
@@ -107,4 +107,21 @@ test("Include inlines the files it names: globs sorted, ~ and relative paths, mi
 test("Include loops are bounded: a usage error, not a hang", () => {
   const reader = { read: () => "Include self\n", list: () => [] };
   assert.throws(() => inlineIncludes("Include self\n", "/d", "/h", reader), { code: "ERR_USAGE", message: /Include/ });
+});
+
+test("Ciphers, KexAlgorithms and MACs are kept as written, first value winning; null when unset", () => {
+  const [c] = [resolveSshConfig(parseSshConfigs(["Host a\n  Ciphers ^aes256-ctr\n  KexAlgorithms curve25519-sha256\nHost *\n  Ciphers aes128-ctr\n  MACs -hmac-sha1*\n"]), "a", ctx)];
+  assert.deepEqual(c!.algorithms, { ciphers: "^aes256-ctr", kex: "curve25519-sha256", macs: "-hmac-sha1*" });
+  assert.deepEqual(resolveSshConfig(parseSshConfigs([""]), "a", ctx).algorithms, { ciphers: null, kex: null, macs: null });
+});
+
+test("applyAlgorithmSpec follows OpenSSH's list syntax: replace, +append, -remove (wildcards), ^first", () => {
+  const defaults = ["gcm", "ctr", "chacha"];
+  const supported = [...defaults, "cbc"];
+  assert.deepEqual(applyAlgorithmSpec(defaults, supported, null), defaults);
+  assert.deepEqual(applyAlgorithmSpec(defaults, supported, "ctr,cbc,openssh-only"), ["ctr", "cbc"], "names we cannot speak are dropped");
+  assert.deepEqual(applyAlgorithmSpec(defaults, supported, "+cbc,gcm"), ["gcm", "ctr", "chacha", "cbc"]);
+  assert.deepEqual(applyAlgorithmSpec(defaults, supported, "^chacha"), ["chacha", "gcm", "ctr"]);
+  assert.deepEqual(applyAlgorithmSpec(defaults, supported, "-c*"), ["gcm"]);
+  assert.deepEqual(applyAlgorithmSpec(defaults, supported, "openssh-only"), [], "nothing left: the transport fails the host");
 });

@@ -250,6 +250,26 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     assert.match(r.result.error!.message, /openssh/);
   });
 
+  test("the config's Ciphers and KexAlgorithms are followed; a list with nothing we speak fails the host", async () => {
+    const base = readFileSync(sshd.clientConfigPath, "utf8");
+    const ok = join(dir, "algos.conf");
+    writeFileSync(ok, `Host *\n  Ciphers aes256-ctr\n  MACs hmac-sha2-512-etm@openssh.com\n  KexAlgorithms ecdh-sha2-nistp256\n` + base);
+    const r = await runOn(createSshTransport({ sshConfigFile: ok }, env), sshd.address, "echo ok");
+    assert.equal(r.result.error, null, r.result.error?.message);
+    assert.equal(r.out, "ok\n");
+    // OpenSSH 9's sshd offers no CBC cipher: asking for one alone must fail the key exchange.
+    const cbc = join(dir, "algos-cbc.conf");
+    writeFileSync(cbc, `Host *\n  Ciphers aes128-cbc\n` + base);
+    const refused = await runOn(createSshTransport({ sshConfigFile: cbc }, env), sshd.address, "true");
+    assert.equal(refused.result.error?.code, "ERR_PROTOCOL", refused.result.error?.message);
+    assert.equal(refused.result.connected, false);
+    const none = join(dir, "algos-none.conf");
+    writeFileSync(none, `Host *\n  KexAlgorithms sntrup761x25519-sha512@openssh.com\n` + base);
+    const bad = await runOn(createSshTransport({ sshConfigFile: none }, env), sshd.address, "true");
+    assert.equal(bad.result.error?.code, "ERR_TRANSPORT");
+    assert.match(bad.result.error!.message, /KexAlgorithms.*-R openssh/);
+  });
+
   test("a missing -F file is a usage error at creation", () => {
     assert.throws(() => createSshTransport({ sshConfigFile: join(dir, "nope.conf") }, env), { code: "ERR_USAGE" });
   });

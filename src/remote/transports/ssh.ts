@@ -21,14 +21,25 @@
  * Settings come from ~/.ssh/config (or -F) through ssh-config.ts and known_hosts through
  * known-hosts.ts; both files are read once per run, not once per host.
  */
-import { createPrivateKey, sign as cryptoSign, type KeyObject } from "node:crypto";
+import { createPrivateKey, getCiphers, sign as cryptoSign, type KeyObject } from "node:crypto";
 import { appendFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { dirname } from "node:path";
 import net from "node:net";
 import { Duplex } from "node:stream";
 import ssh2 from "ssh2";
-import type { AnyAuthMethod, AuthenticationType, ClientChannel, IdentityCallback, NextAuthHandler, ParsedKey, ServerHostKeyAlgorithm } from "ssh2";
+import type {
+  AnyAuthMethod,
+  AuthenticationType,
+  CipherAlgorithm,
+  ClientChannel,
+  IdentityCallback,
+  KexAlgorithm,
+  MacAlgorithm,
+  NextAuthHandler,
+  ParsedKey,
+  ServerHostKeyAlgorithm,
+} from "ssh2";
 import type SSHConfig from "ssh-config";
 import { AddrinuseError, UsageError, type ErrorCode } from "../../errors.js";
 import {
@@ -42,7 +53,7 @@ import {
   parseKnownHosts,
   type KnownHostEntry,
 } from "../known-hosts.js";
-import { inlineIncludes, parseSshConfigs, resolveSshConfig, type ConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
+import { applyAlgorithmSpec, inlineIncludes, parseSshConfigs, resolveSshConfig, type ConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 
 const { Client, OpenSSHAgent, utils } = ssh2;
@@ -72,6 +83,49 @@ const HOST_KEY_ALGORITHMS = [
   "rsa-sha2-256",
   "ssh-rsa",
 ];
+
+/**
+ * Algorithms offered, in order, when the ssh config names none (Ciphers, KexAlgorithms, MACs):
+ * ssh2's own secure defaults, with the ciphers pinned to AES-GCM first. ssh2 runs AES-GCM on
+ * Node's native crypto (one AEAD pass, no separate MAC); without its optional native binding
+ * (package.json allowScripts denies the build) its chacha20-poly1305 computes Poly1305 in
+ * JavaScript, and with the binding it would put chacha20 first on a CPU without AES instructions.
+ * Compression stays ssh2's default, "none" first: a few bytes of `hostname` gain nothing from zlib.
+ */
+/** OpenSSL's name for each cipher: ssh2 refuses a cipher this Node's OpenSSL lacks (chacha20 in some builds). */
+const CIPHER_OPENSSL: Record<string, string> = {
+  "aes128-gcm@openssh.com": "aes-128-gcm",
+  "aes256-gcm@openssh.com": "aes-256-gcm",
+  "aes128-ctr": "aes-128-ctr",
+  "aes192-ctr": "aes-192-ctr",
+  "aes256-ctr": "aes-256-ctr",
+  "chacha20-poly1305@openssh.com": "chacha20",
+  "aes256-cbc": "aes-256-cbc",
+  "aes192-cbc": "aes-192-cbc",
+  "aes128-cbc": "aes-128-cbc",
+  "3des-cbc": "des-ede3-cbc",
+};
+const OPENSSL_CIPHERS = new Set(getCiphers());
+const usableCipher = (name: string): boolean => OPENSSL_CIPHERS.has(CIPHER_OPENSSL[name] ?? "");
+const CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr", "chacha20-poly1305@openssh.com"].filter(usableCipher);
+const KEX = [
+  "curve25519-sha256",
+  "curve25519-sha256@libssh.org",
+  "ecdh-sha2-nistp256",
+  "ecdh-sha2-nistp384",
+  "ecdh-sha2-nistp521",
+  "diffie-hellman-group-exchange-sha256",
+  "diffie-hellman-group14-sha256",
+  "diffie-hellman-group15-sha512",
+  "diffie-hellman-group16-sha512",
+  "diffie-hellman-group17-sha512",
+  "diffie-hellman-group18-sha512",
+];
+const MACS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha1-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1"];
+/** What a config may ask for beyond the defaults (older algorithms ssh2 still speaks). */
+const CIPHERS_SUPPORTED = [...CIPHERS, ...["aes256-cbc", "aes192-cbc", "aes128-cbc", "3des-cbc"].filter(usableCipher)];
+const KEX_SUPPORTED = [...KEX, "diffie-hellman-group-exchange-sha1", "diffie-hellman-group14-sha1", "diffie-hellman-group1-sha1"];
+const MACS_SUPPORTED = [...MACS, "hmac-md5", "hmac-sha2-256-96", "hmac-sha2-512-96", "hmac-sha1-96", "hmac-md5-96"];
 
 interface Identity {
   path: string;
@@ -326,8 +380,18 @@ export class SshTransport implements Transport {
         `${req.host}: the ssh config sets ${cfg.unsupported.join(", ")}, which the built-in ssh does not follow; use -R openssh`,
       );
     }
+    const algorithms = {
+      cipher: applyAlgorithmSpec(CIPHERS, CIPHERS_SUPPORTED, cfg.algorithms.ciphers),
+      kex: applyAlgorithmSpec(KEX, KEX_SUPPORTED, cfg.algorithms.kex),
+      hmac: applyAlgorithmSpec(MACS, MACS_SUPPORTED, cfg.algorithms.macs),
+    };
+    for (const [keyword, list] of [["Ciphers", algorithms.cipher], ["KexAlgorithms", algorithms.kex], ["MACs", algorithms.hmac]] as const) {
+      if (list.length === 0) {
+        return failed("ERR_TRANSPORT", `${req.host}: the ssh config's ${keyword} leaves nothing the built-in ssh speaks; use -R openssh`);
+      }
+    }
     if (req.signal.aborted) return failed(abortCode(req.signal, false), abortMessage(req.signal));
-    return new Promise((resolve) => new HostRun(this, req, cfg, resolve).start());
+    return new Promise((resolve) => new HostRun(this, req, cfg, algorithms, resolve).start());
   }
 }
 
@@ -377,6 +441,7 @@ class HostRun {
     private readonly t: SshTransport,
     private readonly req: RunRequest,
     private readonly cfg: SshHostConfig,
+    private readonly algorithms: { cipher: string[]; kex: string[]; hmac: string[] },
     private readonly done: (r: TransportResult) => void,
   ) {
     this.target = `${cfg.user}@${cfg.hostName}${cfg.port === 22 ? "" : `:${cfg.port}`}`;
@@ -433,12 +498,27 @@ class HostRun {
     const entries = this.t.knownHostsEntries([...this.cfg.userKnownHostsFiles, ...this.cfg.globalKnownHostsFiles], name);
     const known = knownKeyTypes(entries, name).flatMap(hostKeyAlgorithmsFor).filter((a) => HOST_KEY_ALGORITHMS.includes(a));
     const order = [...new Set([...known, ...HOST_KEY_ALGORITHMS])];
+    try {
+      this.connect(client, view, name, entries, order);
+    } catch (e) {
+      // ssh2 checks its options as it starts (an algorithm it cannot run, say): this host fails, not the run.
+      this.fail("ERR_TRANSPORT", `${this.target}: ssh: ${(e as Error).message}`);
+      this.resetNow();
+    }
+  }
+
+  private connect(client: SshClient, view: SocketView, name: string, entries: KnownHostEntry[], order: string[]): void {
     client.connect({
       sock: view,
       username: this.cfg.user,
       readyTimeout: 0,
       keepaliveInterval: 0,
-      algorithms: { serverHostKey: order as ServerHostKeyAlgorithm[] },
+      algorithms: {
+        serverHostKey: order as ServerHostKeyAlgorithm[],
+        cipher: this.algorithms.cipher as CipherAlgorithm[],
+        kex: this.algorithms.kex as KexAlgorithm[],
+        hmac: this.algorithms.hmac as MacAlgorithm[],
+      },
       hostVerifier: (key: Buffer) => this.verifyHostKey(name, entries, key),
       authHandler: this.authHandler(),
     });
