@@ -20,6 +20,7 @@
  * The 1,000-host run of multi-rsh with fan-out 256 (peak RSS and fds of each tool recorded):
  *   npm run bench:fanout -- --sizes 1000 --rounds 1 --fanout 256 --commands hostname --tools "multi-rsh -R rsh,pdsh -R rsh,multi-rsh -R ssh" --merge
  * Redraw the chart from the JSON only: npm run bench:fanout -- --svg-only
+ * Beside another testbed: --prefix aibf --net 10.235 (default aitb and 10.233).
  */
 import { spawn } from "node:child_process";
 import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -34,6 +35,14 @@ const RESULTS = join(ROOT, "bench", "results", "fanout.json");
 const SVG = join(ROOT, "docs", "fanout.svg");
 const MB_LINES = 16_384;
 const RUN_TIMEOUT_MS = 180_000;
+/**
+ * Removed from every tool's environment: with NODE_EXTRA_CA_CERTS set, Node 20 parses its whole CA
+ * bundle and the extra file at start-up, before any of the program runs (measured here: +50 ms wall
+ * and +40 ms CPU for an empty script), whether or not the program ever uses TLS. Some shells and
+ * containers export it; it is a property of the environment, not of the tool, and only Node tools
+ * pay for it. `--keep-env` keeps it.
+ */
+const ENV_REMOVED = ["NODE_EXTRA_CA_CERTS"];
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -100,6 +109,8 @@ interface RunRecord {
   exitCode: number | null;
   /** Reserved ports (512-1023) held by sockets of other programs just before the run. */
   reservedPortsBusy: number;
+  /** Variables removed from the tool's environment (ENV_REMOVED); absent in runs from before it existed. */
+  envRemoved?: string[];
   note?: string;
 }
 
@@ -219,6 +230,12 @@ class OutputCounter {
   }
 }
 
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  if (!process.argv.includes("--keep-env")) for (const k of ENV_REMOVED) delete env[k];
+  return env;
+}
+
 function clientTimeWait(net: string): number {
   return readTcpSockets().filter((s) => s.state === "TIME_WAIT" && s.remoteAddress.startsWith(`${net}.`)).length;
 }
@@ -257,7 +274,7 @@ async function runTool(tool: Tool, tb: Testbed, hostsFile: string, hosts: Testbe
   const started = performance.now();
   const child = spawn("/usr/bin/time", ["-f", "%e %U %S %M", "-o", timeFile, a.cmd, ...a.args], {
     stdio: [inFd ?? "ignore", outFd, "pipe"],
-    env: { ...process.env, ...(a.env ?? {}), NO_PROGRESS: "1" },
+    env: { ...cleanEnv(), ...(a.env ?? {}), NO_PROGRESS: "1" },
   });
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (s: string) => {
@@ -307,6 +324,7 @@ async function runTool(tool: Tool, tb: Testbed, hostsFile: string, hosts: Testbe
   const rec: RunRecord = {
     tool: tool.name, hosts: hosts.length, fanout, command, round, wallMs, cpuMs, peakRssBytes: peak,
     clientTimeWait: clientTimeWait(tb.net), hostTimeWait: hostTw, failures, peakFds, exitCode, reservedPortsBusy,
+    envRemoved: process.argv.includes("--keep-env") ? [] : ENV_REMOVED.filter((k) => k in process.env),
   };
   if (failures > 0) rec.note = stderr.split("\n").filter(Boolean).slice(0, 3).join(" | ").slice(0, 300);
   return rec;
@@ -437,7 +455,10 @@ async function main(): Promise<number> {
   });
 
   const maxHosts = Math.max(...sizes);
-  const tb = await up({ hosts: maxHosts });
+  // Its own prefix and /16 let this bench run beside other testbeds (the default is the shared aitb/10.233).
+  const prefix = arg("prefix", "aitb");
+  const netArg = arg("net", "10.233");
+  const tb = await up({ hosts: maxHosts, prefix, net: netArg });
   assertRouteOverBridge(tb.hosts.map((h) => h.address), tb.bridge);
   console.log(`testbed: ${maxHosts} hosts (${tb.created ? `up in ${(tb.setupMs / 1000).toFixed(1)} s` : "already up"})`);
   const mbScript = join(tb.files.stateDir, "bench-1mb.sh");
@@ -472,8 +493,10 @@ async function main(): Promise<number> {
   // (the 1,000-host run is done apart, with fewer tools and a larger fan-out).
   if (process.argv.includes("--merge") && existsSync(RESULTS)) {
     const old = JSON.parse(readFileSync(RESULTS, "utf8")) as Doc;
-    const fresh = new Set(runs.map((r) => `${r.hosts}|${r.tool}`));
-    runs.unshift(...old.runs.filter((r) => !fresh.has(`${r.hosts}|${r.tool}`)));
+    // Keyed by command too: a hostname-only rerun keeps the 1 MB runs of the same tools.
+    const key = (r: RunRecord) => `${r.hosts}|${r.command}|${r.tool}`;
+    const fresh = new Set(runs.map(key));
+    runs.unshift(...old.runs.filter((r) => !fresh.has(key(r))));
     skipped.unshift(...old.skipped);
   }
   const rows = summarise(runs).sort((a, b) => a.hosts - b.hosts || a.command.localeCompare(b.command) * -1);

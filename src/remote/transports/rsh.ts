@@ -19,7 +19,6 @@
  * out of the output (as pdsh does).
  */
 import net from "node:net";
-import { lookup } from "node:dns/promises";
 import { AddrinuseError, type ErrorCode } from "../../errors.js";
 import { ExitMarkerFilter, newMarker, wrapCommand } from "../../core/exit-marker.js";
 import { connectFrom } from "../../net/connect-from.js";
@@ -68,6 +67,8 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
     let address = req.host;
     if (net.isIP(address) === 0) {
       try {
+        // Loaded here, not at the top: hosts are usually addresses, and start-up delays every run.
+        const { lookup } = await import("node:dns/promises");
         address = (await lookup(req.host)).address;
       } catch (e) {
         result.error = { code: "ERR_CONNECT", message: `cannot resolve '${req.host}': ${(e as Error).message}` };
