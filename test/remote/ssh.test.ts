@@ -250,6 +250,24 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     assert.match(r.result.error!.message, /openssh/);
   });
 
+  test("ECDSA and RSA identity files sign too (ssh2's key, signing through a KeyObject made once)", async () => {
+    // The helper's sshd reads this authorized_keys on every connection: keys added now count.
+    const authorized = join(sshd.dir, `authorized_keys-${sshd.address}-${sshd.port}`);
+    assert.ok(existsSync(authorized));
+    for (const type of ["ecdsa", "rsa"] as const) {
+      const key = makeKey(dir, `client_${type}`, type);
+      writeFileSync(authorized, `${readFileSync(authorized, "utf8")}${key.publicLine}\n`);
+      const cfg = join(dir, `${type}.conf`);
+      writeFileSync(cfg, `Host *\n  Port ${sshd.port}\n  IdentityFile ${key.privatePath}\n  IdentitiesOnly yes\n  UserKnownHostsFile ${sshd.knownHostsPath}\n`);
+      const tr = createSshTransport({ sshConfigFile: cfg }, env);
+      for (let i = 0; i < 2; i++) {
+        const r = await runOn(tr, sshd.address, `echo ${type}`);
+        assert.equal(r.result.error, null, r.result.error?.message);
+        assert.equal(r.out, `${type}\n`);
+      }
+    }
+  });
+
   test("the config's Ciphers and KexAlgorithms are followed; a list with nothing we speak fails the host", async () => {
     const base = readFileSync(sshd.clientConfigPath, "utf8");
     const ok = join(dir, "algos.conf");
