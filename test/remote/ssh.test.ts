@@ -1,4 +1,5 @@
 import { after, before, describe, test } from "node:test";
+import ssh2 from "ssh2";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -7,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { createSshTransport, type SshEnvironment } from "../../src/remote/transports/ssh.js";
+import { createSshTransport, signWithKeyObject, type SshEnvironment } from "../../src/remote/transports/ssh.js";
 import type { Transport, TransportOptions } from "../../src/remote/transport.js";
 import { makeKey, runOn, sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
@@ -15,6 +16,32 @@ import { captureIO } from "../helpers/io.js";
 import { main } from "../../src/cli/multi-rsh.js";
 
 const skip = sshdSkipReason();
+
+test("signWithKeyObject: the same signatures as ssh2's own sign, for ed25519, ECDSA and RSA keys", { skip: existsSync("/usr/bin/ssh-keygen") ? false : "no ssh-keygen" }, () => {
+  const dir = mkdtempSync(join(tmpdir(), "aissh-sign-"));
+  try {
+    for (const type of ["ed25519", "ecdsa", "rsa"] as const) {
+      const file = readFileSync(makeKey(dir, `k_${type}`, type).privatePath);
+      const parse = () => {
+        const k = ssh2.utils.parseKey(file);
+        assert.ok(!(k instanceof Error));
+        return Array.isArray(k) ? k[0]! : k;
+      };
+      const theirs = parse();
+      const ours = signWithKeyObject(parse());
+      const data = Buffer.from(`data to sign with ${type}`);
+      for (const algo of type === "rsa" ? ["sha512", "sha256", undefined] : [undefined]) {
+        const sig = ours.sign(data, algo);
+        assert.ok(Buffer.isBuffer(sig), `${type} ${algo}: ${String(sig)}`);
+        assert.equal(theirs.verify(data, sig, algo), true, `${type} ${algo}`);
+        // ed25519 and RSA PKCS#1 v1.5 are deterministic: byte for byte what ssh2 would have sent.
+        if (type !== "ecdsa") assert.deepEqual(sig, theirs.sign(data, algo), `${type} ${algo}`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 /** TIME_WAIT sockets whose local port is `localPort` and whose peer is the server's port. */
 function timeWaits(localPort: number, remotePort: number): number {

@@ -200,7 +200,7 @@ class FilteredAgent extends OpenSSHAgent {
  * the signature itself takes ~0.04 ms. ssh2 keeps the PEM under a symbol of its own
  * ("Private key PEM"); if a later ssh2 drops it, the key is left as it is (slower, same result).
  */
-function signWithKeyObject(key: ParsedKey): ParsedKey {
+export function signWithKeyObject(key: ParsedKey): ParsedKey {
   const holder = key as unknown as Record<symbol, unknown>;
   const pemSym = Object.getOwnPropertySymbols(key).find((s) => s.description === "Private key PEM");
   const hashSym = Object.getOwnPropertySymbols(key).find((s) => s.description === "Hash Algorithm");
