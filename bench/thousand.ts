@@ -1,0 +1,341 @@
+/**
+ * bench/thousand: the 1,000-host run, fan-out 256, `hostname` on every host of a testbed of its own
+ * (prefix aibk, 10.238.0.0/16), by multi-rsh -R rsh, multi-rsh -R ssh and, in the same run, the peer
+ * pdsh -R rsh. What it checks and records per run:
+ *
+ *  - every host answers once: multi-rsh's --json has exactly one result per host, `done`, exit 0, and
+ *    the host's own name as its only output line; pdsh prints exactly one `ADDR: NAME` line per host;
+ *  - peak RSS: GNU time's %M (ru_maxrss of the tool; each of the three is one process, so that is the
+ *    peak of the whole run, exactly, with no sampling gap);
+ *  - peak open fds: /proc/PID/fd of the tool counted every 20 ms (fds come and go with connections;
+ *    a sample can miss a peak shorter than that, so it is a lower bound);
+ *  - wall and CPU time, and the TIME_WAIT the run left on this machine towards the testbed.
+ *
+ * Before every run the TIME_WAITs towards the testbed are destroyed with `ss -K`, here and in each
+ * host that has any, so no run inherits another's ports (pdsh closes first and keeps ~1,000 of them
+ * on its reserved ports). Tools run one after another, in an order rotated each round. The testbed
+ * is taken down at the end, whatever happened.
+ *
+ * Memory: 1,000 hosts with inetd and sshd each take ~2.4 MB a host; the bench refuses to start when
+ * MemAvailable is below twice what the hosts need plus 2 GiB.
+ *
+ * Run (root, a few minutes): npm run build && flock /tmp/addrinuse-bench.lock npm run bench:thousand [-- --rounds 3 --hosts 1000 --fanout 256]
+ */
+import { spawn } from "node:child_process";
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, release, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { readTcpSockets } from "../src/kernel/read.js";
+import { assertRouteOverBridge, down, hostSockets, missingRequirement, run, up, type Testbed } from "../test/testbed/testbed.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const RESULTS = join(ROOT, "bench", "results", "thousand.json");
+const MULTI_RSH = join(ROOT, "bin", "multi-rsh.js");
+const PREFIX = "aibk";
+const NET = "10.238";
+const RUN_TIMEOUT_MS = 300_000;
+const HOST_BYTES = 2.4 * 2 ** 20;
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+interface Tool {
+  name: string;
+  ours: boolean;
+  /** --json document (ours) or `ADDR: line` text (pdsh). */
+  output: "json" | "prefix";
+  argv(hostsFile: string, fanout: number, tb: Testbed): string[];
+}
+
+const TOOLS: Tool[] = [
+  // -t 120: a loaded machine doing a thousand handshakes is slow, not broken (pdsh has no timeout).
+  { name: "multi-rsh -R rsh", ours: true, output: "json", argv: (f, p) => [process.execPath, MULTI_RSH, "-R", "rsh", "-p", String(p), "-t", "120", "--json", "-l", f, "hostname"] },
+  { name: "multi-rsh -R ssh", ours: true, output: "json", argv: (f, p, tb) => [process.execPath, MULTI_RSH, "-R", "ssh", "-F", tb.files.sshConfig, "-p", String(p), "-t", "120", "--json", "-l", f, "hostname"] },
+  { name: "pdsh -R rsh", ours: false, output: "prefix", argv: (f, p) => ["pdsh", "-R", "rsh", "-f", String(p), "-w", `^${f}`, "hostname"] },
+];
+
+interface RunRecord {
+  tool: string;
+  round: number;
+  hosts: number;
+  fanout: number;
+  wallMs: number;
+  cpuMs: number;
+  exitCode: number | null;
+  peakRssBytes: number;
+  peakFds: number;
+  /** Hosts that answered exactly once, with their own name and nothing else. */
+  answeredOnce: number;
+  /** Results (ours) or output lines naming a testbed host (pdsh) in all: one per host when nothing is lost or doubled. */
+  records: number;
+  notOnce: string[];
+  clientTimeWait: number;
+  /** Reserved ports (512-1023) held by sockets towards other networks when the run started. */
+  reservedPortsBusy: number;
+  stderrTail: string;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : Math.round((s[m - 1]! + s[m]!) / 2);
+}
+
+function memAvailable(): number {
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "latin1"));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+function timeWaitTowards(net: string): number {
+  return readTcpSockets().filter((s) => s.state === "TIME_WAIT" && s.remoteAddress.startsWith(`${net}.`)).length;
+}
+
+function reservedBusy(net: string): number {
+  return new Set(readTcpSockets().filter((s) => s.localPort >= 512 && s.localPort < 1024 && s.state !== "LISTEN" && !s.remoteAddress.startsWith(`${net}.`)).map((s) => s.localPort)).size;
+}
+
+/** ss -K: this machine's sockets towards the testbed, and the TIME_WAITs in every host that has any. */
+async function cleanSockets(tb: Testbed): Promise<void> {
+  await run("ss", ["-t", "-K", "state", "all", "dst", `${tb.net}.0.0/16`], { timeoutMs: 30_000 });
+  const dirty = tb.hosts.filter((h) => hostSockets(tb, h).some((s) => s.state === "TIME_WAIT")).map((h) => h.name);
+  for (let i = 0; i < dirty.length; i += 16) {
+    await Promise.all(dirty.slice(i, i + 16).map((name) => run("nsenter", [`--net=/run/netns/${name}`, "ss", "-K", "state", "time-wait"], { timeoutMs: 30_000 })));
+  }
+}
+
+interface Answers {
+  answeredOnce: number;
+  records: number;
+  /** The first hosts that did not answer once, and how (for the report: a loss is named, not just counted). */
+  notOnce: string[];
+}
+
+/** How many hosts answered exactly once with their own name, and how many records there were. */
+async function countAnswers(tool: Tool, outFile: string, tb: Testbed): Promise<Answers> {
+  const names = new Map(tb.hosts.map((h) => [h.address, h.name]));
+  const notOnce = (good: Set<string>, why: (addr: string) => string) =>
+    tb.hosts.filter((h) => !good.has(h.address)).slice(0, 10).map((h) => `${h.address}: ${why(h.address)}`);
+  if (tool.output === "json") {
+    let doc: { results: { host: string; state: string; exitCode: number | null; output: string[]; error: { code: string } | null }[] };
+    try {
+      doc = JSON.parse(readFileSync(outFile, "utf8")) as typeof doc;
+    } catch {
+      return { answeredOnce: 0, records: 0, notOnce: ["no --json document"] };
+    }
+    const seen = new Map<string, number>();
+    for (const r of doc.results) seen.set(r.host, (seen.get(r.host) ?? 0) + 1);
+    const good = doc.results.filter((r) => seen.get(r.host) === 1 && r.state === "done" && r.exitCode === 0 && r.output.length === 1 && r.output[0] === names.get(r.host));
+    const goodSet = new Set(good.map((r) => r.host));
+    const why = (a: string) => {
+      const rs = doc.results.filter((r) => r.host === a);
+      return rs.length !== 1 ? `${rs.length} results` : `${rs[0]!.state} ${rs[0]!.error?.code ?? ""} exit ${rs[0]!.exitCode} ${JSON.stringify(rs[0]!.output.slice(0, 2))}`;
+    };
+    return { answeredOnce: good.length, records: doc.results.length, notOnce: notOnce(goodSet, why) };
+  }
+  const lines = new Map<string, string[]>();
+  const odd: string[] = [];
+  let records = 0;
+  let rest = "";
+  const take = (l: string) => {
+    const i = l.indexOf(": ");
+    const h = i < 0 ? "" : l.slice(0, i);
+    if (!names.has(h)) {
+      if (odd.length < 10) odd.push(l.slice(0, 200));
+      return;
+    }
+    records++;
+    lines.set(h, [...(lines.get(h) ?? []), l.slice(i + 2)]);
+  };
+  for await (const chunk of createReadStream(outFile, { encoding: "utf8" })) {
+    const text = rest + (chunk as string);
+    const parts = text.split("\n");
+    rest = parts.pop()!;
+    parts.forEach(take);
+  }
+  if (rest) take(rest);
+  const good = new Set([...lines].filter(([h, ls]) => ls.length === 1 && ls[0] === names.get(h)).map(([h]) => h));
+  const why = (a: string) => JSON.stringify((lines.get(a) ?? []).slice(0, 2));
+  return { answeredOnce: good.size, records, notOnce: [...notOnce(good, why), ...odd.map((l) => `line of no host: ${l}`)] };
+}
+
+async function runTool(tool: Tool, tb: Testbed, hostsFile: string, fanout: number, round: number): Promise<RunRecord> {
+  await cleanSockets(tb);
+  const reservedPortsBusy = reservedBusy(tb.net);
+  const [cmd, ...args] = tool.argv(hostsFile, fanout, tb);
+  const timeFile = join(tb.files.stateDir, "thousand-time.txt");
+  const outFile = join(tb.files.stateDir, "thousand-out.txt");
+  const outFd = openSync(outFile, "w");
+  const started = performance.now();
+  const child = spawn("/usr/bin/time", ["-f", "%e %U %S %M", "-o", timeFile, cmd!, ...args], {
+    stdio: ["ignore", outFd, "pipe"],
+    env: { ...process.env, NO_PROGRESS: "1" },
+  });
+  let stderr = "";
+  child.stderr!.setEncoding("utf8").on("data", (s: string) => (stderr = (stderr + s).slice(-2000)));
+  // GNU time is the child; the tool is its only child.
+  let toolPid: number | null = null;
+  let peakFds = 0;
+  const sampler = setInterval(() => {
+    try {
+      toolPid ??= Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, "latin1").trim().split(" ")[0]) || null;
+      if (toolPid !== null) peakFds = Math.max(peakFds, readdirSync(`/proc/${toolPid}/fd`).length);
+    } catch {
+      // Not started yet, or exited.
+    }
+  }, 20);
+  const killer = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
+  const exitCode = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+  const wallMs = Math.round(performance.now() - started);
+  clearInterval(sampler);
+  clearTimeout(killer);
+  closeSync(outFd);
+  const clientTimeWait = timeWaitTowards(tb.net);
+  const counted = await countAnswers(tool, outFile, tb);
+  rmSync(outFile);
+  let cpuMs = 0;
+  let peakRssBytes = 0;
+  try {
+    const f = readFileSync(timeFile, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
+    cpuMs = Math.round(((f[1] ?? 0) + (f[2] ?? 0)) * 1000);
+    peakRssBytes = (f[3] ?? 0) * 1024;
+  } catch {
+    // The tool was killed before GNU time could write.
+  }
+  return {
+    tool: tool.name, round, hosts: tb.hosts.length, fanout, wallMs, cpuMs, exitCode, peakRssBytes, peakFds,
+    ...counted, clientTimeWait, reservedPortsBusy, stderrTail: stderr.trim().split("\n").slice(-3).join("\n"),
+  };
+}
+
+interface Row {
+  tool: string;
+  rounds: number;
+  wallMs: number;
+  cpuMs: number;
+  peakRssBytes: number;
+  peakFds: number;
+  /** The worst round's. */
+  answeredOnce: number;
+  clientTimeWait: number;
+  wallRatio: number | null;
+  rssRatio: number | null;
+  fdsRatio: number | null;
+}
+
+function summarise(runs: RunRecord[]): Row[] {
+  const rows: Row[] = TOOLS.filter((t) => runs.some((r) => r.tool === t.name)).map((t) => {
+    const rs = runs.filter((r) => r.tool === t.name);
+    return {
+      tool: t.name,
+      rounds: rs.length,
+      wallMs: median(rs.map((r) => r.wallMs)),
+      cpuMs: median(rs.map((r) => r.cpuMs)),
+      peakRssBytes: Math.max(...rs.map((r) => r.peakRssBytes)),
+      peakFds: Math.max(...rs.map((r) => r.peakFds)),
+      answeredOnce: Math.min(...rs.map((r) => r.answeredOnce)),
+      clientTimeWait: Math.max(...rs.map((r) => r.clientTimeWait)),
+      wallRatio: null,
+      rssRatio: null,
+      fdsRatio: null,
+    };
+  });
+  const peer = rows.find((r) => r.tool === "pdsh -R rsh");
+  if (peer) {
+    const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : null);
+    for (const r of rows) {
+      r.wallRatio = ratio(r.wallMs, peer.wallMs);
+      r.rssRatio = ratio(r.peakRssBytes, peer.peakRssBytes);
+      r.fdsRatio = ratio(r.peakFds, peer.peakFds);
+    }
+  }
+  return rows;
+}
+
+function table(rows: Row[], hosts: number): string {
+  const head = ["tool", "rounds", "wall s (median)", "×pdsh", "cpu s", "peak RSS MiB", "×pdsh", "peak fds", "×pdsh", `answered once /${hosts}`, "client TW"];
+  const body = rows.map((r) => [
+    r.tool, String(r.rounds), (r.wallMs / 1000).toFixed(2), r.wallRatio?.toFixed(2) ?? "-", (r.cpuMs / 1000).toFixed(2),
+    (r.peakRssBytes / 2 ** 20).toFixed(0), r.rssRatio?.toFixed(2) ?? "-", String(r.peakFds), r.fdsRatio?.toFixed(2) ?? "-",
+    String(r.answeredOnce), String(r.clientTimeWait),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  return [head, ...body].map((cells) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")).join("\n");
+}
+
+async function main(): Promise<number> {
+  const why = missingRequirement() ?? (existsSync("/usr/bin/pdsh") ? null : "pdsh is missing: apt-get install pdsh") ?? (existsSync("/usr/bin/time") ? null : "GNU time is missing: apt-get install time");
+  if (why) {
+    console.error(`bench/thousand: ${why}`);
+    return 2;
+  }
+  if (!existsSync(join(ROOT, "dist", "cli", "multi-rsh.js"))) {
+    console.error("bench/thousand: dist/ is missing: npm run build first");
+    return 2;
+  }
+  const hosts = Number(arg("hosts", "1000"));
+  const fanout = Number(arg("fanout", "256"));
+  const rounds = Number(arg("rounds", "3"));
+  if (![hosts, fanout, rounds].every((n) => Number.isInteger(n) && n > 0) || hosts > 1000) {
+    console.error("bench/thousand: --hosts 1-1000, --fanout and --rounds positive integers");
+    return 2;
+  }
+  const need = 2 * hosts * HOST_BYTES + 2 * 2 ** 30;
+  if (memAvailable() < need) {
+    console.error(`bench/thousand: ${(memAvailable() / 2 ** 30).toFixed(1)} GiB available, ${(need / 2 ** 30).toFixed(1)} GiB wanted for ${hosts} hosts: not run`);
+    return 2;
+  }
+  const loadAtStart = readFileSync("/proc/loadavg", "latin1").trim();
+  const runs: RunRecord[] = [];
+  let tb: Testbed | null = null;
+  try {
+    tb = await up({ hosts, prefix: PREFIX, net: NET });
+    assertRouteOverBridge(tb.hosts.map((h) => h.address), tb.bridge);
+    console.log(`testbed: ${hosts} hosts up in ${(tb.setupMs / 1000).toFixed(1)} s, host processes ${(tb.hostPssBytes / 2 ** 20).toFixed(0)} MiB PSS; load ${loadAtStart}`);
+    const hostsFile = join(tb.files.stateDir, "hosts");
+    for (let round = 1; round <= rounds; round++) {
+      const order = TOOLS.map((_, i) => TOOLS[(i + round - 1) % TOOLS.length]!);
+      for (const tool of order) {
+        const r = await runTool(tool, tb, hostsFile, fanout, round);
+        runs.push(r);
+        console.log(
+          `r${round} ${tool.name.padEnd(18)} ${(r.wallMs / 1000).toFixed(2)} s, exit ${r.exitCode}, ${r.answeredOnce}/${hosts} answered once (${r.records} records), ` +
+            `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB, peak fds ${r.peakFds}, TW here ${r.clientTimeWait}` +
+            (r.answeredOnce < hosts ? `\n    ${[...r.notOnce, r.stderrTail].filter(Boolean).join("\n    ")}` : ""),
+        );
+      }
+    }
+    await cleanSockets(tb);
+  } finally {
+    if (tb || existsSync(`/tmp/addrinuse-testbed/${PREFIX}`)) {
+      const d = await down({ prefix: PREFIX });
+      console.log(`testbed down: ${d.namespaces} namespaces, ${d.processes} processes removed`);
+    }
+  }
+  const rows = summarise(runs);
+  const doc = {
+    bench: "thousand",
+    date: new Date().toISOString(),
+    machine: { kernel: release(), cpus: cpus().length, memoryBytes: totalmem(), loadAtStart, loadAtEnd: readFileSync("/proc/loadavg", "latin1").trim() },
+    config: { hosts, fanout, rounds, command: "hostname", prefix: PREFIX, net: NET, kex: "curve25519-sha256" },
+    testbed: { setupMs: tb!.setupMs, hostPssBytes: tb!.hostPssBytes },
+    rows,
+    runs,
+  };
+  console.log("\n" + table(rows, hosts));
+  mkdirSync(dirname(RESULTS), { recursive: true });
+  writeFileSync(RESULTS, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`\nwrote ${RESULTS}`);
+  // Ours must have every host answer once; the peer's losses are its own and only recorded.
+  return runs.some((r) => TOOLS.find((t) => t.name === r.tool)!.ours && r.answeredOnce !== hosts) ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
