@@ -9,19 +9,17 @@ import { readFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import { createRequire } from "node:module";
 import { dedupeHosts, expandHostList, parseHostFile } from "../core/hostlist.js";
-import { runExitCode } from "../core/exit-policy.js";
 import { AddrinuseError, UsageError } from "../errors.js";
 import { readTcpSockets } from "../kernel/read.js";
 import { runHosts, type HostResult } from "../remote/engine.js";
 import type { DemoHosts } from "../remote/demo-hosts.js";
-import { formatSummary, summarise } from "../remote/report.js";
 import { createTransport } from "../remote/transports/index.js";
 import type { TransportOptions } from "../remote/transport.js";
 import { countArg, portArg, secondsArg } from "./args.js";
-import { StatusLine } from "./display.js";
+import type { StatusLine } from "./display.js";
 import { reportError } from "./exit.js";
 import { processIO, showsProgress, type CliIO } from "./io.js";
-import { OutputSink, type OutputMode } from "./output-sink.js";
+import type { OutputMode, OutputSink } from "./output-sink.js";
 
 // commander is CommonJS: require() loads it ~5 ms sooner than import, which wraps it for ESM, and
 // start-up is time before the first connection of every run.
@@ -190,8 +188,6 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
 
     const mode: OutputMode = o.json ? "json" : o.ndjson ? "ndjson" : o.b ? "gather" : "lines";
     const progress = showsProgress(io) && mode !== "json" && mode !== "ndjson";
-    const status = new StatusLine(io.stderr, progress);
-    const sink = new OutputSink(io, mode, !o.N, status);
     const quietText = mode === "json" || mode === "ndjson";
 
     if (demo && !quietText) {
@@ -212,6 +208,19 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         return "root";
       }
     })();
+    // What is needed only once output arrives or the run ends is loaded while the first connections
+    // are in flight, not before them: every module loaded at start-up delays the first connection
+    // of every run, and the hosts take a while to answer anyway. Until it is loaded (well before
+    // the first output, in practice), what the run reports is kept in order.
+    const later = Promise.all([
+      import("./output-sink.js"),
+      import("./display.js"),
+      import("../remote/report.js"),
+      import("../core/exit-policy.js"),
+    ]);
+    let sink: OutputSink | null = null;
+    let status: StatusLine | null = null;
+    const early: ({ host: string; stream: "stdout" | "stderr"; chunk: Buffer } | HostResult)[] = [];
     const started = Date.now();
     let finishedCount = 0;
     let failedCount = 0;
@@ -226,20 +235,23 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       user: o.u ?? "",
       localUser,
       separateStderr: !!o.stderr,
-      onOutput: (h, s, b) => sink.output(h, s, b),
+      onOutput: (h, s, b) => {
+        if (sink) sink.output(h, s, b);
+        else early.push({ host: h, stream: s, chunk: b });
+      },
       onResult: (r) => {
         finishedCount++;
         if (r.state !== "done" || (r.exitCode ?? 0) !== 0) failedCount++;
-        sink.finish(r);
+        if (sink) sink.finish(r);
+        else early.push(r);
       },
     });
-
     // Ctrl-C once: status, and the run goes on. Twice within a second, or Ctrl-\: stop now.
     let interrupted = false;
     let lastInt = 0;
     const abort = () => {
       interrupted = true;
-      status.clear();
+      status?.clear();
       io.stderr.write("multi-rsh: interrupted: resetting running connections, cancelling the rest\n");
       run.cancel();
     };
@@ -248,7 +260,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       if (now - lastInt < 1000) return abort();
       lastInt = now;
       const s = run.status();
-      status.clear();
+      status?.clear();
       const active = [...s.connecting, ...s.running];
       io.stderr.write(
         `multi-rsh: ${s.finished.length} done, ${active.length} running${active.length ? ` (${active.slice(0, 20).join(" ")}${active.length > 20 ? " ..." : ""})` : ""}, ${s.queued.length} waiting. Ctrl-C again within 1 s to stop.\n`,
@@ -256,11 +268,33 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     };
     io.signals.on("SIGINT", onInt);
     io.signals.on("SIGQUIT", abort);
+
+    let loaded: Awaited<typeof later>;
+    try {
+      loaded = await later;
+    } catch (e) {
+      io.signals.off("SIGINT", onInt);
+      io.signals.off("SIGQUIT", abort);
+      run.cancel();
+      await run.done;
+      throw e;
+    }
+    const [{ OutputSink }, { StatusLine }, { formatSummary, summarise }, { runExitCode }] = loaded;
+    const line = new StatusLine(io.stderr, progress);
+    status = line;
+    const ready = new OutputSink(io, mode, !o.N, line);
+    for (const e of early) {
+      if ("chunk" in e) ready.output(e.host, e.stream, e.chunk);
+      else ready.finish(e);
+    }
+    early.length = 0;
+    sink = ready;
+
     const ticker = progress
       ? setInterval(() => {
           const s = run.status();
           const secs = (Date.now() - started) / 1000;
-          status.set(
+          line.set(
             `[${finishedCount}/${p.hosts.length}] ${s.connecting.length + s.running.length} running, ${failedCount} failed, ${(finishedCount / Math.max(secs, 0.001)).toFixed(0)} hosts/s`,
           );
         }, 100)
@@ -271,7 +305,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       results = await run.done;
     } finally {
       if (ticker) clearInterval(ticker);
-      status.clear();
+      line.clear();
       io.signals.off("SIGINT", onInt);
       io.signals.off("SIGQUIT", abort);
       await transport.close?.();
@@ -293,14 +327,14 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         hostTimeWait: rows.filter((r) => r.state === "TIME_WAIT" && r.localPort === demoPort && addrs.has(r.localAddress)).length,
       };
     }
-    sink.flushGathered(p.hosts);
+    ready.flushGathered(p.hosts);
     if (mode === "json") {
       const doc = {
         command: p.command,
         transport: transport.name,
         hosts: p.hosts,
         duplicates: p.duplicates,
-        results: results.map((r) => sink.record(r)),
+        results: results.map((r) => ready.record(r)),
         counts: summary.counts,
         nonZeroExit: summary.nonZeroExit,
         failures: summary.failures,
