@@ -20,7 +20,7 @@
  * and for client CPU, and a floor under the wall time from the CPU the phase used.
  *
  * Run (root; needs openssh-server, openssh-client, pdsh, pssh, clustershell; ours from dist/):
- *   npm run build && npm run bench:ssh [-- --hosts 100 --rounds 3 --parallel 20 --kex curve25519|default]
+ *   npm run build && npm run bench:ssh [-- --hosts 100 --rounds 3 --parallel 20 --kex curve25519|default --keep-env]
  * Key exchange: curve25519-sha256 for every tool unless --kex default (see the testbed notes: OpenSSH
  * 9.2's default sntrup761 dominates the cost otherwise).
  * Writes bench/results/ssh-loopback-HOSTS-pPARALLEL-KEX.json.
@@ -188,7 +188,12 @@ async function main(): Promise<void> {
     cgroup = makeCgroup(sshdPids);
     process.stderr.write(`sshd CPU from ${cgroup ? `cgroup ${cgroup}` : "the listeners' cutime (no cpuacct cgroup)"}\n`);
 
-    const env = { ...process.env, SSH_AUTH_SOCK: "" };
+    // NODE_EXTRA_CA_CERTS (set by some shells and containers, this machine's among them) makes Node
+    // parse a CA bundle at start-up, ~35 ms of CPU that only the Node tool pays and that has nothing
+    // to do with ssh: removed from every tool's environment, as bench/fanout does; --keep-env keeps it.
+    const keepEnv = process.argv.includes("--keep-env");
+    const env: NodeJS.ProcessEnv = { ...process.env, SSH_AUTH_SOCK: "" };
+    if (!keepEnv) delete env["NODE_EXTRA_CA_CERTS"];
     const oursArgv = (transport: string) => ["node", join(ROOT, "bin", "multi-rsh.js"), "-R", transport, "-F", config, "-p", String(parallel), "-t", "300", "-l", hostFile, COMMAND];
     const tools: { name: string; argv: string[]; env?: NodeJS.ProcessEnv }[] = [
       { name: "multi-rsh -R ssh", argv: oursArgv("ssh") },
@@ -303,6 +308,7 @@ async function main(): Promise<void> {
       rounds,
       kex: kex === "curve25519" ? "curve25519-sha256 for every tool" : "each tool's default (OpenSSH: sntrup761x25519-sha512, ssh2: curve25519-sha256)",
       command: COMMAND,
+      envRemoved: keepEnv ? [] : ["NODE_EXTRA_CA_CERTS"].filter((k) => k in process.env),
       load: { before: loadBefore, after: loadavg().map((l) => l.toFixed(2)).join(" ") },
       rows,
       ratios,
