@@ -14,6 +14,9 @@ import { readTcpSockets } from "../kernel/read.js";
 import { runHosts, type HostResult } from "../remote/engine.js";
 import type { DemoHosts } from "../remote/demo-hosts.js";
 import { createTransport } from "../remote/transports/index.js";
+// The default transport, loaded with the rest rather than by createTransport's dynamic import once
+// the arguments are parsed: that costs file-read round trips in series before the first connection.
+import "../remote/transports/rsh.js";
 import type { TransportOptions } from "../remote/transport.js";
 import { countArg, portArg, secondsArg } from "./args.js";
 import type { StatusLine } from "./display.js";
@@ -208,16 +211,6 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         return "root";
       }
     })();
-    // What is needed only once output arrives or the run ends is loaded while the first connections
-    // are in flight, not before them: every module loaded at start-up delays the first connection
-    // of every run, and the hosts take a while to answer anyway. Until it is loaded (well before
-    // the first output, in practice), what the run reports is kept in order.
-    const later = Promise.all([
-      import("./output-sink.js"),
-      import("./display.js"),
-      import("../remote/report.js"),
-      import("../core/exit-policy.js"),
-    ]);
     let sink: OutputSink | null = null;
     let status: StatusLine | null = null;
     const early: ({ host: string; stream: "stdout" | "stderr"; chunk: Buffer } | HostResult)[] = [];
@@ -269,6 +262,14 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     io.signals.on("SIGINT", onInt);
     io.signals.on("SIGQUIT", abort);
 
+    // What is needed only once output arrives or the run ends is loaded while the first connections
+    // are in flight, not before them: every module loaded at start-up delays the first connection
+    // of every run, and the hosts take a while to answer anyway. setImmediate: after the engine's
+    // first connections are issued (they go out from microtasks and nextTicks). Until it is loaded,
+    // what the run reports is kept in order.
+    const later = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
+      Promise.all([import("./output-sink.js"), import("./display.js"), import("../remote/report.js"), import("../core/exit-policy.js")]),
+    );
     let loaded: Awaited<typeof later>;
     try {
       loaded = await later;
