@@ -1,8 +1,9 @@
 /** `addrinuse ls` and `addrinuse watch`: which local ports hold how many sockets in which states. */
 import { setTimeout as sleep } from "node:timers/promises";
 import { countByPort, countByState, type PortCount } from "../core/portstats.js";
-import { readTcpSockets } from "../kernel/read.js";
+import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
 import type { TcpState } from "../kernel/parse.js";
+import type { TableSource } from "../kernel/read.js";
 import { table } from "./display.js";
 import type { CliIO } from "./io.js";
 
@@ -20,8 +21,9 @@ export interface LsReport {
   ports: PortCount[];
 }
 
-export function lsReport(opts: Omit<LsOptions, "json">): LsReport {
-  let rows = readTcpSockets(opts.port === undefined ? {} : { localPort: opts.port });
+/** Over netlink when it can, like `why` (ADDRINUSE_TABLE=procfs or =netlink forces one reader). */
+export async function lsReport(opts: Omit<LsOptions, "json">, source: "auto" | TableSource = "auto"): Promise<LsReport> {
+  let { rows } = await readTcpSocketsAsync({ source, ...(opts.port === undefined ? {} : { localPort: opts.port }) });
   if (opts.state) rows = rows.filter((r) => r.state === opts.state);
   return {
     at: new Date().toISOString(),
@@ -43,7 +45,7 @@ export function formatLs(r: LsReport): string {
 }
 
 export async function runLs(opts: LsOptions, io: CliIO): Promise<number> {
-  const r = lsReport(opts);
+  const r = await lsReport(opts, tableSourceNamed(io.env.ADDRINUSE_TABLE));
   io.stdout.write(opts.json ? JSON.stringify(r, null, 2) + "\n" : formatLs(r));
   return 0;
 }
@@ -67,7 +69,7 @@ export async function runWatch(opts: WatchOptions, io: CliIO): Promise<number> {
   io.signals.on("SIGINT", onInt);
   try {
     for (let i = 0; opts.count === 0 || i < opts.count; i++) {
-      const r = lsReport(opts);
+      const r = await lsReport(opts, tableSourceNamed(io.env.ADDRINUSE_TABLE));
       if (opts.json) io.stdout.write(JSON.stringify(r) + "\n");
       else if (tty) io.stdout.write(`\x1b[H\x1b[2J${r.at}  (every ${opts.intervalS} s, Ctrl-C to stop)\n${formatLs(r)}`);
       else io.stdout.write(`${r.at}\n${formatLs(r)}\n`);

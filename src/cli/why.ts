@@ -1,7 +1,7 @@
 /** `addrinuse why PORT`: bind it like a Node server, read who holds it, say what to do. */
 import { diagnose, seconds, type Diagnosis } from "../core/diagnose.js";
 import { formatEndpoint } from "../core/address.js";
-import { readTcpTable } from "../kernel/read.js";
+import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
 import { tryBind } from "../net/probe.js";
 import { table } from "./display.js";
 import type { CliIO } from "./io.js";
@@ -15,15 +15,34 @@ export interface WhyOptions {
 export interface WhyReport extends Diagnosis {
   /** Processes whose sockets we could not look into (not root). */
   unreadableProcesses: number;
+  /** How the kernel table was read: netlink sock_diag, or procfs text when netlink is unavailable. */
+  source: TableSource;
 }
 
-export async function whyReport(port: number, host: string | undefined): Promise<WhyReport> {
-  const bind = await tryBind(port, host);
-  const snapshot = readTcpTable({ localPort: port });
-  // Node's listen() with no host binds the IPv6 wildcard, dual-stack: every address.
-  const d = diagnose(port, host ?? "::", snapshot.sockets, bind);
-  return { ...d, unreadableProcesses: snapshot.unreadableProcesses };
+/** Sockets listed per state in the text report; the rest are counted. */
+const SHOWN_PER_STATE = 20;
+
+export interface WhyReportOptions {
+  source?: "auto" | TableSource;
+  /**
+   * List every socket (--json). Otherwise ownerless sockets past the first SHOWN_PER_STATE per state
+   * and local address are only counted, which at 50,000 TIME_WAIT sockets spares 50,000 objects.
+   */
+  complete?: boolean;
 }
+
+export async function whyReport(port: number, host: string | undefined, options: WhyReportOptions = {}): Promise<WhyReport> {
+  const bind = await tryBind(port, host);
+  const snapshot = await readTcpTableAsync({
+    localPort: port,
+    source: options.source ?? "auto",
+    ownerlessSample: options.complete === false ? SHOWN_PER_STATE : undefined,
+  });
+  // Node's listen() with no host binds the IPv6 wildcard, dual-stack: every address.
+  const d = diagnose(port, host ?? "::", snapshot.sockets, bind, snapshot.omitted);
+  return { ...d, unreadableProcesses: snapshot.unreadableProcesses, source: snapshot.source };
+}
+
 
 export function formatWhy(r: WhyReport): string {
   const lines: string[] = [];
@@ -40,7 +59,7 @@ export function formatWhy(r: WhyReport): string {
       ? `, longest ${seconds(g.longestTimerMs)} left`
       : "";
     lines.push("", `${g.state} (${g.count}${timer})`);
-    const shown = g.sockets.slice(0, 20);
+    const shown = g.sockets.slice(0, SHOWN_PER_STATE);
     lines.push(
       table(
         shown.map((s) => [
@@ -54,7 +73,7 @@ export function formatWhy(r: WhyReport): string {
         "  ",
       ),
     );
-    if (g.sockets.length > shown.length) lines.push(`  ... and ${g.sockets.length - shown.length} more`);
+    if (g.count > shown.length) lines.push(`  ... and ${g.count - shown.length} more`);
   }
   if (r.advice.length) {
     lines.push("", "Why, and what to do:");
@@ -67,7 +86,7 @@ export function formatWhy(r: WhyReport): string {
 }
 
 export async function runWhy(opts: WhyOptions, io: CliIO): Promise<number> {
-  const r = await whyReport(opts.port, opts.host);
+  const r = await whyReport(opts.port, opts.host, { source: tableSourceNamed(io.env.ADDRINUSE_TABLE), complete: opts.json });
   // Indented on a terminal; compact when piped, where a port with 50,000 TIME_WAIT sockets makes a
   // 20 MB indented document and stringifying it cost more than reading the kernel table.
   io.stdout.write(opts.json ? JSON.stringify(r, null, io.stdout.isTTY ? 2 : undefined) + "\n" : formatWhy(r));

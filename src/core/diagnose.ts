@@ -47,6 +47,7 @@ export interface StateGroup {
   count: number;
   /** Longest time left on the kernel timer among the group, ms (TIME_WAIT, FIN_WAIT_2, ...). */
   longestTimerMs: number | null;
+  /** The listed sockets: all `count` of them unless the caller passed some as OmittedRows. */
   sockets: SocketRow[];
 }
 
@@ -82,17 +83,38 @@ export function seconds(ms: number): string {
   return ms >= 10_000 ? `${Math.round(ms / 1000)} s` : `${(ms / 1000).toFixed(1)} s`;
 }
 
-export function groupByState(rows: readonly SocketRow[]): StateGroup[] {
+/**
+ * Sockets the caller counted instead of listing (src/kernel's ownerlessSample): ownerless rows in one
+ * state on one local address and port. They add to counts and timers; only listed rows are shown.
+ */
+export interface OmittedRows {
+  state: string;
+  localAddress: string;
+  localPort: number;
+  count: number;
+  longestTimerMs: number | null;
+}
+
+export function groupByState(rows: readonly SocketRow[], omitted: readonly OmittedRows[] = []): StateGroup[] {
   const map = new Map<string, StateGroup>();
-  for (const r of rows) {
-    let g = map.get(r.state);
+  const group = (state: string) => {
+    let g = map.get(state);
     if (!g) {
-      g = { state: r.state, count: 0, longestTimerMs: null, sockets: [] };
-      map.set(r.state, g);
+      g = { state, count: 0, longestTimerMs: null, sockets: [] };
+      map.set(state, g);
     }
+    return g;
+  };
+  for (const r of rows) {
+    const g = group(r.state);
     g.count++;
     g.sockets.push(r);
     if (r.timer !== "none") g.longestTimerMs = Math.max(g.longestTimerMs ?? 0, r.timerMs);
+  }
+  for (const o of omitted) {
+    const g = group(o.state);
+    g.count += o.count;
+    if (o.longestTimerMs !== null) g.longestTimerMs = Math.max(g.longestTimerMs ?? 0, o.longestTimerMs);
   }
   const rank = (s: string) => {
     const i = STATE_ORDER.indexOf(s);
@@ -111,17 +133,58 @@ export function diagnose(
   host: string,
   rows: readonly SocketRow[],
   bind: BindOutcome,
+  omitted: readonly OmittedRows[] = [],
 ): Diagnosis {
-  const relevant = rows.filter((r) => r.localPort === port && addressesOverlap(r.localAddress, host));
-  const groups = groupByState(relevant);
+  // A port with 50,000 sockets has a handful of local addresses: decide each overlap once, and sort
+  // the rows in one pass rather than one filter per kind.
+  const overlapByAddress = new Map<string, boolean>();
+  const overlaps = (addr: string) => {
+    let v = overlapByAddress.get(addr);
+    if (v === undefined) {
+      v = addressesOverlap(addr, host);
+      overlapByAddress.set(addr, v);
+    }
+    return v;
+  };
+  const relevant: SocketRow[] = [];
+  for (const r of rows) if (r.localPort === port && overlaps(r.localAddress)) relevant.push(r);
+  const relevantOmitted = omitted.filter((o) => o.localPort === port && overlaps(o.localAddress));
+  const groups = groupByState(relevant, relevantOmitted);
   const kinds: DiagnosisKind[] = [];
   const advice: string[] = [];
-  const listeners = relevant.filter((r) => r.state === "LISTEN");
-  const timeWait = relevant.filter((r) => r.state === "TIME_WAIT");
-  const orphans = relevant.filter((r) => CLOSING_STATES.has(r.state) && r.owners.length === 0 && r.inode === 0);
-  // A Set, not orphans.includes(): a busy server port has thousands of each, and that was quadratic.
-  const orphanSet = new Set(orphans);
-  const live = relevant.filter((r) => r.state !== "LISTEN" && r.state !== "TIME_WAIT" && !orphanSet.has(r));
+  const listeners: SocketRow[] = [];
+  const live: SocketRow[] = [];
+  let timeWaitCount = 0;
+  let timeWaitLongest = 0;
+  let orphanCount = 0;
+  let orphanLongest = 0;
+  const orphanStates = new Set<string>();
+  for (const r of relevant) {
+    if (r.state === "LISTEN") listeners.push(r);
+    else if (r.state === "TIME_WAIT") {
+      timeWaitCount++;
+      if (r.timerMs > timeWaitLongest) timeWaitLongest = r.timerMs;
+    } else if (CLOSING_STATES.has(r.state) && r.owners.length === 0 && r.inode === 0) {
+      orphanCount++;
+      orphanStates.add(r.state);
+      if (r.timerMs > orphanLongest) orphanLongest = r.timerMs;
+    } else live.push(r);
+  }
+  // Omitted rows are ownerless and never listeners: TIME_WAIT, orphans, or live with no owner.
+  let liveOmitted = 0;
+  for (const o of relevantOmitted) {
+    const longest = o.longestTimerMs ?? 0;
+    if (o.state === "TIME_WAIT") {
+      timeWaitCount += o.count;
+      if (longest > timeWaitLongest) timeWaitLongest = longest;
+    } else if (CLOSING_STATES.has(o.state)) {
+      orphanCount += o.count;
+      orphanStates.add(o.state);
+      if (longest > orphanLongest) orphanLongest = longest;
+    } else liveOmitted += o.count;
+  }
+  let relevantCount = relevant.length;
+  for (const o of relevantOmitted) relevantCount += o.count;
   const where = formatEndpoint(host, port);
 
   if (!bind.ok && bind.errno === "EACCES") {
@@ -157,33 +220,31 @@ export function diagnose(
     }
   }
 
-  if (timeWait.length > 0) {
+  if (timeWaitCount > 0) {
     kinds.push("time-wait");
-    // A loop, not Math.max(...rows): spreading ~125,000+ arguments overflows the stack, and one port can hold that many.
-    let longest = 0;
-    for (const r of timeWait) if (r.timerMs > longest) longest = r.timerMs;
     advice.push(
-      `${timeWait.length} connection${timeWait.length === 1 ? "" : "s"} on this port ${timeWait.length === 1 ? "is" : "are"} in TIME_WAIT, the kernel's memory of a connection this side closed first; the last one goes in ${seconds(longest)} (Linux keeps TIME_WAIT a fixed 60 s). ` +
+      `${timeWaitCount} connection${timeWaitCount === 1 ? "" : "s"} on this port ${timeWaitCount === 1 ? "is" : "are"} in TIME_WAIT, the kernel's memory of a connection this side closed first; the last one goes in ${seconds(timeWaitLongest)} (Linux keeps TIME_WAIT a fixed 60 s). ` +
         `A server that sets SO_REUSEADDR before bind (every Node server does) can bind anyway; one that does not gets EADDRINUSE until then. ` +
         `To stop making them: let the remote side close first (clients hang up, the server waits for their FIN), or set SO_REUSEADDR. ` +
         `A client that binds this fixed local port still cannot reach the same remote address and port until the entry expires.`,
     );
   }
 
-  if (orphans.length > 0) {
+  if (orphanCount > 0) {
     kinds.push("closing-orphans");
-    let longest = 0;
-    for (const r of orphans) if (r.timerMs > longest) longest = r.timerMs;
     advice.push(
-      `${orphans.length} connection${orphans.length === 1 ? "" : "s"} in ${[...new Set(orphans.map((r) => r.state))].join("/")} belong to no process: left over from a server that closed its socket (a listening socket with pending connections goes through FIN_WAIT_1 as the note says). The kernel finishes them on its own${longest ? ` (timer: ${seconds(longest)})` : ""}; orphaned FIN_WAIT_2 is bounded by net.ipv4.tcp_fin_timeout. A server with SO_REUSEADDR can bind over them.`,
+      `${orphanCount} connection${orphanCount === 1 ? "" : "s"} in ${[...orphanStates].join("/")} belong to no process: left over from a server that closed its socket (a listening socket with pending connections goes through FIN_WAIT_1 as the note says). The kernel finishes them on its own${orphanLongest ? ` (timer: ${seconds(orphanLongest)})` : ""}; orphaned FIN_WAIT_2 is bounded by net.ipv4.tcp_fin_timeout. A server with SO_REUSEADDR can bind over them.`,
     );
   }
 
-  if (live.length > 0 && listeners.length === 0) {
+  const liveCount = live.length + liveOmitted;
+  if (liveCount > 0 && listeners.length === 0) {
     kinds.push("outgoing");
-    const owners = [...new Set(live.map(ownerText))];
+    const owners = new Set(live.map(ownerText));
+    if (liveOmitted > 0) owners.add("no owner");
+    const example = live[0];
     advice.push(
-      `The port is the local end of ${live.length} live connection${live.length === 1 ? "" : "s"} (${owners.join("; ")}), e.g. to ${formatEndpoint(live[0]!.remoteAddress, live[0]!.remotePort)}. Ports taken by outgoing connections come from net.ipv4.ip_local_port_range: move your server out of that range, or add its port to net.ipv4.ip_local_reserved_ports.`,
+      `The port is the local end of ${liveCount} live connection${liveCount === 1 ? "" : "s"} (${[...owners].join("; ")})${example ? `, e.g. to ${formatEndpoint(example.remoteAddress, example.remotePort)}` : ""}. Ports taken by outgoing connections come from net.ipv4.ip_local_port_range: move your server out of that range, or add its port to net.ipv4.ip_local_reserved_ports.`,
     );
   }
 
@@ -195,6 +256,6 @@ export function diagnose(
     );
   }
 
-  const withoutReuseAddr = relevant.length > 0 || !bind.ok ? "EADDRINUSE" : "ok";
+  const withoutReuseAddr = relevantCount > 0 || !bind.ok ? "EADDRINUSE" : "ok";
   return { port, host, bindable: bind.ok, withoutReuseAddr, kinds, groups, advice };
 }

@@ -2,6 +2,11 @@
  * Reads the kernel's TCP table for this process's network namespace and names the processes that
  * own its sockets.
  *
+ * Two readers give the same records: procfs text (/proc/net/tcp{,6}, parse.ts), synchronous and
+ * always there, and netlink sock_diag (inet-diag.ts, netlink.ts), which is what ss uses and costs
+ * the kernel a fraction of printing text, but is asynchronous and needs the optional `netlink`
+ * package. The *Async functions take netlink when it works and procfs otherwise.
+ *
  * Ownership is not in /proc/net/tcp: a row carries only a socket inode. The owners are found the way
  * lsof and ss -p do it, by reading every /proc/PID/fd/* link and matching "socket:[INODE]". That walk
  * is the costly part on a busy machine, so it runs only for the inodes asked about and stops as soon
@@ -12,6 +17,13 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync, readlinkSync 
 import { endianness } from "node:os";
 import { NotLinuxError } from "../errors.js";
 import { parseTcpTable, type TcpSocket } from "./parse.js";
+import { readTcpSocketsNetlink } from "./netlink.js";
+import type { OmittedSockets } from "./inet-diag.js";
+
+export type { OmittedSockets } from "./inet-diag.js";
+
+/** Which reader produced a table. */
+export type TableSource = "netlink" | "procfs";
 
 export interface SocketOwner {
   pid: number;
@@ -29,8 +41,23 @@ export interface TableReadOptions {
   localPort?: number;
   /** Look up owning processes (costs a walk of /proc/*\/fd). Default true. */
   owners?: boolean;
-  /** Where procfs is mounted; tests and containers may point elsewhere. */
+  /**
+   * Where procfs is mounted; tests and containers may point elsewhere. `/proc/PID` reads the table of
+   * that process's network namespace, which only procfs can: netlink answers for our own.
+   */
   procRoot?: string;
+  /**
+   * For the *Async readers: "auto" (default) is netlink when it works here, procfs when it does not
+   * (package not installed or not loadable, not Linux, the kernel refuses); naming one reader forces
+   * it and its errors.
+   */
+  source?: "auto" | TableSource;
+  /**
+   * Keep at most this many sockets that no process owns (inode 0, not listening) per state, local
+   * address and port, and count the rest in `omitted`, for callers that show a sample and totals.
+   * Only the netlink reader summarises; procfs returns every row. Unset: every row.
+   */
+  ownerlessSample?: number;
 }
 
 export interface TableSnapshot {
@@ -39,6 +66,9 @@ export interface TableSnapshot {
   unreadableProcesses: number;
   /** Whether the walk looked at all processes; false on a permission problem means owners may be missing. */
   ownersComplete: boolean;
+  source: TableSource;
+  /** Sockets counted rather than returned (see TableReadOptions.ownerlessSample). */
+  omitted: OmittedSockets[];
 }
 
 export function assertLinux(what: string): void {
@@ -94,6 +124,37 @@ export function readTcpSockets(
   return rows;
 }
 
+/**
+ * A reader named by the user (the CLI's ADDRINUSE_TABLE=procfs or =netlink, to compare them or to
+ * step around one); anything else is "auto".
+ */
+export function tableSourceNamed(name: string | undefined): "auto" | TableSource {
+  return name === "procfs" || name === "netlink" ? name : "auto";
+}
+
+export type SocketReadOptions = Pick<TableReadOptions, "localPort" | "procRoot" | "source" | "ownerlessSample"> & {
+  family?: 4 | 6;
+};
+
+/**
+ * The same rows as readTcpSockets, over netlink when it can (see TableReadOptions.source), and which
+ * reader gave them.
+ */
+export async function readTcpSocketsAsync(
+  options: SocketReadOptions = {},
+): Promise<{ rows: TcpSocket[]; omitted: OmittedSockets[]; source: TableSource }> {
+  const source = options.source ?? "auto";
+  const ownNamespace = options.procRoot === undefined || options.procRoot === "/proc";
+  if (source === "netlink" || (source === "auto" && ownNamespace)) {
+    try {
+      return { ...(await readTcpSocketsNetlink(options)), source: "netlink" };
+    } catch (e) {
+      if (source === "netlink") throw e;
+    }
+  }
+  return { rows: readTcpSockets(options), omitted: [], source: "procfs" };
+}
+
 let passwdCache: Map<number, string> | undefined;
 function userName(uid: number): string | null {
   if (!passwdCache) {
@@ -132,6 +193,14 @@ function processInfo(root: string, pid: number): SocketOwner {
   return { pid, command, uid, user: uid === null ? null : (userName(uid) ?? String(uid)) };
 }
 
+function netnsOf(path: string): string | null {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return null; // another user's process when not root, or gone
+  }
+}
+
 /** Finds the processes holding each inode. Stops walking once all are found. */
 export function findSocketOwners(
   inodes: Iterable<number>,
@@ -150,7 +219,7 @@ export function findSocketOwners(
   } catch {
     return { owners, unreadable: 1 };
   }
-  for (const p of pids) {
+  const visit = (p: string) => {
     const pid = Number(p);
     let fds: string[];
     try {
@@ -158,7 +227,7 @@ export function findSocketOwners(
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "EACCES" || code === "EPERM") unreadable++;
-      continue; // ENOENT: the process exited while we looked.
+      return; // ENOENT: the process exited while we looked.
     }
     for (const fd of fds) {
       let link: string;
@@ -180,8 +249,26 @@ export function findSocketOwners(
       owners.set(inode, list);
       remaining.delete(inode);
     }
+  };
+  // A socket sits in the table of the network namespace it was made in, and the processes holding it
+  // are nearly always in that namespace too (fd passing and setns() are the exceptions). So processes
+  // in other namespaces wait for a second pass: under `ip netns exec` or in a container that shares
+  // the host's pids, one readlink each instead of every fd of every process on the machine. Where
+  // everything shares one namespace this costs one readlink per process visited.
+  const mine = netnsOf(`${procRoot}/self/ns/net`);
+  const elsewhere: string[] = [];
+  for (const p of pids) {
+    if (mine !== null && netnsOf(`${procRoot}/${p}/ns/net`) !== mine) {
+      elsewhere.push(p);
+      continue;
+    }
+    visit(p);
     // Sockets can be shared across fork(), so one owner found is not all owners; but once every inode
     // has some owner the user already has a name to act on, and the walk is the slow part.
+    if (remaining.size === 0) return { owners, unreadable };
+  }
+  for (const p of elsewhere) {
+    visit(p);
     if (remaining.size === 0) break;
   }
   return { owners, unreadable };
@@ -193,18 +280,28 @@ const NO_OWNERS = Object.freeze([]) as unknown as SocketOwner[];
 
 export function readTcpTable(options: TableReadOptions = {}): TableSnapshot {
   assertLinux("addrinuse");
+  return withOwners(readTcpSockets(options), [], "procfs", options);
+}
+
+/** readTcpTable over netlink when it can (see TableReadOptions.source). */
+export async function readTcpTableAsync(options: TableReadOptions = {}): Promise<TableSnapshot> {
+  assertLinux("addrinuse");
+  const { rows, omitted, source } = await readTcpSocketsAsync(options);
+  return withOwners(rows, omitted, source, options);
+}
+
+function withOwners(rows: TcpSocket[], omitted: OmittedSockets[], source: TableSource, options: TableReadOptions): TableSnapshot {
   // The rows are fresh objects of one shape: adding `owners` in place is one hidden-class transition,
   // where a spread copy per row cost as much as the parse at 50,000 rows.
-  const sockets = readTcpSockets(options) as OwnedSocket[];
+  const sockets = rows as OwnedSocket[];
   const wantOwners = options.owners ?? true;
   if (!wantOwners) {
     for (const s of sockets) s.owners = NO_OWNERS;
-    return { sockets, unreadableProcesses: 0, ownersComplete: false };
+    return { sockets, unreadableProcesses: 0, ownersComplete: false, source, omitted };
   }
-  const { owners, unreadable } = findSocketOwners(
-    sockets.map((r) => r.inode),
-    options.procRoot,
-  );
-  for (const s of sockets) s.owners = owners.get(s.inode) ?? NO_OWNERS;
-  return { sockets, unreadableProcesses: unreadable, ownersComplete: unreadable === 0 };
+  const inodes: number[] = [];
+  for (const s of sockets) if (s.inode !== 0) inodes.push(s.inode);
+  const { owners, unreadable } = findSocketOwners(inodes, options.procRoot);
+  for (const s of sockets) s.owners = s.inode === 0 ? NO_OWNERS : (owners.get(s.inode) ?? NO_OWNERS);
+  return { sockets, unreadableProcesses: unreadable, ownersComplete: unreadable === 0, source, omitted };
 }

@@ -3,9 +3,10 @@ import assert from "node:assert/strict";
 import { main } from "../../src/cli/addrinuse.js";
 import { captureIO } from "../helpers/io.js";
 import { closeServer, listen, listenInChild, makeServerTimeWait, portOf } from "../helpers/sockets.js";
+import { netlinkAvailable } from "../../src/kernel/netlink.js";
 
-async function why(args: string[]) {
-  const io = captureIO();
+async function why(args: string[], env: Record<string, string> = {}) {
+  const io = captureIO({ env });
   const code = await main(["why", ...args], io);
   return { code, out: io.out(), err: io.err() };
 }
@@ -51,6 +52,39 @@ test("a TIME_WAIT left by a server that closed first is listed with time left in
   assert.equal(tw.count, 1);
   assert.ok(tw.longestTimerMs > 0 && tw.longestTimerMs <= 60_000, `time left ${tw.longestTimerMs} ms`);
   assert.equal(tw.sockets[0].owners.length, 0);
+});
+
+test("more TIME_WAIT than the text lists: 20 shown and the rest counted; --json lists every one", async (t) => {
+  const srv = await listen("127.0.0.1");
+  t.after(() => closeServer(srv));
+  for (let i = 0; i < 23; i++) await makeServerTimeWait(srv);
+  const port = String(portOf(srv));
+  const text = await why([port, "--host", "127.0.0.1"]);
+  assert.match(text.out, /TIME_WAIT \(23, longest \d+ s left\)/);
+  assert.equal(text.out.split("\n").filter((l) => /^  127\.0\.0\.1:\d+ +127\.0\.0\.1:\d+ +no owner/.test(l)).length, 20);
+  assert.match(text.out, /\.\.\. and 3 more/);
+  assert.match(text.out, /23 connections on this port are in TIME_WAIT/);
+  const doc = JSON.parse((await why([port, "--host", "127.0.0.1", "--json"])).out);
+  const tw = doc.groups.find((g: { state: string }) => g.state === "TIME_WAIT");
+  assert.equal(tw.count, 23);
+  assert.equal(tw.sockets.length, 23);
+});
+
+test("ADDRINUSE_TABLE=procfs reads /proc/net/tcp and comes to the same diagnosis as netlink", async (t) => {
+  const srv = await listen("127.0.0.1");
+  t.after(() => closeServer(srv));
+  await makeServerTimeWait(srv);
+  const port = String(portOf(srv));
+  const procfs = JSON.parse((await why([port, "--json"], { ADDRINUSE_TABLE: "procfs" })).out);
+  const auto = JSON.parse((await why([port, "--json"])).out);
+  assert.equal(procfs.source, "procfs");
+  if (netlinkAvailable()) assert.equal(auto.source, "netlink");
+  const summary = (d: { kinds: string[]; bindable: boolean; groups: { state: string; count: number; sockets: { owners: { pid: number }[] }[] }[] }) => ({
+    kinds: d.kinds,
+    bindable: d.bindable,
+    groups: d.groups.map((g) => [g.state, g.count, g.sockets.map((s) => s.owners.map((o) => o.pid).join())]),
+  });
+  assert.deepEqual(summary(auto), summary(procfs));
 });
 
 test("IPv6: a listener on ::1 blocks ::1 and the wildcard, and is found by its v6 address", async (t) => {

@@ -1,0 +1,101 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { once } from "node:events";
+import { netlinkAvailable, netlinkUnavailableReason, setRequestFormForTests } from "../../src/kernel/netlink.js";
+import { readTcpSockets, readTcpSocketsAsync, readTcpTableAsync } from "../../src/kernel/read.js";
+import type { TcpSocket } from "../../src/kernel/parse.js";
+import { closeServer, listen, makeServerTimeWait, portOf } from "../helpers/sockets.js";
+
+const skip = process.platform !== "linux" ? "Linux only" : !netlinkAvailable() ? `netlink unavailable: ${netlinkUnavailableReason()}` : false;
+
+const key = (r: TcpSocket) => `${r.family} ${r.localAddress}:${r.localPort} ${r.remoteAddress}:${r.remotePort} ${r.state}`;
+
+/**
+ * procfs prints timers in 1/100 s and the two reads are moments apart, so timers are compared
+ * within a second; every other field must be equal.
+ */
+function assertSameRows(viaNetlink: TcpSocket[], viaProcfs: TcpSocket[]): void {
+  const byKey = new Map(viaProcfs.map((r) => [key(r), r]));
+  assert.deepEqual(viaNetlink.map(key).sort(), viaProcfs.map(key).sort());
+  for (const n of viaNetlink) {
+    const p = byKey.get(key(n))!;
+    assert.deepEqual({ ...n, timerMs: 0 }, { ...p, timerMs: 0 }, key(n));
+    assert.ok(Math.abs(n.timerMs - p.timerMs) <= 1000, `${key(n)}: timer ${n.timerMs} ms over netlink, ${p.timerMs} ms in procfs`);
+  }
+}
+
+/** A listener on `host`, one connection the server closed first (TIME_WAIT) and one left open. */
+async function liveSockets(t: { after(fn: () => unknown): void }, host: string): Promise<number> {
+  const srv = await listen(host);
+  const open: net.Socket[] = [];
+  // One hook, in this order: a server closes only once its connections have.
+  t.after(() => {
+    for (const s of open) s.destroy();
+    return closeServer(srv);
+  });
+  await makeServerTimeWait(srv, host);
+  const accepted = once(srv, "connection");
+  const c = net.connect(portOf(srv), host);
+  open.push(c);
+  await once(c, "connect");
+  const [s] = (await accepted) as [net.Socket];
+  open.push(s);
+  return portOf(srv);
+}
+
+for (const form of ["compat", "by-family"] as const) {
+  test(`netlink (${form} request) and procfs agree on a listener, an ESTABLISHED pair and a TIME_WAIT`, { skip }, async (t) => {
+    const before = setRequestFormForTests(form);
+    t.after(() => setRequestFormForTests(before));
+    const port4 = await liveSockets(t, "127.0.0.1");
+    const port6 = await liveSockets(t, "::1");
+    for (const port of [port4, port6]) {
+      const nl = await readTcpSocketsAsync({ localPort: port, source: "netlink" });
+      assert.equal(nl.source, "netlink");
+      assert.deepEqual(nl.rows.map((r) => r.state).sort(), ["ESTABLISHED", "LISTEN", "TIME_WAIT"]);
+      assertSameRows(nl.rows, readTcpSockets({ localPort: port }));
+    }
+    // The client's end of the open connection (local port ephemeral), read without a port filter.
+    const clientEnd = (rows: TcpSocket[]) => rows.filter((r) => r.remotePort === port4 && r.state === "ESTABLISHED");
+    const all = await readTcpSocketsAsync({ source: "netlink" });
+    assert.equal(clientEnd(all.rows).length, 1);
+    assertSameRows(clientEnd(all.rows), clientEnd(readTcpSockets({ family: 4 })));
+  });
+}
+
+test("the port filter leaves other ports' sockets in the kernel", { skip }, async (t) => {
+  const a = await liveSockets(t, "127.0.0.1");
+  const b = await liveSockets(t, "127.0.0.1");
+  const rows = (await readTcpSocketsAsync({ localPort: a, source: "netlink" })).rows;
+  assert.ok(rows.length === 3 && rows.every((r) => r.localPort === a), `${rows.length} rows on ${a}`);
+  assert.ok(!rows.some((r) => r.localPort === b));
+});
+
+test("the table over netlink names our own listener's owner, as procfs does", { skip }, async (t) => {
+  const srv = await listen("127.0.0.1");
+  t.after(() => closeServer(srv));
+  const snap = await readTcpTableAsync({ localPort: portOf(srv) });
+  assert.equal(snap.source, "netlink");
+  const l = snap.sockets.find((s) => s.state === "LISTEN");
+  assert.equal(l?.owners[0]?.pid, process.pid);
+});
+
+test("a summarising read lists a sample of ownerless sockets and counts the rest", { skip }, async (t) => {
+  const srv = await listen("127.0.0.1");
+  t.after(() => closeServer(srv));
+  for (let i = 0; i < 5; i++) await makeServerTimeWait(srv);
+  const snap = await readTcpTableAsync({ localPort: portOf(srv), ownerlessSample: 2 });
+  assert.equal(snap.sockets.filter((s) => s.state === "TIME_WAIT").length, 2);
+  assert.deepEqual(
+    snap.omitted.map((o) => [o.state, o.localAddress, o.count]),
+    [["TIME_WAIT", "127.0.0.1", 3]],
+  );
+  assert.ok(snap.omitted[0]!.longestTimerMs! > 0 && snap.omitted[0]!.longestTimerMs! <= 60_000);
+});
+
+test("another namespace's table (procRoot /proc/PID) is read from procfs, which alone can", async () => {
+  const r = await readTcpSocketsAsync({ procRoot: `/proc/${process.pid}` });
+  assert.equal(r.source, "procfs");
+  assert.deepEqual(r.omitted, []);
+});
