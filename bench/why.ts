@@ -15,6 +15,9 @@
  * TIME_WAIT lasts 60 s, so the timing window after the build is bounded (--window) and the count is
  * read before and after the rounds; both go in the JSON.
  *
+ * `why` and `ls` are timed with both table readers in the same rounds: netlink (the default when the
+ * optional `netlink` package loads) and procfs (ADDRINUSE_TABLE=procfs).
+ *
  * Run: npm run build && npm run bench:why [-- --sizes 10000,50000 --rounds 7 --compare OTHER/bin/addrinuse.js]
  */
 import { spawnSync, spawn } from "node:child_process";
@@ -31,11 +34,14 @@ const DESTINATIONS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0
 interface CommandSpec {
   name: string;
   argv: string[];
+  /** Added to the environment (ADDRINUSE_TABLE=procfs times the procfs reader in the same run). */
+  env?: Record<string, string>;
 }
 
 interface Timing {
   name: string;
   argv: string[];
+  env?: Record<string, string>;
   runsMs: number[];
   medianMs: number;
   minMs: number;
@@ -53,7 +59,7 @@ interface InnerResult {
   timeWaitBefore: number;
   timeWaitAfter: number;
   rounds: number;
-  check: { whyTimeWaitCount: number | null; whyListenerPid: number | null; builderPid: number };
+  check: { whyTimeWaitCount: number | null; whyListenerPid: number | null; builderPid: number; whySource: string | null; procfsTimeWaitCount: number | null };
   timings: Timing[];
 }
 
@@ -134,10 +140,10 @@ function childCpuMs(): number {
   return (Number(f[13]) + Number(f[14])) * 10;
 }
 
-function timeOnce(argv: string[], devnull: number): { ms: number; cpuMs: number; code: number } {
+function timeOnce(argv: string[], devnull: number, env?: Record<string, string>): { ms: number; cpuMs: number; code: number } {
   const c0 = childCpuMs();
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(argv[0]!, argv.slice(1), { stdio: ["ignore", devnull, devnull] });
+  const r = spawnSync(argv[0]!, argv.slice(1), { stdio: ["ignore", devnull, devnull], env: env ? { ...process.env, ...env } : process.env });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   return { ms, cpuMs: childCpuMs() - c0, code: r.status ?? -1 };
 }
@@ -162,17 +168,22 @@ async function inner(): Promise<void> {
   const windowEnd = Date.now() + windowMs;
   const timeWaitBefore = countTimeWait(port);
 
-  // One checked run: the numbers only mean something if `why` saw what we built.
-  const check = spawnSync(process.execPath, [CLI, "why", String(port), "--json"], { encoding: "utf8", maxBuffer: 1 << 30 });
-  let whyTimeWaitCount: number | null = null;
-  let whyListenerPid: number | null = null;
-  try {
-    const doc = JSON.parse(check.stdout) as { groups: { state: string; count: number; sockets: { owners: { pid: number }[] }[] }[] };
-    whyTimeWaitCount = doc.groups.find((g) => g.state === "TIME_WAIT")?.count ?? 0;
-    whyListenerPid = doc.groups.find((g) => g.state === "LISTEN")?.sockets[0]?.owners[0]?.pid ?? null;
-  } catch {
-    process.stderr.write(`why --json did not parse: ${check.stderr.slice(0, 400)}\n`);
-  }
+  // Checked runs: the numbers only mean something if `why` saw what we built, through each reader.
+  const checked = (env: Record<string, string>) => {
+    const run = spawnSync(process.execPath, [CLI, "why", String(port), "--json"], { encoding: "utf8", maxBuffer: 1 << 30, env: { ...process.env, ...env } });
+    try {
+      return JSON.parse(run.stdout) as { source?: string; groups: { state: string; count: number; sockets: { owners: { pid: number }[] }[] }[] };
+    } catch {
+      process.stderr.write(`why --json did not parse: ${run.stderr.slice(0, 400)}\n`);
+      return null;
+    }
+  };
+  const doc = checked({});
+  const whyTimeWaitCount = doc ? (doc.groups.find((g) => g.state === "TIME_WAIT")?.count ?? 0) : null;
+  const whyListenerPid = doc?.groups.find((g) => g.state === "LISTEN")?.sockets[0]?.owners[0]?.pid ?? null;
+  const whySource = doc?.source ?? null;
+  const viaProcfs = checked({ ADDRINUSE_TABLE: "procfs" });
+  const procfsTimeWaitCount = viaProcfs ? (viaProcfs.groups.find((g) => g.state === "TIME_WAIT")?.count ?? 0) : null;
 
   const node = process.execPath;
   const commands: CommandSpec[] = [
@@ -182,9 +193,13 @@ async function inner(): Promise<void> {
     { name: "node -e 0", argv: [node, "-e", "0"] },
     { name: "cat /proc/net/tcp{,6}", argv: ["cat", "/proc/net/tcp", "/proc/net/tcp6"] },
     { name: "node: read /proc/net/tcp{,6}", argv: [node, "-e", "const f=require('fs');f.readFileSync('/proc/net/tcp');f.readFileSync('/proc/net/tcp6')"] },
+    // `why` reads over netlink (sock_diag, as ss does) when the optional `netlink` package loads;
+    // the procfs reader is timed too, in the same rounds, through ADDRINUSE_TABLE=procfs.
     { name: "addrinuse why PORT", argv: [node, CLI, "why", String(port)] },
     { name: "addrinuse why PORT --json", argv: [node, CLI, "why", String(port), "--json"] },
+    { name: "why PORT (procfs reader)", argv: [node, CLI, "why", String(port)], env: { ADDRINUSE_TABLE: "procfs" } },
     { name: "addrinuse ls", argv: [node, CLI, "ls"] },
+    { name: "ls (procfs reader)", argv: [node, CLI, "ls"], env: { ADDRINUSE_TABLE: "procfs" } },
   ];
   // --compare OTHER/bin/addrinuse.js: the same `why` from another build (e.g. before a change).
   const compare = arg("--compare", "");
@@ -192,13 +207,13 @@ async function inner(): Promise<void> {
   const devnull = openSync("/dev/null", "w");
   const runs = new Map<string, { ms: number[]; cpu: number[]; codes: number[] }>(commands.map((c) => [c.name, { ms: [], cpu: [], codes: [] }]));
   // One warm-up of each (page cache, dist files), not counted.
-  for (const c of commands) timeOnce(c.argv, devnull);
+  for (const c of commands) timeOnce(c.argv, devnull, c.env);
   let done = 0;
   for (let r = 0; r < rounds && Date.now() < windowEnd; r++) {
     // Rotate the order each round so no command always runs right after the same neighbour.
     for (let i = 0; i < commands.length; i++) {
       const c = commands[(i + r) % commands.length]!;
-      const t = timeOnce(c.argv, devnull);
+      const t = timeOnce(c.argv, devnull, c.env);
       runs.get(c.name)!.ms.push(t.ms);
       runs.get(c.name)!.cpu.push(t.cpuMs);
       runs.get(c.name)!.codes.push(t.code);
@@ -209,7 +224,7 @@ async function inner(): Promise<void> {
   built.close();
   const timings: Timing[] = commands.map((c) => {
     const r = runs.get(c.name)!;
-    return { name: c.name, argv: c.argv.map((a) => a.replace(ROOT + "/", "")), runsMs: r.ms.map((x) => Math.round(x * 10) / 10), medianMs: median(r.ms), minMs: Math.min(...r.ms), meanCpuMs: Math.round(r.cpu.reduce((a, b) => a + b, 0) / Math.max(1, r.cpu.length)), exitCodes: [...new Set(r.codes)] };
+    return { name: c.name, argv: c.argv.map((a) => a.replace(ROOT + "/", "")), ...(c.env ? { env: c.env } : {}), runsMs: r.ms.map((x) => Math.round(x * 10) / 10), medianMs: median(r.ms), minMs: Math.min(...r.ms), meanCpuMs: Math.round(r.cpu.reduce((a, b) => a + b, 0) / Math.max(1, r.cpu.length)), exitCodes: [...new Set(r.codes)] };
   });
   const result: InnerResult = {
     target,
@@ -220,7 +235,7 @@ async function inner(): Promise<void> {
     timeWaitBefore,
     timeWaitAfter,
     rounds: done,
-    check: { whyTimeWaitCount, whyListenerPid, builderPid: process.pid },
+    check: { whyTimeWaitCount, whyListenerPid, builderPid: process.pid, whySource, procfsTimeWaitCount },
     timings,
   };
   process.stdout.write(JSON.stringify(result) + "\n");
@@ -269,7 +284,7 @@ async function outer(): Promise<void> {
     process.stderr.write("bench/why: dist/ is missing; run `npm run build` first\n");
     process.exit(2);
   }
-  for (const f of ["kernel/read", "kernel/parse", "cli/why", "cli/addrinuse"]) {
+  for (const f of ["kernel/read", "kernel/parse", "kernel/inet-diag", "kernel/netlink", "core/diagnose", "cli/why", "cli/addrinuse"]) {
     if (statSync(join(ROOT, "src", f + ".ts")).mtimeMs > statSync(join(ROOT, "dist", f + ".js")).mtimeMs) {
       process.stderr.write(`bench/why: warning: dist/${f}.js is older than src/${f}.ts; run \`npm run build\`\n`);
     }
@@ -291,7 +306,7 @@ async function outer(): Promise<void> {
       results.push(r);
       const ss = r.timings.find((t) => t.name === "ss -tan")!.medianMs;
       console.log(
-        `\n${r.timeWaitBefore} TIME_WAIT on port ${r.port} (built ${r.made}/${r.target} in ${(r.buildMs / 1000).toFixed(1)} s; ${r.timeWaitAfter} left after ${r.rounds} rounds); why saw ${r.check.whyTimeWaitCount}, listener pid ${r.check.whyListenerPid === r.check.builderPid ? "named" : "NOT named"}`,
+        `\n${r.timeWaitBefore} TIME_WAIT on port ${r.port} (built ${r.made}/${r.target} in ${(r.buildMs / 1000).toFixed(1)} s; ${r.timeWaitAfter} left after ${r.rounds} rounds); why saw ${r.check.whyTimeWaitCount} over ${r.check.whySource} (${r.check.procfsTimeWaitCount} over procfs), listener pid ${r.check.whyListenerPid === r.check.builderPid ? "named" : "NOT named"}`,
       );
       const ssMin = r.timings.find((t) => t.name === "ss -tan")!.minMs;
       const ssCpu = r.timings.find((t) => t.name === "ss -tan")!.meanCpuMs;
@@ -319,7 +334,7 @@ async function outer(): Promise<void> {
       "per size a fresh netns; a Node listener on 0.0.0.0 with N connections the server closed first (TIME_WAIT on the listener's port, listener still alive); each command a whole process spawned from inside the netns, stdout+stderr to /dev/null, one warm-up, then rounds in rotating order; median wall time",
     target: "addrinuse why PORT <= 1.0 x ss -tan at 50,000 (aim 0.5)",
     note:
-      "The machine is shared: wall-time medians move with its load (see loadAverage*); the minimums and the CPU times (cutime+cstime, 10 ms resolution, mean over rounds) are the steadier measures. `node -e 0` and `cat /proc/net/tcp{,6}` are the floors: any Node program that reads the kernel table through procfs pays both, and at 50,000 rows they add up to about 1.8 x ss -tan, which reads it over netlink (inet_diag) where Node cannot go without a native addon.",
+      "The machine is shared: wall-time medians move with its load (see loadAverage*); the minimums and the CPU times (cutime+cstime, 10 ms resolution, mean over rounds; Node's CPU includes its GC and compiler threads) are the steadier measures. `node -e 0` is the floor of any Node program. `why` reads the table over netlink sock_diag (TCPDIAG_GETSOCK, both families in one walk, port filtered in the kernel by bytecode) through the optional `netlink` package, as ss does; `why PORT (procfs reader)` is the same build forced to /proc/net/tcp{,6} (ADDRINUSE_TABLE=procfs), whose kernel-side text formatting alone (`cat /proc/net/tcp{,6}`) costs about as much as all of `ss -tan`.",
     results: results.map((r) => {
       const ss = r.timings.find((t) => t.name === "ss -tan")!.medianMs;
       const ssMin = r.timings.find((t) => t.name === "ss -tan")!.minMs;

@@ -185,12 +185,11 @@ export function diagnose(
   }
   let relevantCount = relevant.length;
   for (const o of relevantOmitted) relevantCount += o.count;
-  const where = formatEndpoint(host, port);
 
   if (!bind.ok && bind.errno === "EACCES") {
     kinds.push("permission");
     advice.push(
-      `Binding ${where} needs privilege: ports below net.ipv4.ip_unprivileged_port_start (usually 1024) are for root or CAP_NET_BIND_SERVICE. Run as root, grant the capability (setcap cap_net_bind_service=+ep $(which node)), or use a port above 1024.`,
+      `Binding ${formatEndpoint(host, port)} needs privilege: ports below net.ipv4.ip_unprivileged_port_start (usually 1024) are for root or CAP_NET_BIND_SERVICE. Run as root, grant the capability (setcap cap_net_bind_service=+ep $(which node)), or use a port above 1024.`,
     );
   }
 
