@@ -141,6 +141,27 @@ test("never returns a local port whose 4-tuple to the destination is in TIME_WAI
   });
 });
 
+test("when every port of the range is in the table, one used only towards another destination is still chosen, never the TIME_WAIT", async (t) => {
+  if (!onLinux) return t.skip("reads /proc/net/tcp");
+  const other = await listen("127.0.0.1");
+  const srv = await listen("127.0.0.1", (s) => s.on("end", () => s.end()));
+  const open: net.Socket[] = [];
+  t.after(async () => {
+    for (const s of open) s.destroy();
+    await closeServer(srv);
+    await closeServer(other);
+  });
+  const [a, b] = portBlock(2);
+  // a: a live connection to another destination (a shared port); b: a TIME_WAIT to srv itself.
+  const held = net.connect({ host: "127.0.0.1", port: portOf(other), localPort: a });
+  open.push(held);
+  await once(held, "connect");
+  await clientClosesFirst(srv, b);
+  const r = await connectFrom({ host: "127.0.0.1", port: portOf(srv), localPorts: [a, b], tableMaxAgeMs: 0 });
+  open.push(r.socket);
+  assert.equal(r.localPort, a);
+});
+
 test("concurrent calls to one destination get distinct ports", async (t) => {
   if (!onLinux) return t.skip("reads /proc/net/tcp");
   const srv = await listen("127.0.0.1");
