@@ -21,15 +21,22 @@ export interface LsReport {
   ports: PortCount[];
 }
 
-/** Over netlink when it can, like `why` (ADDRINUSE_TABLE=procfs or =netlink forces one reader). */
+/**
+ * Over netlink when it can, like `why` (ADDRINUSE_TABLE=procfs or =netlink forces one reader). Only
+ * counts are shown, so sockets no process owns (most of a busy table: TIME_WAIT) come back as counts
+ * per state, address and port rather than one object each.
+ */
 export async function lsReport(opts: Omit<LsOptions, "json">, source: "auto" | TableSource = "auto"): Promise<LsReport> {
-  let { rows } = await readTcpSocketsAsync({ source, ...(opts.port === undefined ? {} : { localPort: opts.port }) });
-  if (opts.state) rows = rows.filter((r) => r.state === opts.state);
+  const { rows, omitted } = await readTcpSocketsAsync({ source, ownerlessSample: 0, ...(opts.port === undefined ? {} : { localPort: opts.port }) });
+  const counted: { localPort: number; state: string; count?: number }[] = [...rows, ...omitted];
+  const shown = opts.state ? counted.filter((r) => r.state === opts.state) : counted;
+  let total = 0;
+  for (const r of shown) total += r.count ?? 1;
   return {
     at: new Date().toISOString(),
-    total: rows.length,
-    byState: countByState(rows),
-    ports: countByPort(rows).slice(0, opts.top),
+    total,
+    byState: countByState(shown),
+    ports: countByPort(shown).slice(0, opts.top),
   };
 }
 
