@@ -89,6 +89,10 @@ export async function runWhy(opts: WhyOptions, io: CliIO): Promise<number> {
   const r = await whyReport(opts.port, opts.host, { source: tableSourceNamed(io.env.ADDRINUSE_TABLE), complete: opts.json });
   // Indented on a terminal; compact when piped, where a port with 50,000 TIME_WAIT sockets makes a
   // 20 MB indented document and stringifying it cost more than reading the kernel table.
-  io.stdout.write(opts.json ? JSON.stringify(r, null, io.stdout.isTTY ? 2 : undefined) + "\n" : formatWhy(r));
+  if (opts.json) {
+    // Two writes rather than `json + "\n"`: concatenating would copy the whole document once more.
+    io.stdout.write(JSON.stringify(r, null, io.stdout.isTTY ? 2 : undefined));
+    io.stdout.write("\n");
+  } else io.stdout.write(formatWhy(r));
   return r.bindable ? 0 : 1;
 }

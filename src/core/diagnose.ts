@@ -135,8 +135,8 @@ export function diagnose(
   bind: BindOutcome,
   omitted: readonly OmittedRows[] = [],
 ): Diagnosis {
-  // A port with 50,000 sockets has a handful of local addresses: decide each overlap once, and sort
-  // the rows in one pass rather than one filter per kind.
+  // A port with 50,000 sockets has a handful of local addresses: decide each overlap once. The kinds
+  // are then read per state group, so the TIME_WAIT group, the big one, is counted, not walked.
   const overlapByAddress = new Map<string, boolean>();
   const overlaps = (addr: string) => {
     let v = overlapByAddress.get(addr);
@@ -159,28 +159,31 @@ export function diagnose(
   let orphanCount = 0;
   let orphanLongest = 0;
   const orphanStates = new Set<string>();
-  for (const r of relevant) {
-    if (r.state === "LISTEN") listeners.push(r);
-    else if (r.state === "TIME_WAIT") {
-      timeWaitCount++;
-      if (r.timerMs > timeWaitLongest) timeWaitLongest = r.timerMs;
-    } else if (CLOSING_STATES.has(r.state) && r.owners.length === 0 && r.inode === 0) {
-      orphanCount++;
-      orphanStates.add(r.state);
-      if (r.timerMs > orphanLongest) orphanLongest = r.timerMs;
-    } else live.push(r);
+  for (const g of groups) {
+    if (g.state === "TIME_WAIT") {
+      // Listed and omitted alike; every TIME_WAIT socket has its timer running.
+      timeWaitCount = g.count;
+      timeWaitLongest = g.longestTimerMs ?? 0;
+      continue;
+    }
+    for (const r of g.sockets) {
+      if (r.state === "LISTEN") listeners.push(r);
+      else if (CLOSING_STATES.has(r.state) && r.owners.length === 0 && r.inode === 0) {
+        orphanCount++;
+        orphanStates.add(r.state);
+        if (r.timerMs > orphanLongest) orphanLongest = r.timerMs;
+      } else live.push(r);
+    }
   }
-  // Omitted rows are ownerless and never listeners: TIME_WAIT, orphans, or live with no owner.
+  // Omitted rows are ownerless and never listeners: TIME_WAIT (counted above), orphans, or live with
+  // no owner.
   let liveOmitted = 0;
   for (const o of relevantOmitted) {
-    const longest = o.longestTimerMs ?? 0;
-    if (o.state === "TIME_WAIT") {
-      timeWaitCount += o.count;
-      if (longest > timeWaitLongest) timeWaitLongest = longest;
-    } else if (CLOSING_STATES.has(o.state)) {
+    if (o.state === "TIME_WAIT") continue;
+    if (CLOSING_STATES.has(o.state)) {
       orphanCount += o.count;
       orphanStates.add(o.state);
-      if (longest > orphanLongest) orphanLongest = longest;
+      if ((o.longestTimerMs ?? 0) > orphanLongest) orphanLongest = o.longestTimerMs ?? 0;
     } else liveOmitted += o.count;
   }
   let relevantCount = relevant.length;
