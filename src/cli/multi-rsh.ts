@@ -10,7 +10,7 @@ import { userInfo } from "node:os";
 import { createRequire } from "node:module";
 import { dedupeHosts, expandHostList, parseHostFile } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
-import { readTcpSockets } from "../kernel/read.js";
+import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
 import { runHosts, type HostResult } from "../remote/engine.js";
 import type { DemoHosts } from "../remote/demo-hosts.js";
 import { createTransport } from "../remote/transports/index.js";
@@ -280,7 +280,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       await run.done;
       throw e;
     }
-    const [{ OutputSink }, { StatusLine }, { formatSummary, summarise }, { runExitCode }] = loaded;
+    const [{ OutputSink }, { StatusLine }, { countPeerTimeWait, formatSummary, ledgerPortFilter, summarise }, { runExitCode }] = loaded;
     const line = new StatusLine(io.stderr, progress);
     status = line;
     const ready = new OutputSink(io, mode, !o.N, line);
@@ -315,17 +315,27 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     // Only the families this run used: each table file costs a walk of the kernel's whole hash.
     // (A v4-mapped address is an IPv6 socket, listed in tcp6.)
     const families = new Set(results.flatMap((r) => (r.remoteAddress ? [r.remoteAddress.includes(":") ? 6 : 4] : [])));
-    const rows = families.size === 2 ? readTcpSockets() : readTcpSockets({ family: families.has(6) ? 6 : 4 });
+    // And only the rows of this run's ports: the kernel filters them over netlink (procfs: before
+    // parsing), where a busy machine's table of thousands of other sockets took 50 ms to read whole.
+    const ports = ledgerPortFilter(results, demo !== null);
+    const rows =
+      ports === null
+        ? []
+        : (
+            await readTcpSocketsAsync({
+              ports,
+              source: tableSourceNamed(io.env.ADDRINUSE_TABLE),
+              ...(families.size === 1 ? { family: families.has(6) ? (6 as const) : (4 as const) } : {}),
+            })
+          ).rows;
     const summary = summarise(results, rows, Date.now() - started);
     const exitCode = runExitCode(results, { largestRemote: !!o.S, interrupted });
     let demoSide: { served: number; serverClosedFirst: number; hostTimeWait: number } | undefined;
     if (demo) {
-      const addrs = new Set(demo.addresses);
-      const demoPort = demo.port;
       demoSide = {
         served: demo.stats.served,
         serverClosedFirst: demo.stats.serverClosedFirst,
-        hostTimeWait: rows.filter((r) => r.state === "TIME_WAIT" && r.localPort === demoPort && addrs.has(r.localAddress)).length,
+        hostTimeWait: countPeerTimeWait(results, rows, demo.port),
       };
     }
     ready.flushGathered(p.hosts);

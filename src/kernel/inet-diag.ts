@@ -22,7 +22,7 @@
  * probes sent under a keepalive or zero-window timer (procfs always prints the retransmit count).
  * A request socket (SYN_RECV) carries uid 0 here, where procfs prints its listener's uid.
  */
-import { formatIPv6, TCP_STATES, type Endianness, type TcpSocket, type TcpState, type TimerKind } from "./parse.js";
+import { formatIPv6, portFilterMatches, TCP_STATES, type Endianness, type PortFilter, type TcpSocket, type TcpState, type TimerKind } from "./parse.js";
 
 export const NETLINK_SOCK_DIAG = 4;
 const TCPDIAG_GETSOCK = 18;
@@ -37,6 +37,9 @@ const IPPROTO_TCP = 6;
 const INET_DIAG_REQ_BYTECODE = 1;
 const INET_DIAG_BC_S_GE = 2;
 const INET_DIAG_BC_S_LE = 3;
+const INET_DIAG_BC_D_GE = 4;
+const INET_DIAG_BC_D_LE = 5;
+const INET_DIAG_BC_JMP = 1;
 const NLMSG_HDRLEN = 16;
 const INET_DIAG_MSG_LEN = 72;
 
@@ -57,34 +60,61 @@ export interface DiagRequest {
   family?: 4 | 6;
   /** Only sockets with this local port (a kernel-side bytecode filter). */
   localPort?: number;
+  /** Only sockets that pass this (kernel-side bytecode); ignored when localPort is given. */
+  ports?: PortFilter;
   seq: number;
 }
 
 /**
- * The port filter as inet_diag bytecode: `sport >= P && sport <= P`. Each comparison is an op
- * {code, yes, no} followed by an op whose `no` holds the port; `yes` steps to the next op and `no`
- * jumps past the end (len + 4), which is the kernel's "reject". S_GE/S_LE rather than S_EQ: they go
- * back to the first inet_diag kernels, S_EQ only to 4.16.
+ * A port filter as inet_diag bytecode: an OR of ranges, each `port >= FROM && port <= TO` on the
+ * local (S_*) or remote (D_*) port. Each comparison is an op {code, yes, no} followed by an op whose
+ * `no` holds the port; `yes` steps to the next op and `no` jumps to the next range (or past the end,
+ * len + 4, which is the kernel's "reject"). Between ranges a JMP (which always takes `no`) lands
+ * exactly on the end, the kernel's "accept"; the kernel's audit wants every `yes` to step to the
+ * next op, which is why an OR is built from jumps on failure (iproute2's ss does the same).
+ * S_GE/S_LE rather than S_EQ: they go back to the first inet_diag kernels, S_EQ only to 4.16.
  */
-function portFilter(port: number, le: boolean): Buffer {
-  const b = Buffer.alloc(16);
+function portBytecode(ranges: readonly { local: boolean; from: number; to: number }[], le: boolean): Buffer {
+  const total = ranges.length * 16 + (ranges.length - 1) * 4;
+  const b = Buffer.alloc(total);
   const u16 = (v: number, at: number) => (le ? b.writeUInt16LE(v, at) : b.writeUInt16BE(v, at));
-  b[0] = INET_DIAG_BC_S_GE;
-  b[1] = 8;
-  u16(16 + 4, 2);
-  u16(port, 6);
-  b[8] = INET_DIAG_BC_S_LE;
-  b[9] = 8;
-  u16(8 + 4, 10);
-  u16(port, 14);
+  let at = 0;
+  ranges.forEach((r, k) => {
+    const last = k === ranges.length - 1;
+    const fail = last ? total + 4 : at + 20;
+    b[at] = r.local ? INET_DIAG_BC_S_GE : INET_DIAG_BC_D_GE;
+    b[at + 1] = 8;
+    u16(fail - at, at + 2);
+    u16(r.from, at + 6);
+    b[at + 8] = r.local ? INET_DIAG_BC_S_LE : INET_DIAG_BC_D_LE;
+    b[at + 9] = 8;
+    u16(fail - at - 8, at + 10);
+    u16(r.to, at + 14);
+    at += 16;
+    if (!last) {
+      b[at] = INET_DIAG_BC_JMP;
+      b[at + 1] = 4;
+      u16(total - at, at + 2);
+      at += 4;
+    }
+  });
   return b;
+}
+
+function filterBytecode(req: DiagRequest, le: boolean): Buffer | null {
+  if (req.localPort !== undefined) return portBytecode([{ local: true, from: req.localPort, to: req.localPort }], le);
+  const ranges: { local: boolean; from: number; to: number }[] = [];
+  if (req.ports?.local) ranges.push({ local: true, from: req.ports.local[0], to: req.ports.local[1] });
+  if (req.ports?.remote) ranges.push({ local: false, from: req.ports.remote[0], to: req.ports.remote[1] });
+  // A filter with neither side matches nothing; the reader does not ask the kernel then.
+  return ranges.length === 0 ? null : portBytecode(ranges, le);
 }
 
 /** One dump request: nlmsghdr, the request struct, and the bytecode attribute when a port is asked for. */
 export function encodeDumpRequest(req: DiagRequest, endian: Endianness = "LE"): Buffer {
   const le = endian === "LE";
   const bodyLen = req.form === "compat" ? 60 : 56;
-  const filter = req.localPort === undefined ? null : portFilter(req.localPort, le);
+  const filter = filterBytecode(req, le);
   const attrLen = filter ? 4 + filter.length : 0;
   const b = Buffer.alloc(NLMSG_HDRLEN + bodyLen + attrLen);
   const u16 = (v: number, at: number) => (le ? b.writeUInt16LE(v, at) : b.writeUInt16BE(v, at));
@@ -167,6 +197,8 @@ interface V6Entry {
 export interface DecodeOptions {
   /** Only rows with this local port (the kernel filters too; this holds whatever the kernel did). */
   localPort?: number;
+  /** Only rows that pass this (the kernel filters too; this holds whatever the kernel did). */
+  ports?: PortFilter;
   family?: 4 | 6;
   /** Byte order of the host that produced the bytes: netlink headers and counters are in host order. */
   endian?: Endianness;
@@ -199,6 +231,7 @@ export class DiagDecoder {
   /** Where nlmsg_type sits in the word it shares with nlmsg_flags. */
   private readonly typeShift: number;
   private readonly onlyLocalPort: number;
+  private readonly ports: PortFilter | undefined;
   private readonly onlyFamily: 4 | 6 | undefined;
   private readonly sample: number;
   /** Keyed by a hash of address, state and port; the list holds the (rare) collisions. */
@@ -211,6 +244,7 @@ export class DiagDecoder {
     this.swap = le !== NATIVE_LE;
     this.typeShift = le ? 0 : 16;
     this.onlyLocalPort = options.localPort ?? -1;
+    this.ports = options.ports;
     this.onlyFamily = options.family;
     this.sample = options.ownerlessSample ?? Infinity;
   }
@@ -269,6 +303,8 @@ export class DiagDecoder {
     if (this.onlyFamily !== undefined && family !== this.onlyFamily) return;
     const localPort = (b[at + 4]! << 8) | b[at + 5]!;
     if (this.onlyLocalPort >= 0 && localPort !== this.onlyLocalPort) return;
+    const remotePort = (b[at + 6]! << 8) | b[at + 7]!;
+    if (this.ports !== undefined && !portFilterMatches(this.ports, localPort, remotePort)) return;
     const stateNumber = b[at + 1]!;
     const state = TCP_STATES[stateNumber];
     if (!state) return;
@@ -293,7 +329,7 @@ export class DiagDecoder {
       localAddress: family === 4 ? this.address4(b, u32[w + 2]!, at + 8) : this.address6(b, u32, w + 2, at + 8),
       localPort,
       remoteAddress: family === 4 ? this.address4(b, u32[w + 6]!, at + 24) : this.address6(b, u32, w + 6, at + 24),
-      remotePort: (b[at + 6]! << 8) | b[at + 7]!,
+      remotePort,
       state,
       // The answer for a listener puts its backlog limit in wqueue; procfs prints write_seq - snd_una,
       // 0 for a listener. Kept to procfs's meaning so both readers give one record.

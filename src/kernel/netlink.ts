@@ -19,7 +19,7 @@ import {
   type DiagRequestForm,
   type OmittedSockets,
 } from "./inet-diag.js";
-import type { TcpSocket } from "./parse.js";
+import type { PortFilter, TcpSocket } from "./parse.js";
 
 /** The part of netlink's RawNetlinkSocket used here (its own types pull in an old @types/node). */
 interface RawNetlinkSocket {
@@ -100,6 +100,8 @@ function dump(socket: RawNetlinkSocket, request: Buffer, decoder: DiagDecoder): 
 
 export interface NetlinkReadOptions {
   localPort?: number;
+  /** Only sockets that pass this port filter (the kernel applies it). */
+  ports?: PortFilter;
   family?: 4 | 6;
   /** See DecodeOptions.ownerlessSample. */
   ownerlessSample?: number;
@@ -114,14 +116,17 @@ export async function readTcpSocketsNetlink(
 ): Promise<{ rows: TcpSocket[]; omitted: OmittedSockets[] }> {
   const nl = load();
   if (!nl) throw new Error(`netlink unavailable: ${netlinkUnavailableReason()}`);
+  if (options.ports !== undefined && options.ports.local === undefined && options.ports.remote === undefined) {
+    return { rows: [], omitted: [] }; // matches nothing, so nothing to ask
+  }
   const endian = endianness();
   const open = () => new nl.RawNetlinkSocket(NETLINK_SOCK_DIAG, { messagePeeking: false, msgBufferSize: RECEIVE_BUFFER });
-  const decoding = { localPort: options.localPort, ownerlessSample: options.ownerlessSample, endian };
+  const decoding = { localPort: options.localPort, ports: options.ports, ownerlessSample: options.ownerlessSample, endian };
   if (form === "compat" && options.family === undefined) {
     const socket = open();
     try {
       const decoder = new DiagDecoder(decoding);
-      await dump(socket, encodeDumpRequest({ form, localPort: options.localPort, seq: ++seq }, endian), decoder);
+      await dump(socket, encodeDumpRequest({ form, localPort: options.localPort, ports: options.ports, seq: ++seq }, endian), decoder);
       return { rows: decoder.rows, omitted: decoder.omitted() };
     } catch (e) {
       // A kernel without the old TCPDIAG_GETSOCK message: ask per family from now on.
@@ -137,7 +142,7 @@ export async function readTcpSocketsNetlink(
   for (const family of options.family === undefined ? ([4, 6] as const) : [options.family]) {
     const socket = open();
     try {
-      await dump(socket, encodeDumpRequest({ form: "by-family", family, localPort: options.localPort, seq: ++seq }, endian), decoder);
+      await dump(socket, encodeDumpRequest({ form: "by-family", family, localPort: options.localPort, ports: options.ports, seq: ++seq }, endian), decoder);
     } finally {
       socket.close();
     }

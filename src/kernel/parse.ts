@@ -65,6 +65,24 @@ export interface TcpSocket {
 
 export type Endianness = "LE" | "BE";
 
+/**
+ * Rows to keep by port: those whose local port is in `local` or whose remote port is in `remote`
+ * (inclusive ranges; a side left out matches nothing). Both readers apply it before the costly part
+ * of a row, and netlink has the kernel apply it, so a caller that cares about a few ports does not
+ * pay for the rest of a big table.
+ */
+export interface PortFilter {
+  local?: readonly [number, number];
+  remote?: readonly [number, number];
+}
+
+export function portFilterMatches(f: PortFilter, localPort: number, remotePort: number): boolean {
+  const l = f.local;
+  if (l !== undefined && localPort >= l[0] && localPort <= l[1]) return true;
+  const r = f.remote;
+  return r !== undefined && remotePort >= r[0] && remotePort <= r[1];
+}
+
 function hexWordToBytes(hex: string, endian: Endianness, out: number[]): void {
   const w = parseInt(hex, 16) >>> 0;
   if (endian === "LE") out.push(w & 0xff, (w >>> 8) & 0xff, (w >>> 16) & 0xff, w >>> 24);
@@ -216,6 +234,7 @@ function parseRow(
   endian: Endianness,
   onlyLocalPort: number | undefined,
   cache: AddressCache,
+  ports?: PortFilter,
 ): TcpSocket | null {
   // "  sl: LOCAL:PORT REMOTE:PORT ST TX:RX TR:WHEN RETRNSMT UID TIMEOUT INODE ..."
   let i = skipSpaces(text, start, end);
@@ -245,6 +264,7 @@ function parseRow(
   if (j === i) return null;
   if (!endsToken(text, j, end)) return null;
   const remotePort = hexValue(text, i, j);
+  if (ports !== undefined && !portFilterMatches(ports, localPort, remotePort)) return null;
   i = skipSpaces(text, j, end);
   j = hexEnd(text, i, end);
   if (j === i || !endsToken(text, j, end)) return null;
@@ -320,6 +340,7 @@ export function parseTcpTable(
   family: 4 | 6,
   endian: Endianness = "LE",
   onlyLocalPort?: number,
+  ports?: PortFilter,
 ): TcpSocket[] {
   const out: TcpSocket[] = [];
   const cache = newAddressCache();
@@ -327,7 +348,7 @@ export function parseTcpTable(
   while (start < text.length) {
     let end = text.indexOf("\n", start);
     if (end < 0) end = text.length;
-    const row = parseRow(text, start, end, family, endian, onlyLocalPort, cache);
+    const row = parseRow(text, start, end, family, endian, onlyLocalPort, cache, ports);
     if (row) out.push(row);
     start = end + 1;
   }

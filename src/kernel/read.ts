@@ -16,11 +16,12 @@
 import { closeSync, openSync, readFileSync, readSync, readdirSync, readlinkSync } from "node:fs";
 import { endianness } from "node:os";
 import { NotLinuxError } from "../errors.js";
-import { parseTcpTable, type TcpSocket } from "./parse.js";
+import { parseTcpTable, type PortFilter, type TcpSocket } from "./parse.js";
 import { readTcpSocketsNetlink } from "./netlink.js";
 import type { OmittedSockets } from "./inet-diag.js";
 
 export type { OmittedSockets } from "./inet-diag.js";
+export type { PortFilter } from "./parse.js";
 
 /** Which reader produced a table. */
 export type TableSource = "netlink" | "procfs";
@@ -39,6 +40,11 @@ export interface OwnedSocket extends TcpSocket {
 export interface TableReadOptions {
   /** Keep only rows whose local port is this one (filtered before full parsing). */
   localPort?: number;
+  /**
+   * Keep only rows whose local or remote port is in the given range (see PortFilter): filtered by
+   * the kernel over netlink, before full parsing over procfs.
+   */
+  ports?: PortFilter;
   /** Look up owning processes (costs a walk of /proc/*\/fd). Default true. */
   owners?: boolean;
   /**
@@ -113,13 +119,13 @@ function readText(path: string): string {
  * with 262,144 buckets, however few sockets there are), so a caller that needs one family asks for it.
  */
 export function readTcpSockets(
-  options: Pick<TableReadOptions, "localPort" | "procRoot"> & { family?: 4 | 6 } = {},
+  options: Pick<TableReadOptions, "localPort" | "ports" | "procRoot"> & { family?: 4 | 6 } = {},
 ): TcpSocket[] {
   const root = options.procRoot ?? "/proc";
   const endian = endianness();
-  const rows = options.family === 6 ? [] : parseTcpTable(readText(`${root}/net/tcp`), 4, endian, options.localPort);
+  const rows = options.family === 6 ? [] : parseTcpTable(readText(`${root}/net/tcp`), 4, endian, options.localPort, options.ports);
   if (options.family !== 4) {
-    for (const r of parseTcpTable(readText(`${root}/net/tcp6`), 6, endian, options.localPort)) rows.push(r);
+    for (const r of parseTcpTable(readText(`${root}/net/tcp6`), 6, endian, options.localPort, options.ports)) rows.push(r);
   }
   return rows;
 }
@@ -132,7 +138,7 @@ export function tableSourceNamed(name: string | undefined): "auto" | TableSource
   return name === "procfs" || name === "netlink" ? name : "auto";
 }
 
-export type SocketReadOptions = Pick<TableReadOptions, "localPort" | "procRoot" | "source" | "ownerlessSample"> & {
+export type SocketReadOptions = Pick<TableReadOptions, "localPort" | "ports" | "procRoot" | "source" | "ownerlessSample"> & {
   family?: 4 | 6;
 };
 

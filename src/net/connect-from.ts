@@ -10,7 +10,8 @@
  * net.ipv4.tcp_tw_reuse says. That is the reuse the note warns about: a late segment of the old
  * connection can land in the new one.
  *
- * So we read the kernel table once per round, drop every candidate whose 4-tuple to this destination
+ * So we read the kernel table once per round (only the rows with a local or remote port in the range,
+ * see allocatorRows), drop every candidate whose 4-tuple to this destination
  * is in the table (any state, TIME_WAIT included), every port a listener holds on an overlapping
  * address (bind would fail), and every port another call in this process holds bound but not yet
  * connected (bound-only sockets are not in /proc/net/tcp). The rest are tried in descending order,
@@ -25,7 +26,7 @@
  */
 import net from "node:net";
 import { AddrinuseError, ArgumentError, PortsExhaustedError } from "../errors.js";
-import { readTcpSockets } from "../kernel/read.js";
+import { readTcpSocketsAsync, type TableSource } from "../kernel/read.js";
 import type { TcpSocket } from "../kernel/parse.js";
 import { addressesOverlap, formatEndpoint, isWildcard, unmapV4 } from "../core/address.js";
 
@@ -181,27 +182,44 @@ export function describeCounts(byState: Record<string, number>): string {
 }
 
 /**
- * One read of /proc/net/tcp costs ~15 ms of kernel time on a machine with a large established hash,
- * however empty it is, which at a hundred calls a second would be a core's worth. So calls share a
- * snapshot up to `tableMaxAgeMs` old, and what this process did since the snapshot is known without
- * the kernel: every port we handed out to a destination is marked with the epoch of the newest read
- * at that time, and a snapshot hides the ports whose mark is not older than itself. What other
- * processes did since the snapshot shows up as EADDRNOTAVAIL (retried with a fresh read), or, for a
- * TIME_WAIT they made in that window, as its silent reuse: callers sharing a port range with other
- * programs towards one destination pass tableMaxAgeMs: 0.
+ * A read of the whole kernel table costs ~15 ms of kernel time on a machine with a large established
+ * hash, however empty it is, plus parsing every row, which at a hundred calls a second would be a
+ * core's worth. So calls share a snapshot up to `tableMaxAgeMs` old (and a read already under way),
+ * and what this process did since the snapshot is known without the kernel: every read takes a new
+ * epoch when it starts, every port we handed out to a destination is marked with the newest epoch at
+ * that time, and a snapshot hides the ports whose mark is not older than itself (a read that started
+ * before the connect may or may not show it). What other processes did since the snapshot shows up
+ * as EADDRNOTAVAIL (retried with a fresh read), or, for a TIME_WAIT they made in that window, as its
+ * silent reuse: callers sharing a port range with other programs towards one destination pass
+ * tableMaxAgeMs: 0.
  */
 interface Snapshot {
+  /** The rows pickLocalPorts looks at: a local or remote port in the snapshot's range. */
   rows: TcpSocket[];
   epoch: number;
+  /** When its read started. */
   at: number;
   /**
-   * Per port range, the rows pickLocalPorts looks at (a local or remote port in the range). Filtered
-   * once per reading: a fan-out makes hundreds of calls per reading, and a table holding other
-   * programs' 50,000 TIME_WAITs would otherwise be walked whole by each of them.
+   * The ports of the range that any row mentions, as its local or its remote port; made on first use.
+   * A fan-out makes hundreds of calls per reading, so this is worked out once per reading.
    */
-  inRange: Map<string, TcpSocket[]>;
-  /** Per port range, the ports of the range that any row mentions, as its local or its remote port. */
-  touched: Map<string, Set<number>>;
+  touched?: Set<number>;
+}
+
+/**
+ * The rows the allocator needs for `range`: those whose local port is in it (listeners, our own
+ * 4-tuples, other sockets sharing the port) and those whose remote port is in it (the destination's
+ * end of a 4-tuple when the destination is in this network namespace). Read over netlink with the
+ * range as a kernel-side filter, so the kernel neither prints nor sends the rest of the table; over
+ * procfs (no `netlink` package, or `source: "procfs"`) the same rows, dropped before full parsing.
+ */
+export async function allocatorRows(
+  range: readonly [number, number],
+  family?: 4 | 6,
+  source: "auto" | TableSource = "auto",
+): Promise<{ rows: TcpSocket[]; source: TableSource }> {
+  const r = await readTcpSocketsAsync({ ports: { local: range, remote: range }, source, ...(family ? { family } : {}) });
+  return { rows: r.rows, source: r.source };
 }
 
 /**
@@ -218,18 +236,16 @@ function firstUntouched(
   skip: ReadonlySet<number>,
   demote: ReadonlySet<number>,
 ): number | undefined {
-  const key = `${range[0]}-${range[1]}`;
-  let touched = snap.touched.get(key);
+  const [from, to] = range;
+  let touched = snap.touched;
   if (!touched) {
     touched = new Set();
-    const [from, to] = range;
-    for (const r of rowsFor(snap, range)) {
+    for (const r of snap.rows) {
       if (r.localPort >= from && r.localPort <= to) touched.add(r.localPort);
       if (r.remotePort >= from && r.remotePort <= to) touched.add(r.remotePort);
     }
-    snap.touched.set(key, touched);
+    snap.touched = touched;
   }
-  const [from, to] = range;
   const total = to - from + 1;
   for (let i = 0; i < total; i++) {
     let p = start - i;
@@ -239,37 +255,45 @@ function firstUntouched(
   return undefined;
 }
 
-function rowsFor(snap: Snapshot, range: readonly [number, number]): TcpSocket[] {
-  const key = `${range[0]}-${range[1]}`;
-  let rows = snap.inRange.get(key);
-  if (!rows) {
-    const [from, to] = range;
-    rows = snap.rows.filter((r) => (r.localPort >= from && r.localPort <= to) || (r.remotePort >= from && r.remotePort <= to));
-    snap.inRange.set(key, rows);
-  }
-  return rows;
-}
-const snapshots = new Map<4 | 6, Snapshot>();
+/** Keyed by family and range: a snapshot holds only its range's rows. */
+const snapshots = new Map<string, Snapshot>();
+const reading = new Map<string, Promise<Snapshot>>();
 let epoch = 0;
 
-function kernelTable(family: 4 | 6, maxAgeMs: number, fresh: boolean): Snapshot {
-  const now = performance.now();
-  const cached = snapshots.get(family);
-  if (!fresh && cached && now - cached.at <= maxAgeMs) return cached;
-  const snap: Snapshot = { rows: readTcpSockets({ family }), epoch: ++epoch, at: now, inRange: new Map(), touched: new Map() };
-  snapshots.set(family, snap);
-  if (handedOut.size > 1024) {
-    // Many destinations each called once: drop the marks every current snapshot already covers.
-    const covered = Math.min(...[...snapshots.values()].map((x) => x.epoch));
-    for (const [k, m] of handedOut) {
-      for (const [p, e] of m) if (e < covered) m.delete(p);
-      if (m.size === 0) handedOut.delete(k);
-    }
+function kernelTable(family: 4 | 6, range: readonly [number, number], maxAgeMs: number, fresh: boolean): Promise<Snapshot> {
+  const key = `${family} ${range[0]}-${range[1]}`;
+  if (!fresh) {
+    const cached = snapshots.get(key);
+    if (cached && performance.now() - cached.at <= maxAgeMs) return Promise.resolve(cached);
+    // A fan-out's first calls all arrive before the first read is back: one read serves them all.
+    const pending = reading.get(key);
+    if (pending) return pending;
   }
-  return snap;
+  const e = ++epoch;
+  const at = performance.now();
+  const p = allocatorRows(range, family).then(({ rows }) => {
+    const snap: Snapshot = { rows, epoch: e, at };
+    const current = snapshots.get(key);
+    if (!current || current.epoch < e) snapshots.set(key, snap);
+    if (handedOut.size > 1024) {
+      // Many destinations each called once: drop the marks every current snapshot already covers.
+      const covered = Math.min(...[...snapshots.values()].map((x) => x.epoch));
+      for (const [k, m] of handedOut) {
+        for (const [port, mark] of m) if (mark < covered) m.delete(port);
+        if (m.size === 0) handedOut.delete(k);
+      }
+    }
+    return snap;
+  });
+  reading.set(key, p);
+  const done = () => {
+    if (reading.get(key) === p) reading.delete(key);
+  };
+  p.then(done, done);
+  return p;
 }
 
-// Per destination: port -> epoch of the newest read when we handed it out (Infinity while bound and
+// Per destination: port -> epoch of the newest read started when we handed it out (Infinity while bound and
 // not yet connected: bound-only sockets are not in /proc/net/tcp at all).
 const handedOut = new Map<string, Map<number, number>>();
 // Rotates so that successive calls start their descending walk at different ports.
@@ -451,7 +475,8 @@ async function run(o: ConnectFromOptions, range: [number, number]): Promise<Conn
   try {
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const before = epoch;
-      const snap = kernelTable(family, maxAge, round > 0 || maxAge === 0);
+      const snap = await kernelTable(family, range, maxAge, round > 0 || maxAge === 0);
+      if (o.signal?.aborted) throw o.signal.reason;
       const fresh = snap.epoch > before;
       const mine = marks();
       for (const [p, e] of mine) if (e < snap.epoch) mine.delete(p);
@@ -479,7 +504,7 @@ async function run(o: ConnectFromOptions, range: [number, number]): Promise<Conn
       }
       last = pickLocalPorts({
         range,
-        rows: rowsFor(snap, range),
+        rows: snap.rows,
         host,
         port: o.port,
         ...(o.localAddress !== undefined ? { localAddress: o.localAddress } : {}),

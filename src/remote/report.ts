@@ -4,7 +4,7 @@
  * TIME_WAIT afterwards (read from the kernel table, not assumed).
  */
 import { unmapV4 } from "../core/address.js";
-import type { TcpSocket } from "../kernel/parse.js";
+import type { PortFilter, TcpSocket } from "../kernel/parse.js";
 import type { HostResult, HostState } from "./engine.js";
 
 export interface Ledger {
@@ -23,6 +23,53 @@ export interface RunSummary {
   failures: { host: string; state: HostState; code: string | null; message: string }[];
   ledger: Ledger;
   durationMs: number;
+}
+
+/**
+ * A port filter that keeps every kernel row computeLedger can count (and, with `peerSide`, the other
+ * end of this run's connections when the hosts are in this network namespace, as the demo hosts are),
+ * so that the read at the end of a run skips the rest of a table that may hold thousands of other
+ * programs' sockets. An own-side row must match a result's local port and remote port, so either
+ * span alone finds them all; the narrower is used: rsh's local ports sit in 512-1023 while ssh's
+ * are ephemeral and spread over 28,000 ports, all towards port 22. The peer's rows have this run's
+ * local ports as their remote port. Null: no connection was made, nothing to read.
+ */
+export function ledgerPortFilter(results: readonly HostResult[], peerSide = false): PortFilter | null {
+  let lMin = Infinity;
+  let lMax = -1;
+  let rMin = Infinity;
+  let rMax = -1;
+  for (const r of results) {
+    if (r.localPort === null || !r.remoteAddress) continue;
+    const rp = r.remotePort ?? 0;
+    if (r.localPort < lMin) lMin = r.localPort;
+    if (r.localPort > lMax) lMax = r.localPort;
+    if (rp < rMin) rMin = rp;
+    if (rp > rMax) rMax = rp;
+  }
+  if (lMax < 0) return null;
+  const local: [number, number] = [lMin, lMax];
+  if (peerSide) return { local, remote: local };
+  return lMax - lMin <= rMax - rMin ? { local } : { remote: [rMin, rMax] };
+}
+
+/**
+ * The TIME_WAITs the hosts keep for this run's connections: rows on `hostPort` at one of the hosts'
+ * addresses whose remote end is one of this run's (host address, local port) pairs. Not every
+ * TIME_WAIT on the hosts' port: earlier runs' are still there for up to 60 s.
+ */
+export function countPeerTimeWait(
+  results: readonly HostResult[],
+  rows: readonly TcpSocket[],
+  hostPort: number,
+): number {
+  const ours = new Set<string>();
+  for (const r of results) if (r.localPort !== null && r.remoteAddress) ours.add(`${unmapV4(r.remoteAddress)} ${r.localPort}`);
+  let n = 0;
+  for (const row of rows) {
+    if (row.state === "TIME_WAIT" && row.localPort === hostPort && ours.has(`${unmapV4(row.localAddress)} ${row.remotePort}`)) n++;
+  }
+  return n;
 }
 
 export function computeLedger(results: readonly HostResult[], rows: readonly TcpSocket[]): Ledger {
