@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DiagAnswerError, DiagDecoder, encodeDumpRequest } from "../../src/kernel/inet-diag.js";
-import type { TcpSocket } from "../../src/kernel/parse.js";
+import { portFilterMatches, type TcpSocket } from "../../src/kernel/parse.js";
 
 // Captured on this project's machine (Linux 6.18, x86_64) with a TCPDIAG_GETSOCK dump filtered on one
 // port, then NLMSG_DONE. Port 43315: a listener on 127.0.0.1, a TIME_WAIT the server closed first, an
@@ -204,4 +204,96 @@ test("a per-family request: SOCK_DIAG_BY_FAMILY with inet_diag_req_v2, no byteco
   assert.deepEqual([b[16], b[17]], [10, 6], "AF_INET6, IPPROTO_TCP");
   assert.equal(b.readUInt32LE(16 + 4), 0x1ffe);
   assert.equal(encodeDumpRequest({ form: "by-family", family: 4, seq: 1 })[16], 2);
+});
+
+/**
+ * The kernel's checks and interpreter for inet_diag bytecode (net/ipv4/inet_diag.c:
+ * inet_diag_bc_audit, valid_cc, inet_diag_bc_run), reduced to the ops the encoder emits, so that a
+ * filter's meaning is tested here and not only on whatever kernel runs the live tests.
+ */
+function kernelAudit(bc: Buffer): boolean {
+  const validCc = (len: number, cc: number): boolean => {
+    let at = 0;
+    while (len >= 0) {
+      if (cc > len) return false;
+      if (cc === len) return true;
+      const yes = bc[at + 1]!;
+      if (yes < 4 || yes & 3) return false;
+      len -= yes;
+      at += yes;
+    }
+    return false;
+  };
+  let len = bc.length;
+  let at = 0;
+  while (len > 0) {
+    const code = bc[at]!;
+    let minLen = 4;
+    if (code >= 2 && code <= 5) {
+      minLen += 4;
+      if (len < minLen) return false;
+    } else if (code !== 1) return false;
+    const no = bc.readUInt16LE(at + 2);
+    if (no < minLen || no > len + 4 || no & 3) return false;
+    if (no < len && !validCc(bc.length, len - no)) return false;
+    const yes = bc[at + 1]!;
+    if (yes < minLen || yes > len + 4 || yes & 3) return false;
+    at += yes;
+    len -= yes;
+  }
+  return len === 0;
+}
+
+function kernelRun(bc: Buffer, sport: number, dport: number): boolean {
+  let len = bc.length;
+  let at = 0;
+  while (len > 0) {
+    const code = bc[at]!;
+    const port = bc.readUInt16LE(at + 6);
+    const yes = code === 1 ? false : code === 2 ? sport >= port : code === 3 ? sport <= port : code === 4 ? dport >= port : dport <= port;
+    const step = yes ? bc[at + 1]! : bc.readUInt16LE(at + 2);
+    len -= step;
+    at += step;
+  }
+  return len === 0;
+}
+
+function bytecodeOf(b: Buffer, bodyLen: number): Buffer {
+  const at = 16 + bodyLen;
+  assert.equal(b.readUInt16LE(at + 2), 1, "INET_DIAG_REQ_BYTECODE");
+  return b.subarray(at + 4, at + b.readUInt16LE(at));
+}
+
+test("a port-range filter is bytecode the kernel's audit accepts, keeping exactly the rows in range", () => {
+  const cases = [
+    { local: [512, 1023] as const, remote: [512, 1023] as const },
+    { local: [20000, 29999] as const },
+    { remote: [22, 22] as const },
+  ];
+  for (const ports of cases) {
+    for (const form of ["compat", "by-family"] as const) {
+      const bc = bytecodeOf(encodeDumpRequest({ form, family: 4, ports, seq: 1 }), form === "compat" ? 60 : 56);
+      assert.ok(kernelAudit(bc), `audit ${JSON.stringify(ports)}`);
+      for (const sport of [1, 22, 511, 512, 700, 1023, 1024, 19999, 20000, 29999, 30000, 65535]) {
+        for (const dport of [0, 22, 23, 511, 512, 1023, 1024, 20000, 65535]) {
+          const want = portFilterMatches(ports, sport, dport);
+          assert.equal(kernelRun(bc, sport, dport), want, `${JSON.stringify(ports)} sport ${sport} dport ${dport}`);
+        }
+      }
+    }
+  }
+  // The one-port filter is the same bytes as before the ranges came.
+  const one = bytecodeOf(encodeDumpRequest({ form: "compat", localPort: 8080, seq: 1 }), 60);
+  assert.ok(kernelAudit(one));
+  assert.equal(kernelRun(one, 8080, 1), true);
+  assert.equal(kernelRun(one, 8081, 8080), false);
+});
+
+test("the decoder keeps only rows passing the port filter, whatever the kernel sent", () => {
+  // V4_DUMP: all on local port 43315, remote ports 0, 59518, 59526.
+  assert.equal(decode(V4_DUMP, { ports: { local: [43316, 65535] } }).rows.length, 0);
+  assert.equal(decode(V4_DUMP, { ports: { local: [43315, 43315] } }).rows.length, 3);
+  assert.deepEqual(decode(V4_DUMP, { ports: { remote: [59500, 59520] } }).rows.map((r) => r.remotePort), [59518]);
+  assert.deepEqual(decode(V4_DUMP, { ports: { local: [1, 2], remote: [59526, 59526] } }).rows.map((r) => r.remotePort), [59526]);
+  assert.equal(decode(V4_DUMP, { ports: {} }).rows.length, 0);
 });

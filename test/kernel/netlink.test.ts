@@ -99,3 +99,22 @@ test("another namespace's table (procRoot /proc/PID) is read from procfs, which 
   assert.equal(r.source, "procfs");
   assert.deepEqual(r.omitted, []);
 });
+
+for (const form of ["compat", "by-family"] as const) {
+  test(`a port-range filter (${form} request): local OR remote port in range, the same rows as procfs`, { skip }, async (t) => {
+    const before = setRequestFormForTests(form);
+    t.after(() => setRequestFormForTests(before));
+    const a = await liveSockets(t, "127.0.0.1");
+    const b = await liveSockets(t, "127.0.0.1");
+    // The client's end of the open connection to `a`: remote port a, an ephemeral local port.
+    const remoteOnly = await readTcpSocketsAsync({ ports: { remote: [a, a] }, source: "netlink" });
+    assert.deepEqual(remoteOnly.rows.map((r) => r.state), ["ESTABLISHED"]);
+    assertSameRows(remoteOnly.rows, readTcpSockets({ ports: { remote: [a, a] } }));
+    // Listener, server's TIME_WAIT, both ends of the open connection; nothing of b's.
+    const both = await readTcpSocketsAsync({ ports: { local: [a, a], remote: [a, a] }, source: "netlink" });
+    assert.deepEqual(both.rows.map((r) => r.state).sort(), ["ESTABLISHED", "ESTABLISHED", "LISTEN", "TIME_WAIT"]);
+    assert.ok(!both.rows.some((r) => r.localPort === b || r.remotePort === b));
+    assertSameRows(both.rows, readTcpSockets({ ports: { local: [a, a], remote: [a, a] } }));
+    assert.deepEqual((await readTcpSocketsAsync({ ports: {}, source: "netlink" })).rows, []);
+  });
+}

@@ -73,6 +73,17 @@ test("filtering by local port keeps only that port's rows, never a matching remo
   assert.equal(parseTcpTable(TCP6, 6, "LE", 34471).length, 3);
 });
 
+test("a port filter keeps rows whose local port or remote port is in its ranges", () => {
+  // TCP4 rows: local 0x07E8 (2024) listener, 514 -> 22, 0x9C40 (40000) -> 0x1F90 (8080).
+  const ports = (f: Parameters<typeof parseTcpTable>[4]) => parseTcpTable(TCP4, 4, "LE", undefined, f).map((r) => r.localPort);
+  assert.deepEqual(ports({ local: [500, 3000] }), [2024, 514]);
+  assert.deepEqual(ports({ remote: [8080, 8080] }), [40000]);
+  assert.deepEqual(ports({ local: [514, 514], remote: [8000, 9000] }), [514, 40000]);
+  assert.deepEqual(ports({ remote: [0, 0] }), [2024]);
+  assert.deepEqual(ports({}), []);
+  assert.deepEqual(parseTcpTable(TCP4, 4, "LE", 514, { remote: [8080, 8080] }), [], "with a local port, both must hold");
+});
+
 test("header, blank and truncated lines are skipped, not thrown on", () => {
   assert.equal(parseTcpLine("  sl  local_address rem_address   st", 4), null);
   assert.equal(parseTcpLine("", 4), null);

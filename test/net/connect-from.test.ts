@@ -2,7 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { once } from "node:events";
-import { connectFrom, pickLocalPorts, type PortRow } from "../../src/net/connect-from.js";
+import { allocatorRows, connectFrom, pickLocalPorts, type PortRow } from "../../src/net/connect-from.js";
+import { netlinkAvailable } from "../../src/kernel/netlink.js";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { AddrinuseError, ArgumentError, PortsExhaustedError } from "../../src/errors.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
@@ -160,6 +161,58 @@ test("when every port of the range is in the table, one used only towards anothe
   const r = await connectFrom({ host: "127.0.0.1", port: portOf(srv), localPorts: [a, b], tableMaxAgeMs: 0 });
   open.push(r.socket);
   assert.equal(r.localPort, a);
+});
+
+test("netlink and procfs give the allocator the same rows, only its range's, and the same choice", async (t) => {
+  if (!onLinux) return t.skip("reads the kernel table");
+  if (!netlinkAvailable()) return t.skip("netlink unavailable");
+  const srv = await listen("127.0.0.1", (s) => s.on("end", () => s.end()));
+  const open: net.Socket[] = [];
+  const listener = net.createServer();
+  t.after(async () => {
+    for (const s of open) s.destroy();
+    await closeServer(srv);
+    if (listener.listening) await closeServer(listener);
+  });
+  const range = portBlock(6);
+  const [tw, peerTw, live, listening] = [range[0], range[0] + 1, range[0] + 2, range[0] + 3];
+  // tw: a TIME_WAIT of ours to srv; peerTw: srv's TIME_WAIT (it closed first) towards that port;
+  // live: an open connection; listening: a listener inside the range.
+  await clientClosesFirst(srv, tw);
+  {
+    const accepted = new Promise<net.Socket>((resolve) => srv.once("connection", resolve));
+    const c = net.connect({ host: "127.0.0.1", port: portOf(srv), localPort: peerTw });
+    c.on("end", () => c.end());
+    await once(c, "connect");
+    const s = await accepted;
+    const done = Promise.all([once(c, "close"), once(s, "close")]);
+    s.end();
+    await done;
+  }
+  const held = net.connect({ host: "127.0.0.1", port: portOf(srv), localPort: live });
+  open.push(held);
+  await once(held, "connect");
+  listener.listen(listening, "127.0.0.1");
+  await once(listener, "listening");
+
+  const viaNetlink = await allocatorRows(range, 4, "netlink");
+  const viaProcfs = await allocatorRows(range, 4, "procfs");
+  assert.equal(viaNetlink.source, "netlink");
+  assert.equal(viaProcfs.source, "procfs");
+  const key = (r: PortRow) => `${r.localAddress}:${r.localPort} ${r.remoteAddress}:${r.remotePort} ${r.state}`;
+  assert.deepEqual(viaNetlink.rows.map(key).sort(), viaProcfs.rows.map(key).sort());
+  for (const r of viaNetlink.rows) {
+    assert.ok((r.localPort >= range[0] && r.localPort <= range[1]) || (r.remotePort >= range[0] && r.remotePort <= range[1]), key(r));
+  }
+  const pick = (rows: PortRow[]) => pickLocalPorts({ range, rows, host: "127.0.0.1", port: portOf(srv) });
+  const a = pick(viaNetlink.rows);
+  assert.deepEqual(a, pick(viaProcfs.rows));
+  assert.equal(a.byState.TIME_WAIT, 1);
+  assert.equal(a.byState.ESTABLISHED, 1);
+  assert.equal(a.byState.LISTEN, 1);
+  assert.equal(a.byState["TIME_WAIT at peer"], 1);
+  assert.ok(!a.candidates.includes(tw) && !a.candidates.includes(live) && !a.candidates.includes(listening));
+  assert.equal(a.candidates.at(-1), peerTw, "the peer's TIME_WAIT comes last");
 });
 
 test("concurrent calls to one destination get distinct ports", async (t) => {
