@@ -88,7 +88,7 @@ const HOST_KEY_ALGORITHMS = [
  * Algorithms offered, in order, when the ssh config names none (Ciphers, KexAlgorithms, MACs):
  * ssh2's own secure defaults, with the ciphers pinned to AES-GCM first. ssh2 runs AES-GCM on
  * Node's native crypto (one AEAD pass, no separate MAC); without its optional native binding
- * (package.json allowScripts denies the build) its chacha20-poly1305 computes Poly1305 in
+ * (when its install-time build fails; package.json allowScripts permits it) its chacha20-poly1305 computes Poly1305 in
  * JavaScript, and with the binding it would put chacha20 first on a CPU without AES instructions.
  * Compression stays ssh2's default, "none" first: a few bytes of `hostname` gain nothing from zlib.
  */
