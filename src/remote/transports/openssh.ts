@@ -260,12 +260,15 @@ export class OpenSshTransport implements Transport {
         // The remote's own status: any code but 255, or 255 when the server reported it.
         if (code !== 255 || /rtype exit-(status|signal)/.test(log)) return { ...base, exitCode: code, signal: null, error: null };
         if (ran) {
-          // Started, and no status came: the connection went. A FIN makes ssh say so on stderr
-          // ("Connection to HOST closed by remote host."); a RST (the killed end had unread data)
-          // ends it with a fatal message, which -E sends to the log.
+          // Started, and no status came: the connection went. Which words ssh uses depends on where
+          // its loop noticed: a read of EOF in the client loop goes to stderr ("Connection to HOST
+          // closed by remote host."); EOF or RST seen by the packet layer, or a write into the dead
+          // socket, is a fatal message that -E sends to the log ("Connection closed by ADDR port N",
+          // "Connection reset by ADDR port N", "Read from remote host ...", "client_loop: send
+          // disconnect: Broken pipe"). The RST comes when the killed end had unread data: a race.
           const said =
             /Connection to \S+ closed[^\r\n]*/.exec(stderrTail)?.[0] ??
-            /(Read from remote host[^\r\n]*|Connection reset by peer[^\r\n]*)/.exec(log)?.[0];
+            /(Read from remote host[^\r\n]*|Connection (?:reset|closed) by [^\r\n]*|client_loop: send disconnect: [^\r\n]*)/.exec(log)?.[0];
           return {
             ...base,
             exitCode: null,
