@@ -472,6 +472,22 @@ async function run(o: ConnectFromOptions, range: [number, number]): Promise<Conn
   const maxAge = o.tableMaxAgeMs ?? DEFAULT_TABLE_MAX_AGE_MS;
   let attempts = 0;
   let last: PickResult | undefined;
+  // One bind-and-connect from p: marked pending meanwhile (so concurrent calls skip it), then handed
+  // out as of the current reading; a retryable refusal is remembered for the rounds after.
+  const tryPort = async (p: number): Promise<ConnectFromResult | null> => {
+    attempts++;
+    marks().set(p, Infinity);
+    const r = await attempt(o, p, deadline);
+    if (r.ok) {
+      marks().set(p, epoch);
+      return { socket: r.socket, localPort: p, attempts };
+    }
+    marks().delete(p);
+    if (!r.retry) throw r.error;
+    failed.set(p, r.errno);
+    if (r.errno === "EADDRINUSE") bindRefused.set(p, performance.now());
+    return null;
+  };
   try {
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const before = epoch;
@@ -486,21 +502,10 @@ async function run(o: ConnectFromOptions, range: [number, number]): Promise<Conn
       const demote = recentlyRefused(performance.now());
       const quick = firstUntouched(snap, range, start, skip, demote);
       if (quick !== undefined) {
-        attempts++;
-        marks().set(quick, Infinity);
-        const r = await attempt(o, quick, deadline);
-        if (r.ok) {
-          marks().set(quick, epoch);
-          return { socket: r.socket, localPort: quick, attempts };
-        }
-        marks().delete(quick);
-        if (!r.retry) throw r.error;
-        failed.set(quick, r.errno);
+        const done = await tryPort(quick);
+        if (done) return done;
         skip.add(quick);
-        if (r.errno === "EADDRINUSE") {
-          bindRefused.set(quick, performance.now());
-          demote.add(quick);
-        }
+        if (failed.get(quick) === "EADDRINUSE") demote.add(quick);
       }
       last = pickLocalPorts({
         range,
@@ -527,17 +532,8 @@ async function run(o: ConnectFromOptions, range: [number, number]): Promise<Conn
         const mark = marks().get(p);
         if (mark !== undefined && mark >= snap.epoch) continue;
         tried++;
-        attempts++;
-        marks().set(p, Infinity);
-        const r = await attempt(o, p, deadline);
-        if (r.ok) {
-          marks().set(p, epoch);
-          return { socket: r.socket, localPort: p, attempts };
-        }
-        marks().delete(p);
-        if (!r.retry) throw r.error;
-        failed.set(p, r.errno);
-        if (r.errno === "EADDRINUSE") bindRefused.set(p, performance.now());
+        const done = await tryPort(p);
+        if (done) return done;
       }
     }
   } finally {
