@@ -14,6 +14,7 @@ import { assertLinux } from "../kernel/read.js";
 import { UsageError } from "../errors.js";
 import { addressArg, countArg, portArg, secondsArg } from "./args.js";
 import { processIO, type CliIO } from "./io.js";
+import { packageVersion } from "./version.js";
 import type { WhyOptions } from "./why.js";
 
 function stateArg(text: string) {
@@ -34,7 +35,8 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
       outputError: (s, write) => write(`addrinuse: ${s.trim().replace(/^error: /, "").replace(/\n+/g, " ")}\n`),
     })
     .showSuggestionAfterError(true)
-    .allowExcessArguments(false);
+    .allowExcessArguments(false)
+    .version(packageVersion(), "--version", "print the version and exit");
 
   program
     .command("why")

@@ -21,6 +21,7 @@ import type { TransportOptions } from "../remote/transport.js";
 import { countArg, portArg, secondsArg } from "./args.js";
 import type { StatusLine } from "./display.js";
 import { reportError } from "./exit.js";
+import { packageVersion } from "./version.js";
 import { processIO, showsProgress, type CliIO } from "./io.js";
 import type { OutputMode, OutputSink } from "./output-sink.js";
 
@@ -77,6 +78,7 @@ function buildProgram(io: CliIO): Command {
       writeErr: (s) => io.stderr.write(s),
       outputError: (s, write) => write(`multi-rsh: ${s.trim().replace(/^error: /, "").replace(/\n+/g, " ")}\n`),
     })
+    .version(packageVersion(), "--version", "print the version and exit")
     .passThroughOptions()
     .argument("[words...]")
     .option("-l, --hostfile <file>", "file of hosts, one per line (- = stdin); blank lines and # comments allowed")

@@ -106,3 +106,15 @@ test("demo: why on a port it holds, first with the listener, then with only the 
   assert.equal(doc.afterClose.bindable, true);
   assert.deepEqual(doc.afterClose.kinds, ["time-wait"]);
 });
+
+test("--version prints package.json's version on stdout and exits 0, for both commands", async () => {
+  const { readFileSync } = await import("node:fs");
+  const { main: multiRsh } = await import("../../src/cli/multi-rsh.js");
+  const { version } = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  for (const run of [main, multiRsh]) {
+    const io = captureIO();
+    assert.equal(await run(["--version"], io), 0, io.err());
+    assert.equal(io.out(), `${version}\n`);
+    assert.equal(io.err(), "");
+  }
+});
