@@ -1,9 +1,8 @@
 /** `addrinuse ls` and `addrinuse watch`: which local ports hold how many sockets in which states. */
 import { setTimeout as sleep } from "node:timers/promises";
 import { countByPort, countByState, type PortCount } from "../core/portstats.js";
-import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
+import { readTcpSocketsAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
 import type { TcpState } from "../kernel/parse.js";
-import type { TableSource } from "../kernel/read.js";
 import { table } from "./display.js";
 import type { CliIO } from "./io.js";
 

@@ -43,7 +43,6 @@ export async function whyReport(port: number, host: string | undefined, options:
   return { ...d, unreadableProcesses: snapshot.unreadableProcesses, source: snapshot.source };
 }
 
-
 export function formatWhy(r: WhyReport): string {
   const lines: string[] = [];
   const where = r.host === "::" || r.host === "0.0.0.0" ? `port ${r.port} (all addresses)` : formatEndpoint(r.host, r.port);

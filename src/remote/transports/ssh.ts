@@ -84,14 +84,6 @@ const HOST_KEY_ALGORITHMS = [
   "ssh-rsa",
 ];
 
-/**
- * Algorithms offered, in order, when the ssh config names none (Ciphers, KexAlgorithms, MACs):
- * ssh2's own secure defaults, with the ciphers pinned to AES-GCM first. ssh2 runs AES-GCM on
- * Node's native crypto (one AEAD pass, no separate MAC); without its optional native binding
- * (when its install-time build fails; package.json allowScripts permits it) its chacha20-poly1305 computes Poly1305 in
- * JavaScript, and with the binding it would put chacha20 first on a CPU without AES instructions.
- * Compression stays ssh2's default, "none" first: a few bytes of `hostname` gain nothing from zlib.
- */
 /** OpenSSL's name for each cipher: ssh2 refuses a cipher this Node's OpenSSL lacks (chacha20 in some builds). */
 const CIPHER_OPENSSL: Record<string, string> = {
   "aes128-gcm@openssh.com": "aes-128-gcm",
@@ -107,6 +99,14 @@ const CIPHER_OPENSSL: Record<string, string> = {
 };
 const OPENSSL_CIPHERS = new Set(getCiphers());
 const usableCipher = (name: string): boolean => OPENSSL_CIPHERS.has(CIPHER_OPENSSL[name] ?? "");
+/**
+ * Algorithms offered, in order, when the ssh config names none (Ciphers, KexAlgorithms, MACs):
+ * ssh2's own secure defaults, with the ciphers pinned to AES-GCM first. ssh2 runs AES-GCM on
+ * Node's native crypto (one AEAD pass, no separate MAC); without its optional native binding (when
+ * its install-time build fails) its chacha20-poly1305 computes Poly1305 in JavaScript, and with the
+ * binding it would put chacha20 first on a CPU without AES instructions.
+ * Compression stays ssh2's default, "none" first: a few bytes of `hostname` gain nothing from zlib.
+ */
 const CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr", "chacha20-poly1305@openssh.com"].filter(usableCipher);
 const KEX = [
   "curve25519-sha256",
