@@ -1,4 +1,6 @@
 #!/usr/bin/env node
-// Thin launcher: the CLI lives in dist/cli/addrinuse.js (built on `npm install` by `prepare`).
-import { run } from "../dist/cli/addrinuse.js";
-run();
+// Launcher (CommonJS, see bin/package.json). It loads the CLI as one bundled file, built with the rest
+// on `npm install` (scripts/bundle.mjs), because start-up is most of what `addrinuse why` costs;
+// without the bundle, the ESM build in dist/cli.
+"use strict";
+require("./load.js")("addrinuse");

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
-// Thin launcher: the CLI lives in dist/cli/multi-rsh.js (built on `npm install` by `prepare`).
-import { run } from "../dist/cli/multi-rsh.js";
-run();
+// Launcher (CommonJS, see bin/package.json). It loads the CLI as one bundled file, built with the rest
+// on `npm install` (scripts/bundle.mjs), because module loading is a visible share of a short run;
+// without the bundle, the ESM build in dist/cli.
+"use strict";
+require("./load.js")("multi-rsh");

@@ -2,12 +2,9 @@
  * The one place where errors become a one-line message and an exit code. A user mistake never shows
  * a stack trace; an error that is not ours is a bug, and says so.
  */
-import { createRequire } from "node:module";
+import { CommanderError } from "commander";
 import { AddrinuseError } from "../errors.js";
 import type { CliIO } from "./io.js";
-
-// Loaded as multi-rsh.ts loads it (require, not import: see there), so both see one CommanderError.
-const { CommanderError } = createRequire(import.meta.url)("commander") as typeof import("commander");
 
 export const EXIT_OK = 0;
 export const EXIT_FAIL = 1;

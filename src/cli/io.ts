@@ -17,7 +17,16 @@ export interface CliIO {
 }
 
 export function processIO(): CliIO {
-  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env, signals: process };
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    // A getter: process.stdin builds a stream on first use (~2 ms), and most runs never read it.
+    get stdin() {
+      return process.stdin;
+    },
+    env: process.env,
+    signals: process,
+  };
 }
 
 /** Progress and countdowns go to stderr only when it is a terminal, and never when NO_PROGRESS is set. */

@@ -7,7 +7,6 @@
  */
 import { readFileSync } from "node:fs";
 import { userInfo } from "node:os";
-import { createRequire } from "node:module";
 import { dedupeHosts, expandHostList, parseHostFile } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
 import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
@@ -25,10 +24,7 @@ import { packageVersion } from "./version.js";
 import { processIO, showsProgress, type CliIO } from "./io.js";
 import type { OutputMode, OutputSink } from "./output-sink.js";
 
-// commander is CommonJS: require() loads it ~5 ms sooner than import, which wraps it for ESM, and
-// start-up is time before the first connection of every run.
-const { Command, Option } = createRequire(import.meta.url)("commander") as typeof import("commander");
-type Command = import("commander").Command;
+import { Command, Option } from "commander";
 
 export const DEMO_COMMAND = 'echo "hello from $MULTI_RSH_HOST"; uname -sr';
 

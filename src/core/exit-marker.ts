@@ -7,10 +7,8 @@
  * The marker is written split in two in the command line (`"__A""B__"`), so a command that prints
  * its own command line (ps, a shell with -x) does not show the joined marker.
  */
-import { randomBytes } from "node:crypto";
-
-export function newMarker(): { marker: string; head: string; tail: string } {
-  const id = randomBytes(8).toString("hex");
+/** The marker around `id`, which must be unguessable by the remote command (see kernel/random.ts). */
+export function newMarker(id: string): { marker: string; head: string; tail: string } {
   const head = "__AIU_EXIT_";
   const tail = `${id}__`;
   return { marker: head + tail, head, tail };

@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { LineSplitter } from "../../src/core/lines.js";
 import { ExitMarkerFilter, newMarker, wrapCommand } from "../../src/core/exit-marker.js";
+import { randomHex } from "../../src/kernel/random.js";
 import { formatGathered, gatherOutputs } from "../../src/core/gather.js";
 import { runExitCode } from "../../src/core/exit-policy.js";
 
@@ -21,7 +22,7 @@ test("lines are whole however the bytes arrive; a last line without newline is k
 });
 
 test("the exit marker is cut out wherever the chunks split it, and the code read", () => {
-  const m = newMarker();
+  const m = newMarker(randomHex(8));
   const stream = Buffer.from(`hello\nno newline${m.marker}42\n`);
   for (let cut = 1; cut < stream.length; cut += 3) {
     const out: Buffer[] = [];
@@ -35,7 +36,7 @@ test("the exit marker is cut out wherever the chunks split it, and the code read
 });
 
 test("output that only looks like the marker's start is passed through; no marker means no code", () => {
-  const m = newMarker();
+  const m = newMarker(randomHex(8));
   const out: Buffer[] = [];
   const f = new ExitMarkerFilter(m.marker, (b) => out.push(b));
   f.push(Buffer.from(`x${m.marker.slice(0, 10)}`));
@@ -45,7 +46,7 @@ test("output that only looks like the marker's start is passed through; no marke
 });
 
 test("the wrapped command never contains the joined marker and reads /dev/null", () => {
-  const m = newMarker();
+  const m = newMarker(randomHex(8));
   const w = wrapCommand("cat # comment", m);
   assert.ok(!w.includes(m.marker));
   assert.match(w, /<\/dev\/null/);
@@ -76,7 +77,7 @@ test("exit policy: 0 all ok, 1 any failure or non-zero, -S largest code, 130 int
 });
 
 test("output after the status line (a background job's) is passed on, not dropped", () => {
-  const m = newMarker();
+  const m = newMarker(randomHex(8));
   const out: Buffer[] = [];
   const f = new ExitMarkerFilter(m.marker, (b) => out.push(b));
   f.push(Buffer.from(`a\n${m.marker}0\nlate`));

@@ -21,6 +21,7 @@
 import net from "node:net";
 import { AddrinuseError, type ErrorCode } from "../../errors.js";
 import { ExitMarkerFilter, newMarker, wrapCommand } from "../../core/exit-marker.js";
+import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 
@@ -101,7 +102,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       return result;
     }
 
-    const marker = newMarker();
+    const marker = newMarker(randomHex(8));
     const stdoutFilter = new ExitMarkerFilter(marker.marker, (b) => req.onStdout(b));
     let stderrServer: net.Server | undefined;
     let stderrSocket: net.Socket | undefined;
