@@ -140,10 +140,25 @@ function childCpuMs(): number {
   return (Number(f[13]) + Number(f[14])) * 10;
 }
 
+/**
+ * Removed from every timed command's environment (as bench/fanout does): with NODE_EXTRA_CA_CERTS
+ * set, Node 20 parses its whole CA bundle and the extra file at start-up, before any of the program
+ * runs, whether or not it ever uses TLS: `node -e 0` went from ~20 ms to ~60 ms here. Some shells
+ * and containers export it; it is a property of the environment, not of the tool, and only the Node
+ * rows pay for it. `--keep-env` keeps it.
+ */
+const ENV_REMOVED = process.argv.includes("--keep-env") ? [] : ["NODE_EXTRA_CA_CERTS"];
+
+function timedEnv(extra?: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  for (const k of ENV_REMOVED) delete env[k];
+  return env;
+}
+
 function timeOnce(argv: string[], devnull: number, env?: Record<string, string>): { ms: number; cpuMs: number; code: number } {
   const c0 = childCpuMs();
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(argv[0]!, argv.slice(1), { stdio: ["ignore", devnull, devnull], env: env ? { ...process.env, ...env } : process.env });
+  const r = spawnSync(argv[0]!, argv.slice(1), { stdio: ["ignore", devnull, devnull], env: timedEnv(env) });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   return { ms, cpuMs: childCpuMs() - c0, code: r.status ?? -1 };
 }
@@ -252,7 +267,7 @@ function runInNamespace(ns: string, size: number, rounds: number, windowS: numbe
   return new Promise((resolve, reject) => {
     const child = spawn(
       "ip",
-      ["netns", "exec", ns, process.execPath, "--import", "tsx", fileURLToPath(import.meta.url), "--inner", String(size), "--rounds", String(rounds), "--window", String(windowS), "--compare", arg("--compare", "")],
+      ["netns", "exec", ns, process.execPath, "--import", "tsx", fileURLToPath(import.meta.url), "--inner", String(size), "--rounds", String(rounds), "--window", String(windowS), "--compare", arg("--compare", ""), ...(ENV_REMOVED.length ? [] : ["--keep-env"])],
       { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
     );
     let out = "";
@@ -330,6 +345,7 @@ async function outer(): Promise<void> {
     cpus: readFileSync("/proc/cpuinfo", "latin1").split("\n").filter((l) => l.startsWith("processor")).length,
     loadAverageAtStart: loadAtStart,
     loadAverageAtEnd: readFileSync("/proc/loadavg", "latin1").trim(),
+    envRemoved: ENV_REMOVED.filter((k) => k in process.env),
     method:
       "per size a fresh netns; a Node listener on 0.0.0.0 with N connections the server closed first (TIME_WAIT on the listener's port, listener still alive); each command a whole process spawned from inside the netns, stdout+stderr to /dev/null, one warm-up, then rounds in rotating order; median wall time",
     target: "addrinuse why PORT <= 1.0 x ss -tan at 50,000 (aim 0.5)",

@@ -3,7 +3,7 @@
  * to do. Each subcommand lives in its own file; this one wires the argument parser (commander) to
  * them and turns every error into one line and an exit code through cli/exit.ts.
  *
- * Start-up is most of what `why` costs (node itself is ~60 ms here), so the command modules and
+ * Start-up is a large part of what `why` costs (node itself is ~20 ms here), so the command modules and
  * commander are imported only when used, and a plain `why PORT [--host ADDR] [--json]` skips commander
  * altogether. Anything else, including every malformed `why`, goes through commander, so errors and
  * help read the same either way.
