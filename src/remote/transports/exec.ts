@@ -5,8 +5,14 @@
  * `-R exec -- kubectl exec %h -- sh -c`.
  *
  * The template is an argument vector, never a shell line: a host name full of `;` or `$(...)` lands in
- * one argument of the program and nowhere else. There is no TCP connection of ours, so closedBy is
- * null; the exit code is the local command's.
+ * one argument of the program and nowhere else. The exit code is the local command's.
+ *
+ * A foreign program's TCP connection is its own: closedBy null. Except for the system ssh (a
+ * template whose program is `ssh`), which closes first and so would leave a TIME_WAIT here per host:
+ * unless the template proxies by itself (-J, -W, -o ProxyCommand/ProxyJump) or its configuration
+ * does (seen by `ssh -G`), it goes through the relay (relay.ts) as -R openssh does, with
+ * `-o ProxyCommand=...` put right after argv[0]. The relay's TCP connection is then ours: closedBy
+ * and the local port are known, and it leaves no TIME_WAIT here.
  *
  * Each child runs in its own process group (detached): a Ctrl-C at the terminal goes to the
  * multi-rsh process alone, which prints its status and carries on (the engine's rule), instead of
@@ -16,6 +22,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { UsageError, type ErrorCode } from "../../errors.js";
 import type { RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
+import { NO_SHUTTLE_NOTICE, SshRelay, execTemplateOptOut, findShuttle, planSshRelay, proxyOptions } from "../relay.js";
 
 /** Substitute %h, %u and %% in each template argument. */
 export function expandTemplate(template: readonly string[], host: string, user: string): string[] {
@@ -43,7 +50,7 @@ export interface ChildHooks {
 /** The longest an onAbort hook may delay the kill. */
 export const ABORT_HOOK_MS = 1000;
 
-function abortError(signal: AbortSignal): { code: ErrorCode; message: string } {
+export function abortError(signal: AbortSignal): { code: ErrorCode; message: string } {
   return signal.reason === "timeout"
     ? { code: "ERR_COMMAND_TIMEOUT", message: "timed out: local command killed" }
     : { code: "ERR_CANCELLED", message: "cancelled: local command killed" };
@@ -143,11 +150,21 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
   });
 }
 
+export interface ExecEnvironment {
+  /** The relay's shuttle for ssh templates (default: netcat-openbsd from PATH); null = no relay. */
+  shuttle?: { nohup: string; nc: string } | null;
+}
+
 export class ExecTransport implements Transport {
   readonly name = "exec" as const;
   private readonly template: readonly string[];
+  /** Said once per run, for the CLI to print (e.g. that the relay's shuttle is missing). */
+  readonly notices: string[] = [];
 
-  constructor(options: TransportOptions) {
+  constructor(
+    options: TransportOptions,
+    private readonly env: ExecEnvironment = {},
+  ) {
     const template = options.template ?? [];
     if (template.length === 0 || template[0] === "") {
       throw new UsageError("-R exec needs a command template after --, e.g. -R exec -- docker exec %h sh -c");
@@ -155,12 +172,49 @@ export class ExecTransport implements Transport {
     this.template = template;
   }
 
-  run(req: RunRequest): Promise<TransportResult> {
+  async run(req: RunRequest): Promise<TransportResult> {
     const argv = [...expandTemplate(this.template, req.host, req.user || req.localUser), req.command];
-    return runLocalCommand(argv, req, { onSpawn: () => req.onConnected({ localPort: null }) });
+    const plain = () => runLocalCommand(argv, req, { onSpawn: () => req.onConnected({ localPort: null }) });
+    if (execTemplateOptOut(argv) !== null) return plain();
+    const shuttle = this.env.shuttle === undefined ? findShuttle() : this.env.shuttle;
+    if (!shuttle) {
+      if (this.env.shuttle === undefined && !this.notices.includes(NO_SHUTTLE_NOTICE)) this.notices.push(NO_SHUTTLE_NOTICE);
+      return plain();
+    }
+    const plan = await planSshRelay(argv, req.signal);
+    if (!plan.relay) return plain();
+    const relay = await SshRelay.open(plan.target, () => {});
+    if (!relay) return plain();
+    const relayed = [argv[0]!, ...proxyOptions(shuttle, relay.socketPath), ...argv.slice(1)];
+    const r = await runLocalCommand(relayed, req, {
+      onSpawn: () => req.onConnected({ localPort: null }),
+      // Our own socket: reset it directly (RST, no TIME_WAIT here or there).
+      onAbort: () => {
+        relay.reset();
+        return Promise.resolve();
+      },
+      finish: async (code, sig, aborted) => {
+        // ssh has exited: the relay waits for the host's FIN (bounded) before saying who closed.
+        const o = await relay.finish();
+        return {
+          exitCode: code,
+          signal: sig,
+          closedBy: o.closedBy,
+          localPort: o.localPort,
+          ...(o.remoteAddress !== undefined ? { remoteAddress: o.remoteAddress } : {}),
+          ...(o.remotePort !== undefined ? { remotePort: o.remotePort } : {}),
+          connected: true,
+          error: aborted ? abortError(req.signal) : null,
+        };
+      },
+    });
+    // When the program cannot even be spawned, finish never runs: the relay still goes.
+    relay.reset();
+    await relay.finish();
+    return r;
   }
 }
 
-export function createExecTransport(options: TransportOptions): Transport {
-  return new ExecTransport(options);
+export function createExecTransport(options: TransportOptions, env?: ExecEnvironment): Transport {
+  return new ExecTransport(options, env);
 }

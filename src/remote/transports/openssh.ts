@@ -1,22 +1,25 @@
 /**
  * -R openssh: the system `ssh`, one process per host, for what the built-in client cannot do
  * (ProxyCommand/ProxyJump, GSSAPI, hardware keys, certificates). Spawned as
- * `ssh -T -o BatchMode=yes [-F file] [-o ConnectTimeout=N] [-l user] -E LOG -o LogLevel=DEBUG1 -- host command`
+ * `ssh [-o ProxyCommand=RELAY] -T -o BatchMode=yes [-F file] [-o ConnectTimeout=N] [-l user] -E LOG -o LogLevel=DEBUG1 -- host command`
  * through runLocalCommand (exec.ts): no shell, stdin at EOF, its own process group.
  *
  * ssh's own messages go to a per-host log file (-E), never into the host's output, and are read for
- * three things: "Connection established." (then the ssh process's socket is looked up in the kernel
- * table through /proc/PID/fd, to learn its local port), "Sending command" (the command started), and,
- * on exit 255, why (auth, host key, refused, timeout) and whether the remote actually exited 255
- * (an exit-status channel request was logged) or died by a signal (OpenSSH's client does not pass
- * the signal's name on and exits 255: reported as exit code 255, as pdsh does).
+ * "Sending command" (the command started) and, on exit 255, why (auth, host key, refused, timeout)
+ * and whether the remote actually exited 255 (an exit-status channel request was logged) or died by a
+ * signal (OpenSSH's client does not pass the signal's name on and exits 255: reported as exit code
+ * 255, as pdsh does).
  *
- * Close order, honestly: OpenSSH's client exits, and so closes, first. After the exit the kernel
- * table is read for that local port: FIN_WAIT_* / CLOSING / TIME_WAIT mean we closed first
- * ("local", a TIME_WAIT here for 60 s); no row or LAST_ACK means the server did ("remote"). An
- * abort first resets ssh's connection with `ss -K` (root only: "reset", no TIME_WAIT), then kills
- * the process group; without root the kernel closes the socket with a FIN when ssh dies, and the
- * table says so ("local").
+ * Close order: OpenSSH's client closes first, so on its own it leaves a TIME_WAIT here per host.
+ * By default it therefore goes through the relay (relay.ts): this process holds the TCP connection,
+ * waits for the server's FIN after ssh's DISCONNECT, and so keeps no TIME_WAIT ("remote"; "reset"
+ * when the server does not close within the grace, or on abort). A connect failure is the relay's
+ * to name (ssh only sees its proxy close). Without a relay (no netcat-openbsd, or the configuration
+ * has its own ProxyCommand/ProxyJump or shared connections), ssh's own socket is looked up through
+ * /proc/PID/fd when the log says "Connection established.", and after the exit the kernel table
+ * says who closed: FIN_WAIT_* / CLOSING / TIME_WAIT mean we did ("local"); no row or LAST_ACK means
+ * the server did ("remote"). An abort then resets ssh's connection with `ss -K` (root only: "reset"),
+ * then kills the process group.
  */
 import { closeSync, openSync, readSync, readdirSync, readlinkSync, unlinkSync, watch, type FSWatcher } from "node:fs";
 import { randomBytes } from "node:crypto";
@@ -28,17 +31,21 @@ import { readTcpSockets } from "../../kernel/read.js";
 import type { TcpState } from "../../kernel/parse.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 import { ABORT_HOOK_MS, runLocalCommand } from "./exec.js";
+import { NO_SHUTTLE_NOTICE, SshRelay, findShuttle, planSshRelay, proxyOptions, type RelayOutcome, type RelayedSocket, type SshTarget } from "../relay.js";
 
 export interface OpenSshEnvironment {
   /** The ssh binary (default "ssh" from PATH). */
   ssh?: string;
+  /** The relay's shuttle (default: netcat-openbsd from PATH); null = no relay, ssh connects itself. */
+  shuttle?: { nohup: string; nc: string } | null;
 }
 
 const HOST_KEY_OPTION = { strict: "yes", "accept-new": "accept-new", off: "no" } as const;
 
-/** The argument vector for one host (pure; exported for tests). */
-export function opensshArgv(options: TransportOptions, req: Pick<RunRequest, "host" | "user" | "localUser" | "command" | "connectTimeoutMs">, logFile: string, ssh = "ssh"): string[] {
-  const argv = [ssh, "-T", "-o", "BatchMode=yes", "-o", "LogLevel=DEBUG1", "-E", logFile];
+/** The argument vector for one host (pure; exported for tests). No log file: for `ssh -G`. */
+export function opensshArgv(options: TransportOptions, req: Pick<RunRequest, "host" | "user" | "localUser" | "command" | "connectTimeoutMs">, logFile: string | null, ssh = "ssh"): string[] {
+  const argv = [ssh, "-T", "-o", "BatchMode=yes"];
+  if (logFile !== null) argv.push("-o", "LogLevel=DEBUG1", "-E", logFile);
   if (options.sshConfigFile !== undefined) argv.push("-F", options.sshConfigFile);
   if (req.connectTimeoutMs > 0) argv.push("-o", `ConnectTimeout=${Math.max(1, Math.ceil(req.connectTimeoutMs / 1000))}`);
   if (options.hostKeyChecking) argv.push("-o", `StrictHostKeyChecking=${HOST_KEY_OPTION[options.hostKeyChecking]}`);
@@ -135,23 +142,57 @@ export class OpenSshTransport implements Transport {
     private readonly env: OpenSshEnvironment = {},
   ) {}
 
-  run(req: RunRequest): Promise<TransportResult> {
+  /** Said once per run, for the CLI to print (e.g. that the relay's shuttle is missing). */
+  readonly notices: string[] = [];
+
+  async run(req: RunRequest): Promise<TransportResult> {
+    const ssh = this.env.ssh ?? "ssh";
+    const shuttle = this.env.shuttle === undefined ? findShuttle() : this.env.shuttle;
+    if (!shuttle) {
+      if (this.env.shuttle === undefined && !this.notices.includes(NO_SHUTTLE_NOTICE)) this.notices.push(NO_SHUTTLE_NOTICE);
+      return this.runSsh(req, null);
+    }
+    // Where ssh would connect, and whether it may go through us at all: its log file is not needed.
+    const plan = await planSshRelay(opensshArgv(this.options, req, null, ssh), req.signal);
+    if (req.signal.aborted) {
+      const timeout = req.signal.reason === "timeout";
+      return {
+        exitCode: null,
+        signal: null,
+        closedBy: null,
+        localPort: null,
+        connected: false,
+        error: { code: timeout ? "ERR_CONNECT_TIMEOUT" : "ERR_CANCELLED", message: timeout ? "timed out before ssh started" : "cancelled before ssh started" },
+      };
+    }
+    return this.runSsh(req, plan.relay ? { target: plan.target, shuttle } : null);
+  }
+
+  private async runSsh(
+    req: RunRequest,
+    via: { target: SshTarget; shuttle: { nohup: string; nc: string } } | null,
+  ): Promise<TransportResult> {
+    let socket: RelayedSocket | null = null;
+    const relay = via ? await SshRelay.open(via.target, (s) => (socket = s)) : null;
     // Created here (O_EXCL, 0600) so that ssh appends to our file, never to one planted in /tmp.
     const logFile = join(tmpdir(), `addrinuse-openssh-${process.pid}-${this.seq++}-${randomBytes(4).toString("hex")}.log`);
     let logFd: number;
     try {
       logFd = openSync(logFile, "wx+", 0o600);
     } catch (e) {
-      return Promise.resolve({
+      relay?.reset();
+      await relay?.finish();
+      return {
         exitCode: null,
         signal: null,
         closedBy: null,
         localPort: null,
         connected: false,
         error: { code: "ERR_TRANSPORT", message: `cannot create the ssh log file: ${(e as Error).message}` },
-      });
+      };
     }
-    const argv = opensshArgv(this.options, req, logFile, this.env.ssh ?? "ssh");
+    const plain = opensshArgv(this.options, req, logFile, this.env.ssh ?? "ssh");
+    const argv = relay && via ? [plain[0]!, ...proxyOptions(via.shuttle, relay.socketPath), ...plain.slice(1)] : plain;
 
     let log = "";
     let offset = 0;
@@ -160,14 +201,14 @@ export class OpenSshTransport implements Transport {
     let child: ChildProcess | null = null;
     let watcher: FSWatcher | null = null;
     let connected = false;
-    let socket: { localAddress: string; localPort: number; remoteAddress: string; remotePort: number } | null = null;
     let resetByUs = false;
     // ss -K makes ssh exit by itself, often before ss does: finish waits for ss's verdict.
     let resetting: Promise<void> | null = null;
     const buf = Buffer.alloc(16384);
 
     const findSocket = () => {
-      if (socket || child?.pid === undefined) return;
+      // Through the relay the socket is ours, known from its connect on.
+      if (relay || socket || child?.pid === undefined) return;
       const inodes = socketInodes(child.pid);
       if (inodes.size === 0) return;
       const row = readTcpSockets().find((r) => inodes.has(r.inode) && r.state === "ESTABLISHED");
@@ -177,7 +218,7 @@ export class OpenSshTransport implements Transport {
       if (connected) return;
       connected = true;
       findSocket();
-      req.onConnected({ localPort: socket?.localPort ?? null });
+      req.onConnected({ localPort: (socket as RelayedSocket | null)?.localPort ?? null });
     };
     const readLog = () => {
       for (let i = 0; i < 64; i++) {
@@ -215,6 +256,11 @@ export class OpenSshTransport implements Transport {
       },
       onOutput: markConnected,
       onAbort: () => {
+        // Our own socket: reset it directly (RST, no TIME_WAIT, no root needed).
+        if (relay) {
+          relay.reset();
+          return Promise.resolve();
+        }
         findSocket();
         const s = socket;
         resetting = s ? destroySocket(s).then((ok) => void (resetByUs = ok)) : Promise.resolve();
@@ -225,21 +271,25 @@ export class OpenSshTransport implements Transport {
       },
       finish: async (code, sig, aborted) => {
         if (resetting) await resetting;
+        // ssh has exited: the relay waits for the host's FIN (bounded) before saying who closed.
+        const relayed: RelayOutcome | null = relay ? await relay.finish() : null;
         watcher?.close();
         readLog();
         cleanup();
         const ran = connected || log.includes("debug1: Sending command:");
         let closedBy: ClosedBy | null = null;
-        if (resetByUs) closedBy = "reset";
+        if (relayed) closedBy = relayed.closedBy;
+        else if (resetByUs) closedBy = "reset";
         else if (socket) {
           const s = socket;
           const rows = readTcpSockets({ localPort: s.localPort }).filter((r) => r.remotePort === s.remotePort && r.remoteAddress === s.remoteAddress);
           closedBy = closedByFromStates(rows.map((r) => r.state));
         }
+        const s = socket as RelayedSocket | null;
         const base = {
           closedBy,
-          localPort: socket?.localPort ?? null,
-          ...(socket ? { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort } : {}),
+          localPort: s?.localPort ?? null,
+          ...(s ? { remoteAddress: s.remoteAddress, remotePort: s.remotePort } : {}),
           connected: ran,
         };
         if (aborted) {
@@ -276,14 +326,18 @@ export class OpenSshTransport implements Transport {
             error: { code: "ERR_CONNECTION_LOST", message: `ssh: ${said ?? "the connection ended before the command's exit status (ssh exit 255)"}` },
           };
         }
-        return { ...base, exitCode: null, signal: null, error: classifySshLog(log) };
+        // Through the relay, a failed connect is ours: ssh only saw its proxy close.
+        return { ...base, exitCode: null, signal: null, error: relayed?.connectError ?? classifySshLog(log) };
       },
     });
-    // When ssh cannot even be spawned, finish never runs: the log file still goes.
-    return run.then((r) => {
-      cleanup();
-      return r;
-    });
+    // When ssh cannot even be spawned, finish never runs: the log file and the relay still go.
+    const r = await run;
+    cleanup();
+    if (relay) {
+      relay.reset();
+      await relay.finish();
+    }
+    return r;
   }
 }
 
