@@ -1,9 +1,10 @@
 /** The public library entry. */
 export * from "./errors.js";
-export { readTcpTable, readTcpSockets, findSocketOwners } from "./kernel/read.js";
-export type { OwnedSocket, SocketOwner, TableSnapshot } from "./kernel/read.js";
+export { readTcpTable, readTcpTableAsync, readTcpSockets, readTcpSocketsAsync, findSocketOwners } from "./kernel/read.js";
+export type { OwnedSocket, SocketOwner, SocketReadOptions, TableReadOptions, TableSnapshot, TableSource } from "./kernel/read.js";
+export { netlinkAvailable, netlinkUnavailableReason } from "./kernel/netlink.js";
 export { parseTcpTable, parseTcpLine } from "./kernel/parse.js";
-export type { TcpSocket, TcpState } from "./kernel/parse.js";
+export type { PortFilter, TcpSocket, TcpState } from "./kernel/parse.js";
 export { tryBind } from "./net/probe.js";
 export { connectFrom, pickLocalPorts, RESERVED_PORTS } from "./net/connect-from.js";
 export type { ConnectFromOptions, ConnectFromResult, PickInput, PickResult } from "./net/connect-from.js";

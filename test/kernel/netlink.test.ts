@@ -118,3 +118,20 @@ for (const form of ["compat", "by-family"] as const) {
     assert.deepEqual((await readTcpSocketsAsync({ ports: {}, source: "netlink" })).rows, []);
   });
 }
+
+test("the library entry reads the table the same way: a listener, its TIME_WAIT and its owner, by either reader", { skip: process.platform !== "linux" ? "Linux only" : false }, async (t) => {
+  const lib = await import("../../src/index.js");
+  const srv = await listen("127.0.0.1");
+  t.after(() => closeServer(srv));
+  await makeServerTimeWait(srv);
+  const port = portOf(srv);
+  const sources = lib.netlinkAvailable() ? (["netlink", "procfs"] as const) : (["procfs"] as const);
+  for (const source of sources) {
+    const snap = await lib.readTcpTableAsync({ localPort: port, source });
+    assert.equal(snap.source, source);
+    assert.deepEqual(snap.sockets.map((s) => s.state).sort(), ["LISTEN", "TIME_WAIT"], source);
+    assert.equal(snap.sockets.find((s) => s.state === "LISTEN")?.owners[0]?.pid, process.pid, source);
+    const rows = await lib.readTcpSocketsAsync({ ports: { local: [port, port] }, family: 4, source });
+    assert.equal(rows.rows.length, 2, source);
+  }
+});
