@@ -1,7 +1,7 @@
 /** `addrinuse tune`: the settings that govern TIME_WAIT and ports, what they really do, how to change them. Changes nothing. */
 import { TUNABLES } from "../core/tunables.js";
 import { readSockstat, readSysctl } from "../kernel/sysctl.js";
-import { readTcpSockets } from "../kernel/read.js";
+import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
 import type { CliIO } from "./io.js";
 
 export interface TuneReport {
@@ -11,7 +11,7 @@ export interface TuneReport {
   timeWaitSeconds: 60;
 }
 
-export function tuneReport(): TuneReport {
+export async function tuneReport(source: ReturnType<typeof tableSourceNamed> = "auto"): Promise<TuneReport> {
   const settings = TUNABLES.map((t) => ({ ...t, value: readSysctl(t.name) }));
   const sock = readSockstat();
   const maxRaw = readSysctl("net.ipv4.tcp_max_tw_buckets");
@@ -20,7 +20,9 @@ export function tuneReport(): TuneReport {
   let ephemeral: TuneReport["ephemeral"] = null;
   if (range) {
     const [from, to] = range.split(" ").map(Number) as [number, number];
-    const rows = readTcpSockets().filter((r) => r.state !== "LISTEN" && r.localPort >= from && r.localPort <= to);
+    // Only the ephemeral range's rows (filtered in the kernel over netlink), not the whole table.
+    const { rows: inRange } = await readTcpSocketsAsync({ ports: { local: [from, to] }, source });
+    const rows = inRange.filter((r) => r.state !== "LISTEN");
     ephemeral = {
       from,
       to,
@@ -58,7 +60,7 @@ export function formatTune(r: TuneReport): string {
 }
 
 export async function runTune(json: boolean, io: CliIO): Promise<number> {
-  const r = tuneReport();
+  const r = await tuneReport(tableSourceNamed(io.env.ADDRINUSE_TABLE));
   io.stdout.write(json ? JSON.stringify(r, null, 2) + "\n" : formatTune(r));
   return 0;
 }
