@@ -1,8 +1,10 @@
-import { test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
+import { readTcpSockets } from "../../src/kernel/read.js";
+import { findShuttle } from "../../src/remote/relay.js";
 import { createExecTransport, expandTemplate } from "../../src/remote/transports/exec.js";
-import { runOn } from "../helpers/sshd.js";
+import { runOn, sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 
 // sh -c SCRIPT sh %h %u CMD: $1 = host, $2 = user, $3 = the remote command (appended last).
 const SHOW = ["sh", "-c", 'printf "host=%s user=%s\\n" "$1" "$2"; eval "$3"', "sh", "%h", "%u"];
@@ -94,4 +96,52 @@ test("abort also kills a helper the command left behind after its own exit", asy
 test("an empty template is a usage error at creation", () => {
   assert.throws(() => createExecTransport({}), { code: "ERR_USAGE" });
   assert.throws(() => createExecTransport({ template: [] }), { code: "ERR_USAGE" });
+});
+
+const relaySkip =
+  sshdSkipReason() ??
+  (existsSync("/usr/bin/ssh") ? null : "no /usr/bin/ssh (apt-get install openssh-client)") ??
+  (findShuttle() ? null : "no netcat-openbsd (apt-get install netcat-openbsd): no relay");
+
+describe("an ssh template goes through the relay", { skip: relaySkip ?? false }, () => {
+  let sshd: Sshd;
+  before(async () => {
+    sshd = await startSshd();
+  });
+  after(async () => {
+    await sshd?.stop();
+  });
+
+  test("the host closes first: closedBy remote, the relay's local port, no TIME_WAIT here", async () => {
+    const r = await runOn(createExecTransport({ template: ["ssh", "-F", sshd.clientConfigPath, "%h"] }), sshd.address, "echo via-exec; exit 5");
+    assert.equal(r.out, "via-exec\n");
+    assert.equal(r.result.exitCode, 5);
+    assert.equal(r.result.error, null);
+    assert.equal(r.result.closedBy, "remote");
+    assert.ok(r.result.localPort !== null && r.result.localPort > 0);
+    assert.equal(r.result.remotePort, sshd.port);
+    const ours = readTcpSockets({ localPort: r.result.localPort }).filter((x) => x.remotePort === sshd.port);
+    assert.deepEqual(ours.filter((x) => x.state === "TIME_WAIT"), []);
+  });
+
+  test("a template that proxies by itself, or no shuttle: ssh's own connection, no claim (closedBy null)", async () => {
+    const proxied = createExecTransport({ template: ["ssh", "-F", sshd.clientConfigPath, "-o", "ProxyCommand=nc.openbsd %h %p", "%h"] });
+    const a = await runOn(proxied, sshd.address, "echo proxied");
+    assert.equal(a.out, "proxied\n");
+    assert.deepEqual([a.result.closedBy, a.result.localPort], [null, null]);
+    const direct = createExecTransport({ template: ["ssh", "-F", sshd.clientConfigPath, "%h"] }, { shuttle: null });
+    const b = await runOn(direct, sshd.address, "echo direct");
+    assert.equal(b.out, "direct\n");
+    assert.deepEqual([b.result.closedBy, b.result.localPort], [null, null]);
+  });
+
+  test("abort resets the relay's connection: cancelled, closedBy reset, no TIME_WAIT", async () => {
+    const ac = new AbortController();
+    const t = createExecTransport({ template: ["ssh", "-F", sshd.clientConfigPath, "%h"] });
+    const r = await runOn(t, sshd.address, "echo started; sleep 30", { signal: ac.signal, onStdout: () => ac.abort("cancel") });
+    assert.equal(r.result.error?.code, "ERR_CANCELLED");
+    assert.equal(r.result.closedBy, "reset");
+    const ours = readTcpSockets({ localPort: r.result.localPort! }).filter((x) => x.remotePort === sshd.port);
+    assert.deepEqual(ours.filter((x) => x.state === "TIME_WAIT"), []);
+  });
 });

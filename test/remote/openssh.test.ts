@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { classifySshLog, closedByFromStates, createOpenSshTransport, opensshArgv } from "../../src/remote/transports/openssh.js";
+import { findShuttle } from "../../src/remote/relay.js";
 import type { Transport } from "../../src/remote/transport.js";
 import { makeKey, runOn, sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
@@ -20,6 +21,10 @@ test("argv: BatchMode, no tty, log to a file, ConnectTimeout rounded up, -- befo
     "-F", "/etc/x.conf", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=accept-new",
     "--", "10.0.0.1", "uptime; id",
   ]);
+});
+
+test("argv for ssh -G: the same, without the log file", () => {
+  assert.deepEqual(opensshArgv({ port: 2222 }, { ...req, user: "" }, null), ["ssh", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-p", "2222", "--", "10.0.0.1", "uptime; id"]);
 });
 
 test("argv: -l only when -u was given (so the config's User still applies), even -u with the local user's name", () => {
@@ -62,6 +67,7 @@ test("an ssh binary that is not there fails the host with ERR_TRANSPORT", async 
 });
 
 const skip = sshdSkipReason() ?? (existsSync("/usr/bin/ssh") ? null : "no /usr/bin/ssh (apt-get install openssh-client)");
+const noShuttle = findShuttle() ? null : "no netcat-openbsd (apt-get install netcat-openbsd): no relay";
 
 describe("openssh transport against a real sshd", { skip: skip ?? false }, () => {
   let sshd: Sshd;
@@ -99,14 +105,38 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     assert.equal(r.out, "after-cat\n");
   });
 
-  test("close order is reported as the kernel table shows it (ssh closes first: local, a TIME_WAIT here)", async () => {
+  test("through the relay the host closes first: closedBy remote, and no TIME_WAIT here", { skip: noShuttle ?? false }, async () => {
     const r = await runOn(t, sshd.address, "sleep 0; echo x");
+    assert.equal(r.result.error, null);
+    assert.equal(r.out, "x\n");
+    const port = r.result.localPort;
+    assert.ok(port !== null, "the relay's own socket gives the local port");
+    assert.equal(r.result.remotePort, sshd.port);
+    assert.equal(r.result.closedBy, "remote");
+    const ours = readTcpSockets({ localPort: port }).filter((s) => s.remotePort === sshd.port);
+    assert.deepEqual(ours.filter((s) => ["TIME_WAIT", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSING"].includes(s.state)), []);
+  });
+
+  test("without the relay, close order is reported as the kernel table shows it (ssh closes first: local, a TIME_WAIT here)", async () => {
+    const direct = createOpenSshTransport({ sshConfigFile: sshd.clientConfigPath }, { shuttle: null });
+    const r = await runOn(direct, sshd.address, "sleep 0; echo x");
     assert.equal(r.result.error, null);
     const port = r.result.localPort;
     assert.ok(port !== null, "the local port is learned from the kernel table while ssh runs");
     const ours = readTcpSockets({ localPort: port }).filter((s) => s.remotePort === sshd.port);
     const weClosedFirst = ours.some((s) => ["TIME_WAIT", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSING"].includes(s.state));
     assert.equal(r.result.closedBy, weClosedFirst ? "local" : "remote");
+  });
+
+  test("a configuration with its own ProxyCommand is left alone: no relay, ssh's own connection", { skip: noShuttle ?? false }, async () => {
+    const cfg = join(dir, "proxied.conf");
+    writeFileSync(cfg, `Host *\n  ProxyCommand nc.openbsd %h %p\n` + readFileSync(sshd.clientConfigPath, "utf8"));
+    const r = await runOn(createOpenSshTransport({ sshConfigFile: cfg }), sshd.address, "echo proxied");
+    assert.equal(r.result.error, null);
+    assert.equal(r.out, "proxied\n");
+    // The TCP connection is nc's, not ssh's and not ours: nothing of ours to report on.
+    assert.equal(r.result.localPort, null);
+    assert.equal(r.result.closedBy, null);
   });
 
   test("multi-rsh -R openssh end to end: the result and the ledger agree on the close order", async () => {
@@ -118,6 +148,7 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     // Whatever the close order was, the ledger and the result agree with each other.
     assert.equal(doc.ledger["localClosed"], doc.results[0]!.closedBy === "local" ? 1 : 0);
     if (doc.results[0]!.closedBy === "remote") assert.equal(doc.ledger["localTimeWait"], 0);
+    if (!noShuttle) assert.deepEqual([doc.results[0]!.closedBy, doc.ledger["localTimeWait"]], ["remote", 0]);
   });
 
   test("the sshd session killed mid-command: ERR_CONNECTION_LOST, with ssh's own words", async () => {
@@ -160,9 +191,23 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     assert.equal(r.result.closedBy, null);
   });
 
-  test("abort resets ssh's connection (ss -K, as root), then kills it: closedBy reset, no TIME_WAIT", async () => {
+  test("abort resets the relay's connection, then kills ssh: closedBy reset, no TIME_WAIT", { skip: noShuttle ?? false }, async () => {
     const ac = new AbortController();
     const r = await runOn(t, sshd.address, "echo started; sleep 30", {
+      signal: ac.signal,
+      onStdout: () => ac.abort("timeout"),
+    });
+    assert.equal(r.result.error?.code, "ERR_COMMAND_TIMEOUT");
+    assert.equal(r.connected, 1);
+    assert.equal(r.result.closedBy, "reset");
+    const port = r.result.localPort!;
+    assert.equal(readTcpSockets({ localPort: port }).filter((s) => s.remotePort === sshd.port && s.state === "TIME_WAIT").length, 0);
+  });
+
+  test("abort without the relay resets ssh's connection (ss -K, as root), then kills it: closedBy reset, no TIME_WAIT", async () => {
+    const ac = new AbortController();
+    const direct = createOpenSshTransport({ sshConfigFile: sshd.clientConfigPath }, { shuttle: null });
+    const r = await runOn(direct, sshd.address, "echo started; sleep 30", {
       signal: ac.signal,
       onStdout: () => ac.abort("timeout"),
     });
