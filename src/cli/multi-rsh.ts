@@ -351,9 +351,11 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         durationMs: summary.durationMs,
         exitCode,
         ...(demoSide ? { demoHosts: demoSide } : {}),
+        ...(transport.notices?.length ? { notices: [...transport.notices] } : {}),
       };
       io.stdout.write(JSON.stringify(doc, null, 2) + "\n");
     } else {
+      for (const n of transport.notices ?? []) io.stderr.write(`multi-rsh: ${n}\n`);
       io.stderr.write(formatSummary(summary));
       if (demoSide) {
         io.stderr.write(

@@ -57,6 +57,8 @@ export interface Transport {
   run(req: RunRequest): Promise<TransportResult>;
   /** Release shared resources (agents, pools) at the end of a run. */
   close?(): Promise<void>;
+  /** One-line notes for the user about the run (e.g. a helper program missing), each said once. */
+  readonly notices?: readonly string[];
 }
 
 export interface TransportOptions {
