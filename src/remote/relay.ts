@@ -406,18 +406,24 @@ export class SshRelay {
   /**
    * After ssh has exited: waits for the TCP side to be closed (the host's FIN, or the grace, or a
    * reset) and says how it went. Resolves at once when ssh never reached the relay.
+   *
+   * `waitForRemote` false: ssh gave up before a session ran (authentication, host key): sshd then
+   * waits for more (LoginGraceTime) rather than closing, so the connection is reset at once instead
+   * of after the grace (measured: 2.1 s per such host otherwise). Nothing is lost: ssh is gone.
    */
-  finish(): Promise<RelayOutcome> {
-    this.finishing ??= this.settle();
+  finish(waitForRemote = true): Promise<RelayOutcome> {
+    this.finishing ??= this.settle(waitForRemote);
     return this.finishing;
   }
 
-  private async settle(): Promise<RelayOutcome> {
+  private async settle(waitForRemote: boolean): Promise<RelayOutcome> {
     this.done = true;
     this.server.close();
     if (!this.unix) this.settledTcp();
-    else if (this.tcpUp) this.startGrace();
-    else this.tcp?.destroy();
+    else if (this.tcpUp) {
+      if (waitForRemote) this.startGrace();
+      else this.resetNow.abort();
+    } else this.tcp?.destroy();
     await this.tcpSettled;
     clearTimeout(this.graceTimer);
     this.removeDir();

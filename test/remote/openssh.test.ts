@@ -1,8 +1,10 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { classifySshLog, closedByFromStates, createOpenSshTransport, opensshArgv } from "../../src/remote/transports/openssh.js";
 import { findShuttle } from "../../src/remote/relay.js";
@@ -149,6 +151,29 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     assert.equal(doc.ledger["localClosed"], doc.results[0]!.closedBy === "local" ? 1 : 0);
     if (doc.results[0]!.closedBy === "remote") assert.equal(doc.ledger["localTimeWait"], 0);
     if (!noShuttle) assert.deepEqual([doc.results[0]!.closedBy, doc.ledger["localTimeWait"]], ["remote", 0]);
+  });
+
+  test("without netcat-openbsd on PATH: the run goes on without the relay, and says so once (stderr, and --json)", () => {
+    // A PATH with ssh and nohup only.
+    const bin = join(dir, "path-without-nc");
+    mkdirSync(bin, { recursive: true });
+    for (const p of ["ssh", "nohup"]) if (!existsSync(join(bin, p))) symlinkSync(`/usr/bin/${p}`, join(bin, p));
+    const cli = fileURLToPath(new URL("../../bin/multi-rsh.js", import.meta.url));
+    const run = (extra: string[]) =>
+      spawnSync(process.execPath, [cli, "-R", "openssh", "-F", sshd.clientConfigPath, ...extra, "-w", sshd.address, "echo x"], {
+        env: { ...process.env, PATH: bin },
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+    const json = run(["--json"]);
+    assert.equal(json.status, 0, json.stderr);
+    const doc = JSON.parse(json.stdout) as { notices?: string[]; results: { state: string }[] };
+    assert.equal(doc.results[0]!.state, "done");
+    assert.equal(doc.notices?.length, 1);
+    assert.match(doc.notices![0]!, /netcat-openbsd/);
+    const text = run([]);
+    assert.equal(text.status, 0, text.stderr);
+    assert.equal(text.stderr.split("\n").filter((l) => /netcat-openbsd/.test(l)).length, 1, text.stderr);
   });
 
   test("the sshd session killed mid-command: ERR_CONNECTION_LOST, with ssh's own words", async () => {

@@ -195,7 +195,9 @@ export class ExecTransport implements Transport {
       },
       finish: async (code, sig, aborted) => {
         // ssh has exited: the relay waits for the host's FIN (bounded) before saying who closed.
-        const o = await relay.finish();
+        // 255 is ssh's own failure (or the remote's 255): no session to end politely, sshd would
+        // not close before its LoginGraceTime, so reset at once (no TIME_WAIT either way).
+        const o = await relay.finish(code !== 255);
         return {
           exitCode: code,
           signal: sig,

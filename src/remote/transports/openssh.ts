@@ -271,12 +271,13 @@ export class OpenSshTransport implements Transport {
       },
       finish: async (code, sig, aborted) => {
         if (resetting) await resetting;
-        // ssh has exited: the relay waits for the host's FIN (bounded) before saying who closed.
-        const relayed: RelayOutcome | null = relay ? await relay.finish() : null;
         watcher?.close();
         readLog();
-        cleanup();
         const ran = connected || log.includes("debug1: Sending command:");
+        // ssh has exited: the relay waits for the host's FIN (bounded) before saying who closed;
+        // when no session ran (auth, host key), sshd would not close: reset at once.
+        const relayed: RelayOutcome | null = relay ? await relay.finish(ran) : null;
+        cleanup();
         let closedBy: ClosedBy | null = null;
         if (relayed) closedBy = relayed.closedBy;
         else if (resetByUs) closedBy = "reset";
