@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { ErrorCode } from "../../src/errors.js";
 import { readTcpSockets } from "../../src/kernel/read.js";
+import { findShuttle } from "../../src/remote/relay.js";
 import { captureIO } from "../helpers/io.js";
 import {
   FAULTS, FLOOD_LINE, FLOOD_LINES, assertRouteOverBridge, down, missingRequirement, run, up,
@@ -248,15 +249,30 @@ for (const transport of ["rsh", "ssh", "openssh", "exec"] as const) {
     const ours = new Set(finished.map((x) => `${x.host} ${x.localPort}`));
     const rows = readTcpSockets();
     const localTw = rows.filter((s) => s.state === "TIME_WAIT" && ours.has(`${s.remoteAddress} ${s.localPort}`));
-    if (transport === "exec") {
+    // openssh and exec (an ssh template) go through the relay when netcat-openbsd is there: the TCP
+    // connection is then ours, and the host closes first as with rsh and ssh.
+    const relayed = findShuttle() !== null && (transport === "openssh" || transport === "exec");
+    if (transport === "exec" && !relayed) {
       // A local command: no connection of the engine's own, so no port and no claim of who closed.
       for (const x of doc.results) assert.deepEqual([x.closedBy ?? null, x.localPort ?? null], [null, null], x.host);
-    } else if (transport === "openssh") {
+    } else if (transport === "openssh" && !relayed) {
       // The system ssh closes first, and each finished host's closedBy must say what the table says.
       const weFirst = new Set(["FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "TIME_WAIT"]);
       const closedHere = new Set(rows.filter((s) => weFirst.has(s.state)).map((s) => `${s.remoteAddress} ${s.localPort}`));
       for (const x of finished) assert.equal(x.closedBy === "local", closedHere.has(`${x.host} ${x.localPort}`), `${x.host}: closedBy ${x.closedBy}`);
       t.diagnostic(`-R openssh: ${localTw.length} local TIME_WAIT (ssh closes first)`);
+    } else if (relayed) {
+      // Every host the relay connected to, failed ones included: none of our sockets is in
+      // TIME_WAIT or closed by us first. A command that ran to its exit is closed by the host; ssh's
+      // own failures (auth, host key: exec sees exit 255) are reset at once, sshd would not close.
+      const connectedAll = doc.results.filter((x) => x.localPort !== null && x.localPort !== undefined);
+      const mine = new Set(connectedAll.map((x) => `${x.host} ${x.localPort}`));
+      const weFirst = new Set(["FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "TIME_WAIT"]);
+      assert.deepEqual(rows.filter((s) => weFirst.has(s.state) && mine.has(`${s.remoteAddress} ${s.localPort}`)), [], "no socket of ours closed by us first");
+      assert.ok(finished.length >= 2, "the sound hosts report their local ports");
+      for (const x of connectedAll) assert.notEqual(x.closedBy, "local", x.host);
+      for (const x of finished.filter((r) => r.exitCode === 0)) assert.equal(x.closedBy, "remote", x.host);
+      t.diagnostic(`-R ${transport} through the relay: ${connectedAll.map((x) => `${x.host} ${x.closedBy}`).join(", ")}`);
     } else {
       assert.ok(finished.length >= 2, "the sound hosts report their local ports");
       assert.equal(localTw.length, 0, `local TIME_WAIT towards ${[...ours].join(", ")}`);
