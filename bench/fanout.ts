@@ -1,7 +1,8 @@
 /**
  * bench/fanout: one command on 100 and 300 testbed hosts (1,000 with --sizes), by every peer and by
  * multi-rsh over every transport, all in the same run: pdsh -R rsh, pdsh -R ssh, pssh, clush (rsh
- * and ssh workers), `xargs -P` ssh, GNU parallel, and `node bin/multi-rsh.js -R rsh|ssh|openssh`.
+ * and ssh workers), `xargs -P` ssh, GNU parallel, and `node bin/multi-rsh.js -R rsh|ssh|openssh|exec`
+ * (openssh and exec also without their relay, as on a machine without netcat-openbsd).
  * Commands: `hostname` and a script printing 1 MB (16,384 lines of 64 bytes).
  *
  * Every tool gets the same fan-out (--fanout, default 64) and the same ssh client config (the
@@ -23,7 +24,7 @@
  * Beside another testbed: --prefix aibf --net 10.235 (default aitb and 10.233).
  */
 import { spawn } from "node:child_process";
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -90,7 +91,24 @@ const TOOLS: Tool[] = [
     argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "ssh", "-t", OUR_TIMEOUT_S, "-F", c.tb.files.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, c.command] }) },
   { name: "multi-rsh -R openssh", family: "ssh", ours: true, output: "prefix", needs: MULTI_RSH,
     argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "openssh", "-t", OUR_TIMEOUT_S, "-F", c.tb.files.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, c.command] }) },
+  // The same as an exec template: the system ssh per host, through the relay like -R openssh.
+  { name: "multi-rsh -R exec", family: "ssh", ours: true, output: "prefix", needs: MULTI_RSH,
+    argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "exec", "-t", OUR_TIMEOUT_S, "-p", String(c.fanout), "-l", c.hostsFile, "--", "ssh", "-F", c.tb.files.sshConfig, "%h", c.command] }) },
+  // Without the relay (what a machine without netcat-openbsd gets: ssh connects and closes first
+  // itself), for the before/after of the relay in the same run.
+  { name: "multi-rsh -R openssh, no relay", family: "ssh", ours: true, output: "prefix", needs: MULTI_RSH,
+    argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "openssh", "-t", OUR_TIMEOUT_S, "-F", c.tb.files.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, c.command], env: { PATH: pathWithoutNetcat(c.tb) } }) },
+  { name: "multi-rsh -R exec, no relay", family: "ssh", ours: true, output: "prefix", needs: MULTI_RSH,
+    argv: (c) => ({ cmd: process.execPath, args: [MULTI_RSH, "-R", "exec", "-t", OUR_TIMEOUT_S, "-p", String(c.fanout), "-l", c.hostsFile, "--", "ssh", "-F", c.tb.files.sshConfig, "%h", c.command], env: { PATH: pathWithoutNetcat(c.tb) } }) },
 ];
+
+/** A PATH directory with ssh and nohup only, so that multi-rsh finds no netcat-openbsd and runs without the relay. */
+function pathWithoutNetcat(tb: Testbed): string {
+  const dir = join(tb.files.stateDir, "path-without-nc");
+  mkdirSync(dir, { recursive: true });
+  for (const p of ["ssh", "nohup"]) if (!existsSync(join(dir, p))) symlinkSync(`/usr/bin/${p}`, join(dir, p));
+  return dir;
+}
 
 interface RunRecord {
   tool: string;
