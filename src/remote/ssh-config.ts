@@ -134,6 +134,28 @@ export function inlineIncludes(text: string, baseDir: string, home: string, read
     .join("\n");
 }
 
+/**
+ * The config texts ssh reads, in its order, Includes inlined: the -F file alone, or the user's
+ * ~/.ssh/config then the system file (null: none). Relative Include paths: from ~/.ssh in a user
+ * config (-F too), from /etc/ssh in the system one. A -F file that cannot be read is a usage error
+ * (ssh: "Can't open user config file").
+ */
+export function readSshConfigTexts(reader: ConfigReader, home: string, file: string | undefined, systemFile: string | null): string[] {
+  const texts: string[] = [];
+  const userDir = `${home}/.ssh`;
+  if (file !== undefined) {
+    const t = reader.read(file);
+    if (t === null) throw new AddrinuseError("ERR_USAGE", `cannot read ssh config file '${file}'`);
+    texts.push(inlineIncludes(t, userDir, home, reader));
+  } else {
+    const user = reader.read(`${userDir}/config`);
+    if (user !== null) texts.push(inlineIncludes(user, userDir, home, reader));
+    const system = systemFile === null ? null : reader.read(systemFile);
+    if (system !== null) texts.push(inlineIncludes(system, "/etc/ssh", home, reader));
+  }
+  return texts;
+}
+
 /** Parse the text of each config file, in reading order (user's first, or only -F's). */
 export function parseSshConfigs(texts: readonly string[]): SSHConfig[] {
   return texts.map((t) => SSHConfig.parse(t));

@@ -53,7 +53,7 @@ import {
   parseKnownHosts,
   type KnownHostEntry,
 } from "../known-hosts.js";
-import { applyAlgorithmSpec, inlineIncludes, parseSshConfigs, resolveSshConfig, type ConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
+import { applyAlgorithmSpec, parseSshConfigs, readSshConfigTexts, resolveSshConfig, type ConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 
 const { Client, OpenSSHAgent, utils } = ssh2;
@@ -254,8 +254,7 @@ export class SshTransport implements Transport {
     this.localUser = env.localUser ?? userInfo().username;
     this.agentSocket = env.agentSocket ?? process.env["SSH_AUTH_SOCK"] ?? "";
     this.graceMs = env.graceMs ?? DEFAULT_GRACE_MS;
-    const texts: string[] = [];
-    // Relative Include paths: from ~/.ssh in a user config (-F too), from /etc/ssh in the system one.
+    let texts: string[] = [];
     const reader: ConfigReader = {
       read: (p) => readOptional(p)?.toString("utf8") ?? null,
       list: (d) => {
@@ -266,22 +265,11 @@ export class SshTransport implements Transport {
         }
       },
     };
-    const userDir = `${this.home}/.ssh`;
     try {
-      if (options.sshConfigFile !== undefined) {
-        // -F names the only file, and a file the user named must exist (ssh: "Can't open user config file").
-        const t = readOptional(options.sshConfigFile);
-        if (t === null) throw new UsageError(`cannot read ssh config file '${options.sshConfigFile}'`);
-        texts.push(inlineIncludes(t.toString("utf8"), userDir, this.home, reader));
-      } else {
-        const user = reader.read(`${userDir}/config`);
-        if (user !== null) texts.push(inlineIncludes(user, userDir, this.home, reader));
-        const systemFile = env.systemConfigFile === undefined ? "/etc/ssh/ssh_config" : env.systemConfigFile;
-        const system = systemFile === null ? null : reader.read(systemFile);
-        if (system !== null) texts.push(inlineIncludes(system, "/etc/ssh", this.home, reader));
-      }
+      const systemFile = env.systemConfigFile === undefined ? "/etc/ssh/ssh_config" : env.systemConfigFile;
+      texts = readSshConfigTexts(reader, this.home, options.sshConfigFile, systemFile);
     } catch (e) {
-      if (e instanceof UsageError) throw e;
+      if (e instanceof AddrinuseError && e.code === "ERR_USAGE") throw new UsageError(e.message);
       throw new UsageError(`cannot read ssh config: ${(e as Error).message}`);
     }
     try {
