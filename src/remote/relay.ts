@@ -18,11 +18,14 @@
  * DISCONNECT (13 of 20 runs lost it), so it is not used. `nc -F` (hand ssh the socket itself, with
  * ProxyUseFdpass) would spare the copy, but netcat-openbsd refuses -F with -U.
  *
- * Where to connect: what ssh itself would, from `ssh -G` with the same arguments (HostName and Port
- * after every Host/Match block, Include and -o, AddressFamily, BindAddress, ConnectTimeout). One
- * short ssh process per host, but exact, and it also says whether the user's configuration has its
- * own ProxyCommand, ProxyJump or connection sharing: then there is no relay (the TCP connection is
- * theirs, closedBy stays honest). The parsing is pure (planFromSshG); the I/O is below it.
+ * Where to connect: what ssh itself would (HostName and Port after every Host block, Include and
+ * -o, AddressFamily, BindAddress, ConnectTimeout), and whether the user's configuration has its own
+ * ProxyCommand, ProxyJump or connection sharing: then there is no relay (the TCP connection is
+ * theirs, closedBy stays honest). -R openssh reads the configuration in-process (ssh-config.ts, as
+ * -R ssh does) unless it has Match blocks or canonicalisation; those, and every -R exec template
+ * (whose own options would need ssh's parser), ask `ssh -G` with the same arguments: exact, but one
+ * more ssh process per host (measured: ~4 ms of CPU in it, ~2 ms more here to spawn it). The
+ * planning is pure (planFromSshConfig, planFromSshG); the I/O is below it.
  */
 import net from "node:net";
 import { spawn, spawnSync } from "node:child_process";
@@ -31,6 +34,7 @@ import { tmpdir } from "node:os";
 import { basename, delimiter, join } from "node:path";
 import type { ErrorCode } from "../errors.js";
 import { closeAfterPeer } from "../net/close.js";
+import type SSHConfig from "ssh-config";
 import type { ClosedBy } from "./transport.js";
 
 /** After ssh's side ends, how long the server has to send its FIN before we reset (the ssh transport's grace). */
@@ -68,6 +72,40 @@ export function planFromSshG(text: string): RelayPlan {
     // The first value is the one in force (IdentityFile and the like repeat).
     if (!cfg.has(key)) cfg.set(key, line.slice(i + 1).trim());
   }
+  return planFromSettings(cfg);
+}
+
+/**
+ * Whether the configuration holds something only ssh itself resolves exactly (Match blocks, host
+ * name canonicalisation): then ask `ssh -G`. Otherwise planFromSshConfig's answer is ssh's. Pure.
+ */
+export function needsSshG(texts: readonly string[]): boolean {
+  return texts.some((t) => /^\s*(match|canonicalizehostname|canonicaldomains)\b/im.test(t));
+}
+
+/**
+ * The same plan as planFromSshG, in-process, from the parsed configuration files (ssh-config.ts's
+ * reading, first value wins across files) and the command line's own settings, which ssh puts
+ * first: -p, and -o ConnectTimeout. Only for configurations that need no ssh -G (needsSshG). Pure.
+ */
+export function planFromSshConfig(configs: readonly SSHConfig[], host: string, cmdline: { port?: number; connectTimeoutMs: number }): RelayPlan {
+  const cfg = new Map<string, string>();
+  for (const c of configs) {
+    const computed = c.compute({ Host: host }, { ignoreCase: true, matchExec: false }) as Record<string, string | string[]>;
+    for (const [k, v] of Object.entries(computed)) {
+      const value = Array.isArray(v) ? v[0] : v;
+      if (value !== undefined && !cfg.has(k.toLowerCase())) cfg.set(k.toLowerCase(), value);
+    }
+  }
+  // ssh_config(5): HostName takes %% and %h (the alias); absent, the alias itself.
+  cfg.set("hostname", (cfg.get("hostname") ?? host).replace(/%([%h])/g, (_m, c: string) => (c === "%" ? "%" : host)));
+  if (cmdline.port !== undefined) cfg.set("port", String(cmdline.port));
+  else if (!cfg.has("port")) cfg.set("port", "22");
+  if (cmdline.connectTimeoutMs > 0) cfg.set("connecttimeout", String(Math.max(1, Math.ceil(cmdline.connectTimeoutMs / 1000))));
+  return planFromSettings(cfg);
+}
+
+function planFromSettings(cfg: ReadonlyMap<string, string>): RelayPlan {
   const set = (k: string) => {
     const v = cfg.get(k);
     return v !== undefined && v !== "" && v.toLowerCase() !== "none";

@@ -2,10 +2,12 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { once } from "node:events";
-import { existsSync, statSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { SshRelay, execTemplateOptOut, planFromSshG, proxyOptions, type SshTarget } from "../../src/remote/relay.js";
+import { SshRelay, execTemplateOptOut, needsSshG, planFromSshConfig, planFromSshG, planSshRelay, proxyOptions, type SshTarget } from "../../src/remote/relay.js";
+import { parseSshConfigs } from "../../src/remote/ssh-config.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
 
 const G = ["user root", "hostname 10.0.0.7", "port 2222", "addressfamily inet", "controlmaster false", "connecttimeout 3", "proxyusefdpass no", ""].join("\n");
@@ -28,6 +30,47 @@ test("planFromSshG: the configuration's own ProxyCommand, ProxyJump, shared conn
   // ControlMaster without a ControlPath shares nothing.
   assert.equal(planFromSshG(`${base}controlmaster auto\n`).relay, true);
   assert.equal(planFromSshG("port 22\n").relay, false);
+});
+
+test("planFromSshConfig: in-process, the same plan ssh -G gives (first value wins, %h in HostName, -p and ConnectTimeout from the command line)", () => {
+  const texts = [
+    ["Host web*", "  HostName %h.example.org", "  Port 2200", "  AddressFamily inet6", "Host *", "  Port 22", "  ConnectTimeout 7", "Host jump-*", "  ProxyJump bastion", ""].join("\n"),
+    ["Host *", "  BindAddress 10.0.0.9", "  Port 2300", ""].join("\n"),
+  ];
+  assert.equal(needsSshG(texts), false);
+  const configs = parseSshConfigs(texts);
+  assert.deepEqual(planFromSshConfig(configs, "web1", { connectTimeoutMs: 0 }), {
+    relay: true,
+    target: { hostName: "web1.example.org", port: 2200, family: 6, localAddress: "10.0.0.9", connectTimeoutMs: 7000 },
+  });
+  assert.deepEqual(planFromSshConfig(configs, "10.0.0.1", { port: 2222, connectTimeoutMs: 2500 }), {
+    relay: true,
+    target: { hostName: "10.0.0.1", port: 2222, family: 0, localAddress: "10.0.0.9", connectTimeoutMs: 3000 },
+  });
+  assert.equal(planFromSshConfig(configs, "jump-1", { connectTimeoutMs: 0 }).relay, false);
+  assert.deepEqual(planFromSshConfig([], "h", { connectTimeoutMs: 0 }), { relay: true, target: { hostName: "h", port: 22, family: 0, localAddress: null, connectTimeoutMs: 0 } });
+});
+
+test("planFromSshConfig agrees with the real ssh -G on the same file", { skip: existsSync("/usr/bin/ssh") ? false : "no /usr/bin/ssh" }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "aissh-relay-cfg-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "config");
+  const text = ["Host web*", "  HostName %h.example.org", "  Port 2200", "  AddressFamily inet6", "Host *", "  Port 22", "  ConnectTimeout 7", "  BindAddress 127.0.0.1", "Host jump-*", "  ProxyJump bastion", ""].join("\n");
+  writeFileSync(file, text);
+  const configs = parseSshConfigs([text]);
+  for (const host of ["web1", "10.0.0.1", "jump-1"]) {
+    for (const cmdline of [{ connectTimeoutMs: 0 }, { port: 2222, connectTimeoutMs: 2500 }]) {
+      const argv = ["ssh", "-F", file, ...(cmdline.port ? ["-p", String(cmdline.port)] : []), ...(cmdline.connectTimeoutMs ? ["-o", "ConnectTimeout=3"] : []), "--", host, "true"];
+      const byG = await planSshRelay(argv, new AbortController().signal);
+      assert.deepEqual(planFromSshConfig(configs, host, cmdline), byG, `${host} ${JSON.stringify(cmdline)}`);
+    }
+  }
+});
+
+test("needsSshG: Match blocks and canonicalisation are left to ssh -G", () => {
+  assert.equal(needsSshG(["Host a\n  Port 1\n", "Match host x exec \"true\"\n  Port 2\n"]), true);
+  assert.equal(needsSshG(["  CanonicalizeHostname yes\n"]), true);
+  assert.equal(needsSshG(["Host a\n  # Match is only a comment here\n"]), false);
 });
 
 test("proxyOptions: the shuttle under nohup on the socket, quoted for the shell, % doubled for ssh's tokens", () => {

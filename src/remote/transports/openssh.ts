@@ -21,23 +21,27 @@
  * the server did ("remote"). An abort then resets ssh's connection with `ss -K` (root only: "reset"),
  * then kills the process group.
  */
-import { closeSync, openSync, readSync, readdirSync, readlinkSync, unlinkSync, watch, type FSWatcher } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, unlinkSync, watch, type FSWatcher } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import type { ErrorCode } from "../../errors.js";
 import { readTcpSockets } from "../../kernel/read.js";
 import type { TcpState } from "../../kernel/parse.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
+import type SSHConfig from "ssh-config";
+import { parseSshConfigs, readSshConfigTexts, type ConfigReader } from "../ssh-config.js";
 import { ABORT_HOOK_MS, runLocalCommand } from "./exec.js";
-import { NO_SHUTTLE_NOTICE, SshRelay, findShuttle, planSshRelay, proxyOptions, type RelayOutcome, type RelayedSocket, type SshTarget } from "../relay.js";
+import { NO_SHUTTLE_NOTICE, SshRelay, findShuttle, needsSshG, planFromSshConfig, planSshRelay, proxyOptions, type RelayOutcome, type RelayedSocket, type SshTarget } from "../relay.js";
 
 export interface OpenSshEnvironment {
   /** The ssh binary (default "ssh" from PATH). */
   ssh?: string;
   /** The relay's shuttle (default: netcat-openbsd from PATH); null = no relay, ssh connects itself. */
   shuttle?: { nohup: string; nc: string } | null;
+  /** Home directory for ~/.ssh/config (default: the user's). */
+  home?: string;
 }
 
 const HOST_KEY_OPTION = { strict: "yes", "accept-new": "accept-new", off: "no" } as const;
@@ -144,6 +148,36 @@ export class OpenSshTransport implements Transport {
 
   /** Said once per run, for the CLI to print (e.g. that the relay's shuttle is missing). */
   readonly notices: string[] = [];
+  /** The parsed ssh configuration, read once per run; null when only ssh -G resolves it exactly. */
+  private parsed: SSHConfig[] | null | undefined;
+
+  private configs(): SSHConfig[] | null {
+    if (this.parsed !== undefined) return this.parsed;
+    const reader: ConfigReader = {
+      read: (p) => {
+        try {
+          return readFileSync(p, "utf8");
+        } catch {
+          return null;
+        }
+      },
+      list: (d) => {
+        try {
+          return readdirSync(d);
+        } catch {
+          return [];
+        }
+      },
+    };
+    try {
+      const texts = readSshConfigTexts(reader, this.env.home ?? homedir(), this.options.sshConfigFile, "/etc/ssh/ssh_config");
+      this.parsed = needsSshG(texts) ? null : parseSshConfigs(texts);
+    } catch {
+      // Unreadable or unparsable: ssh -G (and then ssh itself) will say what is wrong.
+      this.parsed = null;
+    }
+    return this.parsed;
+  }
 
   async run(req: RunRequest): Promise<TransportResult> {
     const ssh = this.env.ssh ?? "ssh";
@@ -152,8 +186,12 @@ export class OpenSshTransport implements Transport {
       if (this.env.shuttle === undefined && !this.notices.includes(NO_SHUTTLE_NOTICE)) this.notices.push(NO_SHUTTLE_NOTICE);
       return this.runSsh(req, null);
     }
-    // Where ssh would connect, and whether it may go through us at all: its log file is not needed.
-    const plan = await planSshRelay(opensshArgv(this.options, req, null, ssh), req.signal);
+    // Where ssh would connect, and whether it may go through us at all: in-process when the
+    // configuration allows it, else from ssh -G (its log file is not needed there).
+    const configs = this.configs();
+    const plan = configs
+      ? planFromSshConfig(configs, req.host, { ...(this.options.port !== undefined ? { port: this.options.port } : {}), connectTimeoutMs: req.connectTimeoutMs })
+      : await planSshRelay(opensshArgv(this.options, req, null, ssh), req.signal);
     if (req.signal.aborted) {
       const timeout = req.signal.reason === "timeout";
       return {
