@@ -21,11 +21,12 @@
  * Where to connect: what ssh itself would (HostName and Port after every Host block, Include and
  * -o, AddressFamily, BindAddress, ConnectTimeout), and whether the user's configuration has its own
  * ProxyCommand, ProxyJump or connection sharing: then there is no relay (the TCP connection is
- * theirs, closedBy stays honest). -R openssh reads the configuration in-process (ssh-config.ts, as
- * -R ssh does) unless it has Match blocks or canonicalisation; those, and every -R exec template
- * (whose own options would need ssh's parser), ask `ssh -G` with the same arguments: exact, but one
- * more ssh process per host (measured: ~4 ms of CPU in it, ~2 ms more here to spawn it). The
- * planning is pure (planFromSshConfig, planFromSshG); the I/O is below it.
+ * theirs, closedBy stays honest). Read in-process (ssh-config.ts, as -R ssh does; an exec
+ * template's own options with parseSshCommandLine) unless the configuration has Match blocks or
+ * canonicalisation, or the template an option that is not understood here: those ask `ssh -G` with
+ * the same arguments, exact but one more ssh process per host (measured: ~4 ms of CPU in it, ~2 ms
+ * more here to spawn it). Tests check the in-process plan against the real ssh -G. The planning is
+ * pure (planFromSshConfig, planFromSshG, parseSshCommandLine); the I/O is below it.
  */
 import net from "node:net";
 import { spawn, spawnSync } from "node:child_process";
@@ -189,6 +190,64 @@ export function execTemplateOptOut(argv: readonly string[]): string | null {
     }
   }
   return null;
+}
+
+/** What an ssh command line says about where it connects, for planning without ssh -G. */
+export interface SshCommandLine {
+  host: string;
+  /** -F */
+  configFile?: string;
+  /** -p */
+  port?: number;
+  /** -o options, -4/-6 and -b as config lines: ssh reads them before any file (first value wins). */
+  configLines: string[];
+}
+
+/** Flags without an argument that do not touch the connection's target. */
+const TARGET_NEUTRAL_FLAGS = new Set("1246AaCgKkqsTtvXxYy".split(""));
+/** Options with an argument that do not touch the connection's target either. */
+const TARGET_NEUTRAL_OPTIONS = new Set("cDEeIiLlmRw".split(""));
+
+/**
+ * An ssh argument vector read the way ssh reads it, when every option in it is one this knows
+ * (pure); null otherwise (then ssh -G decides). The remote command after the host is not read.
+ */
+export function parseSshCommandLine(argv: readonly string[]): SshCommandLine | null {
+  const out: SshCommandLine = { host: "", configLines: [] };
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--" || !a.startsWith("-") || a === "-") {
+      if (out.host) break;
+      const h = a === "--" ? argv[++i] : a;
+      if (h === undefined) return null;
+      out.host = h;
+      continue;
+    }
+    for (let j = 1; j < a.length; j++) {
+      const c = a[j]!;
+      if (TARGET_NEUTRAL_FLAGS.has(c)) {
+        if (c === "4") out.configLines.push("AddressFamily inet");
+        if (c === "6") out.configLines.push("AddressFamily inet6");
+        continue;
+      }
+      if (!SSH_OPTS_WITH_ARG.has(c)) return null;
+      const value = j + 1 < a.length ? a.slice(j + 1) : argv[++i];
+      if (value === undefined) return null;
+      if (c === "F") out.configFile = value;
+      else if (c === "p") {
+        const port = Number(value);
+        if (!Number.isInteger(port) || port < 1 || port > 65535) return null;
+        out.port = port;
+      } else if (c === "b") out.configLines.push(`BindAddress ${value}`);
+      else if (c === "o") {
+        const m = /^\s*([A-Za-z]+)\s*(?:=\s*|\s+)(.*)$/.exec(value);
+        if (!m) return null;
+        out.configLines.push(`${m[1]} ${m[2]}`);
+      } else if (!TARGET_NEUTRAL_OPTIONS.has(c)) return null;
+      break;
+    }
+  }
+  return out.host ? out : null;
 }
 
 function onPath(name: string, path = process.env.PATH ?? ""): string | null {

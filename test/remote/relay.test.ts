@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { SshRelay, execTemplateOptOut, needsSshG, planFromSshConfig, planFromSshG, planSshRelay, proxyOptions, type SshTarget } from "../../src/remote/relay.js";
+import { SshRelay, execTemplateOptOut, needsSshG, parseSshCommandLine, planFromSshConfig, planFromSshG, planSshRelay, proxyOptions, type SshTarget } from "../../src/remote/relay.js";
 import { parseSshConfigs } from "../../src/remote/ssh-config.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
 
@@ -64,6 +64,40 @@ test("planFromSshConfig agrees with the real ssh -G on the same file", { skip: e
       const byG = await planSshRelay(argv, new AbortController().signal);
       assert.deepEqual(planFromSshConfig(configs, host, cmdline), byG, `${host} ${JSON.stringify(cmdline)}`);
     }
+  }
+});
+
+test("parseSshCommandLine: ssh's own reading of a template, or null for an option that may change the target", () => {
+  assert.deepEqual(parseSshCommandLine(["ssh", "-F", "/c", "-o", "BatchMode=yes", "-oConnectTimeout 3", "-4Tp", "2222", "-b", "10.0.0.2", "--", "h", "cmd", "-p", "1"]), {
+    host: "h",
+    configFile: "/c",
+    port: 2222,
+    configLines: ["BatchMode yes", "ConnectTimeout 3", "AddressFamily inet", "BindAddress 10.0.0.2"],
+  });
+  // Options after the host count (ssh restarts getopt there); the command's own words do not.
+  assert.deepEqual(parseSshCommandLine(["ssh", "h", "-p", "2200", "echo", "-p", "9"]), { host: "h", port: 2200, configLines: [] });
+  for (const odd of [["ssh", "-S", "/tmp/cm", "h"], ["ssh", "-B", "eth0", "h"], ["ssh", "-M", "h"], ["ssh", "-Z", "h"], ["ssh", "-p", "x", "h"], ["ssh", "-F"]]) {
+    assert.equal(parseSshCommandLine(odd), null, odd.join(" "));
+  }
+});
+
+test("an ssh template planned in-process agrees with the real ssh -G", { skip: existsSync("/usr/bin/ssh") ? false : "no /usr/bin/ssh" }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "aissh-relay-tpl-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "config");
+  const text = ["Host web*", "  HostName %h.example.org", "  Port 2200", "Host *", "  ConnectTimeout 7", ""].join("\n");
+  writeFileSync(file, text);
+  const templates = [
+    ["ssh", "-F", file, "web1", "true"],
+    ["ssh", "-F", file, "-o", "Port=2300", "-4", "web1", "true"],
+    ["ssh", "-F", file, "-oConnectTimeout=2", "-b", "127.0.0.1", "-p", "2222", "10.0.0.1", "true"],
+    ["ssh", "-F", file, "-o", "HostName 10.9.9.9", "web2", "-6", "true"],
+  ];
+  for (const argv of templates) {
+    const line = parseSshCommandLine(argv)!;
+    const configs = parseSshConfigs([line.configLines.join("\n"), text]);
+    const ours = planFromSshConfig(configs, line.host, { ...(line.port !== undefined ? { port: line.port } : {}), connectTimeoutMs: 0 });
+    assert.deepEqual(ours, await planSshRelay(argv, new AbortController().signal), argv.join(" "));
   }
 });
 

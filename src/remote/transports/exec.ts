@@ -22,7 +22,14 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { UsageError, type ErrorCode } from "../../errors.js";
 import type { RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
-import { NO_SHUTTLE_NOTICE, SshRelay, execTemplateOptOut, findShuttle, planSshRelay, proxyOptions } from "../relay.js";
+import { readFileSync, readdirSync } from "node:fs";
+import { homedir } from "node:os";
+import type SSHConfig from "ssh-config";
+import {
+  NO_SHUTTLE_NOTICE, SshRelay, execTemplateOptOut, findShuttle, needsSshG, parseSshCommandLine, planFromSshConfig, planSshRelay, proxyOptions,
+  type SshCommandLine,
+} from "../relay.js";
+import { parseSshConfigs, readSshConfigTexts, type ConfigReader } from "../ssh-config.js";
 
 /** Substitute %h, %u and %% in each template argument. */
 export function expandTemplate(template: readonly string[], host: string, user: string): string[] {
@@ -153,6 +160,8 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
 export interface ExecEnvironment {
   /** The relay's shuttle for ssh templates (default: netcat-openbsd from PATH); null = no relay. */
   shuttle?: { nohup: string; nc: string } | null;
+  /** Home directory for ~/.ssh/config (default: the user's). */
+  home?: string;
 }
 
 export class ExecTransport implements Transport {
@@ -160,6 +169,45 @@ export class ExecTransport implements Transport {
   private readonly template: readonly string[];
   /** Said once per run, for the CLI to print (e.g. that the relay's shuttle is missing). */
   readonly notices: string[] = [];
+  /** Config file texts per -F value ("" = none), read once per run; null: only ssh -G is exact. */
+  private readonly texts = new Map<string, string[] | null>();
+
+  /** The template's parsed configuration (its -o lines first), or null when ssh -G must decide. */
+  private configs(line: SshCommandLine): SSHConfig[] | null {
+    const key = line.configFile ?? "";
+    if (!this.texts.has(key)) {
+      const reader: ConfigReader = {
+        read: (p) => {
+          try {
+            return readFileSync(p, "utf8");
+          } catch {
+            return null;
+          }
+        },
+        list: (d) => {
+          try {
+            return readdirSync(d);
+          } catch {
+            return [];
+          }
+        },
+      };
+      try {
+        this.texts.set(key, readSshConfigTexts(reader, this.env.home ?? homedir(), line.configFile, "/etc/ssh/ssh_config"));
+      } catch {
+        this.texts.set(key, null);
+      }
+    }
+    const files = this.texts.get(key);
+    if (!files) return null;
+    const texts = [line.configLines.join("\n"), ...files];
+    if (needsSshG(texts)) return null;
+    try {
+      return parseSshConfigs(texts);
+    } catch {
+      return null;
+    }
+  }
 
   constructor(
     options: TransportOptions,
@@ -181,7 +229,11 @@ export class ExecTransport implements Transport {
       if (this.env.shuttle === undefined && !this.notices.includes(NO_SHUTTLE_NOTICE)) this.notices.push(NO_SHUTTLE_NOTICE);
       return plain();
     }
-    const plan = await planSshRelay(argv, req.signal);
+    // Where ssh would connect: in-process when its command line and configuration allow (as
+    // -R openssh does), else from ssh -G.
+    const line = parseSshCommandLine(argv);
+    const configs = line ? this.configs(line) : null;
+    const plan = line && configs ? planFromSshConfig(configs, line.host, { ...(line.port !== undefined ? { port: line.port } : {}), connectTimeoutMs: 0 }) : await planSshRelay(argv, req.signal);
     if (!plan.relay) return plain();
     const relay = await SshRelay.open(plan.target, () => {});
     if (!relay) return plain();
