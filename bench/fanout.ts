@@ -73,6 +73,10 @@ const OUR_TIMEOUT_S = "120";
 const TOOLS: Tool[] = [
   { name: "pdsh -R rsh", family: "rsh", ours: false, output: "prefix", needs: "/usr/bin/pdsh",
     argv: (c) => ({ cmd: "pdsh", args: ["-R", "rsh", "-f", String(c.fanout), "-w", `^${c.hostsFile}`, c.command] }) },
+  // Like-for-like with ours, which always collects each host's exit code: pdsh does only with -S
+  // (it appends `;echo XXRETCODE:$?`, which costs every host a fork).
+  { name: "pdsh -S -R rsh", family: "rsh", ours: false, output: "prefix", needs: "/usr/bin/pdsh",
+    argv: (c) => ({ cmd: "pdsh", args: ["-S", "-R", "rsh", "-f", String(c.fanout), "-w", `^${c.hostsFile}`, c.command] }) },
   { name: "clush -R rsh", family: "rsh", ours: false, output: "prefix", needs: "/usr/bin/clush",
     argv: (c) => ({ cmd: "clush", args: ["-R", "rsh", "-f", String(c.fanout), "-l", "root", "--hostfile", c.hostsFile, c.command] }) },
   { name: "multi-rsh -R rsh", family: "rsh", ours: true, output: "prefix", needs: MULTI_RSH,
@@ -438,6 +442,13 @@ export function renderSvg(doc: Doc): string {
 }
 
 async function main(): Promise<number> {
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    // The usage is this file's opening comment, from "Run (root)" on.
+    const head = readFileSync(fileURLToPath(import.meta.url), "utf8").split("*/")[0]!;
+    console.log(head.slice(head.indexOf(" * Run (root)")).replace(/^ \* ?/gm, "").trim());
+    console.log(`tools (--tools, comma-separated): ${TOOLS.map((t) => t.name).join(", ")}`);
+    return 0;
+  }
   if (process.argv.includes("--svg-only")) {
     const doc = JSON.parse(readFileSync(RESULTS, "utf8")) as Doc;
     writeFileSync(SVG, renderSvg(doc));
