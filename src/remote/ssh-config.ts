@@ -13,6 +13,7 @@
  * the system's), which is exact for the usual top-level `Include config.d/*`; inside a Host block
  * the included file's own Host lines end that block, where OpenSSH would resume it afterwards.
  */
+import { readdirSync, readFileSync } from "node:fs";
 import SSHConfig from "ssh-config";
 import { AddrinuseError } from "../errors.js";
 import { matchPattern } from "./known-hosts.js";
@@ -90,6 +91,24 @@ export interface ConfigReader {
   /** Names in a directory, or [] when it cannot be listed. */
   list(dir: string): string[];
 }
+
+/** The real filesystem, for the transports; tests pass their own reader. */
+export const fsConfigReader: ConfigReader = {
+  read: (p) => {
+    try {
+      return readFileSync(p, "utf8");
+    } catch {
+      return null;
+    }
+  },
+  list: (d) => {
+    try {
+      return readdirSync(d);
+    } catch {
+      return [];
+    }
+  },
+};
 
 const MAX_INCLUDE_DEPTH = 16;
 

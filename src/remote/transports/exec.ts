@@ -22,14 +22,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { UsageError, type ErrorCode } from "../../errors.js";
 import type { RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
-import { readFileSync, readdirSync } from "node:fs";
 import { homedir } from "node:os";
 import type SSHConfig from "ssh-config";
 import {
   NO_SHUTTLE_NOTICE, SshRelay, execTemplateOptOut, findShuttle, needsSshG, parseSshCommandLine, planFromSshConfig, planSshRelay, proxyOptions,
   type SshCommandLine,
 } from "../relay.js";
-import { parseSshConfigs, readSshConfigTexts, type ConfigReader } from "../ssh-config.js";
+import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh-config.js";
 
 /** Substitute %h, %u and %% in each template argument. */
 export function expandTemplate(template: readonly string[], host: string, user: string): string[] {
@@ -176,24 +175,8 @@ export class ExecTransport implements Transport {
   private configs(line: SshCommandLine): SSHConfig[] | null {
     const key = line.configFile ?? "";
     if (!this.texts.has(key)) {
-      const reader: ConfigReader = {
-        read: (p) => {
-          try {
-            return readFileSync(p, "utf8");
-          } catch {
-            return null;
-          }
-        },
-        list: (d) => {
-          try {
-            return readdirSync(d);
-          } catch {
-            return [];
-          }
-        },
-      };
       try {
-        this.texts.set(key, readSshConfigTexts(reader, this.env.home ?? homedir(), line.configFile, "/etc/ssh/ssh_config"));
+        this.texts.set(key, readSshConfigTexts(fsConfigReader, this.env.home ?? homedir(), line.configFile, "/etc/ssh/ssh_config"));
       } catch {
         this.texts.set(key, null);
       }

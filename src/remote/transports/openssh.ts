@@ -21,7 +21,7 @@
  * the server did ("remote"). An abort then resets ssh's connection with `ss -K` (root only: "reset"),
  * then kills the process group.
  */
-import { closeSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, unlinkSync, watch, type FSWatcher } from "node:fs";
+import { closeSync, openSync, readSync, readdirSync, readlinkSync, unlinkSync, watch, type FSWatcher } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -31,7 +31,7 @@ import { readTcpSockets } from "../../kernel/read.js";
 import type { TcpState } from "../../kernel/parse.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 import type SSHConfig from "ssh-config";
-import { parseSshConfigs, readSshConfigTexts, type ConfigReader } from "../ssh-config.js";
+import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh-config.js";
 import { ABORT_HOOK_MS, runLocalCommand } from "./exec.js";
 import { NO_SHUTTLE_NOTICE, SshRelay, findShuttle, needsSshG, planFromSshConfig, planSshRelay, proxyOptions, type RelayOutcome, type RelayedSocket, type SshTarget } from "../relay.js";
 
@@ -153,24 +153,8 @@ export class OpenSshTransport implements Transport {
 
   private configs(): SSHConfig[] | null {
     if (this.parsed !== undefined) return this.parsed;
-    const reader: ConfigReader = {
-      read: (p) => {
-        try {
-          return readFileSync(p, "utf8");
-        } catch {
-          return null;
-        }
-      },
-      list: (d) => {
-        try {
-          return readdirSync(d);
-        } catch {
-          return [];
-        }
-      },
-    };
     try {
-      const texts = readSshConfigTexts(reader, this.env.home ?? homedir(), this.options.sshConfigFile, "/etc/ssh/ssh_config");
+      const texts = readSshConfigTexts(fsConfigReader, this.env.home ?? homedir(), this.options.sshConfigFile, "/etc/ssh/ssh_config");
       this.parsed = needsSshG(texts) ? null : parseSshConfigs(texts);
     } catch {
       // Unreadable or unparsable: ssh -G (and then ssh itself) will say what is wrong.

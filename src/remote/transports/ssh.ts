@@ -22,7 +22,7 @@
  * known-hosts.ts; both files are read once per run, not once per host.
  */
 import { createPrivateKey, getCiphers, sign as cryptoSign, type KeyObject } from "node:crypto";
-import { appendFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { dirname } from "node:path";
 import net from "node:net";
@@ -53,7 +53,7 @@ import {
   parseKnownHosts,
   type KnownHostEntry,
 } from "../known-hosts.js";
-import { applyAlgorithmSpec, parseSshConfigs, readSshConfigTexts, resolveSshConfig, type ConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
+import { applyAlgorithmSpec, parseSshConfigs, readSshConfigTexts, resolveSshConfig, fsConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 
 const { Client, OpenSSHAgent, utils } = ssh2;
@@ -255,19 +255,9 @@ export class SshTransport implements Transport {
     this.agentSocket = env.agentSocket ?? process.env["SSH_AUTH_SOCK"] ?? "";
     this.graceMs = env.graceMs ?? DEFAULT_GRACE_MS;
     let texts: string[] = [];
-    const reader: ConfigReader = {
-      read: (p) => readOptional(p)?.toString("utf8") ?? null,
-      list: (d) => {
-        try {
-          return readdirSync(d);
-        } catch {
-          return [];
-        }
-      },
-    };
     try {
       const systemFile = env.systemConfigFile === undefined ? "/etc/ssh/ssh_config" : env.systemConfigFile;
-      texts = readSshConfigTexts(reader, this.home, options.sshConfigFile, systemFile);
+      texts = readSshConfigTexts(fsConfigReader, this.home, options.sshConfigFile, systemFile);
     } catch (e) {
       if (e instanceof AddrinuseError && e.code === "ERR_USAGE") throw new UsageError(e.message);
       throw new UsageError(`cannot read ssh config: ${(e as Error).message}`);
