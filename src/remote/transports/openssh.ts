@@ -111,6 +111,11 @@ function socketInodes(pid: number): Set<number> {
   return inodes;
 }
 
+/** The result of a host whose ssh never ran. */
+function notStarted(code: ErrorCode, message: string): TransportResult {
+  return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
+}
+
 function hostPort(address: string, port: number): string {
   return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
 }
@@ -178,14 +183,7 @@ export class OpenSshTransport implements Transport {
       : await planSshRelay(opensshArgv(this.options, req, null, ssh), req.signal);
     if (req.signal.aborted) {
       const timeout = req.signal.reason === "timeout";
-      return {
-        exitCode: null,
-        signal: null,
-        closedBy: null,
-        localPort: null,
-        connected: false,
-        error: { code: timeout ? "ERR_CONNECT_TIMEOUT" : "ERR_CANCELLED", message: timeout ? "timed out before ssh started" : "cancelled before ssh started" },
-      };
+      return notStarted(timeout ? "ERR_CONNECT_TIMEOUT" : "ERR_CANCELLED", timeout ? "timed out before ssh started" : "cancelled before ssh started");
     }
     return this.runSsh(req, plan.relay ? { target: plan.target, shuttle } : null);
   }
@@ -204,14 +202,7 @@ export class OpenSshTransport implements Transport {
     } catch (e) {
       relay?.reset();
       await relay?.finish();
-      return {
-        exitCode: null,
-        signal: null,
-        closedBy: null,
-        localPort: null,
-        connected: false,
-        error: { code: "ERR_TRANSPORT", message: `cannot create the ssh log file: ${(e as Error).message}` },
-      };
+      return notStarted("ERR_TRANSPORT", `cannot create the ssh log file: ${(e as Error).message}`);
     }
     const plain = opensshArgv(this.options, req, logFile, this.env.ssh ?? "ssh");
     const argv = relay && via ? [plain[0]!, ...proxyOptions(via.shuttle, relay.socketPath), ...plain.slice(1)] : plain;
