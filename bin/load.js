@@ -40,7 +40,8 @@ module.exports = function load(name) {
   const script = new vm.Script(Module.wrap(source), {
     filename: file,
     cachedData,
-    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+    // No importModuleDynamically: the bundle has no import() (scripts/bundle.mjs checks), and the
+    // option is lost when V8 takes the code cache anyway.
   });
   const mod = { exports: {} };
   script.runInThisContext().call(mod.exports, mod.exports, Module.createRequire(file), mod, file, dir);

@@ -7,7 +7,7 @@
  * required when a transport or reader first needs them.
  */
 import { build } from "esbuild";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -23,10 +23,17 @@ for (const cli of ["multi-rsh", "addrinuse"]) {
     format: "cjs",
     target: "node20",
     external: ["ssh2", "netlink", "cpu-features"],
+    // No import() may be left in the bundle: bin/load.js compiles it with vm.Script, and a script
+    // compiled from V8's code cache has no dynamic-import callback ("A dynamic import callback was
+    // not specified"), whatever importModuleDynamically says. esbuild turns each import() into a
+    // require() inside a promise, which keeps the lazy loading.
+    supported: { "dynamic-import": false },
     // The sources locate package.json and optional packages from import.meta.url, which CommonJS
     // lacks; the bundle sits two levels below the root, as dist/cli/*.js does.
     define: { "import.meta.url": "__bundleUrl" },
     banner: { js: 'const __bundleUrl = require("node:url").pathToFileURL(__filename).href;' },
     logLevel: "warning",
   });
+  const left = /\bimport\(/.exec(readFileSync(`${root}/dist/bundle/${cli}.cjs`, "utf8"));
+  if (left) throw new Error(`dist/bundle/${cli}.cjs still has an import() (bin/load.js cannot run it from the code cache)`);
 }

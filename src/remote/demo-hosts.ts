@@ -97,10 +97,14 @@ function serve(socket: net.Socket, host: string, reservedOnly: boolean, stats: D
   });
 }
 
-export async function startDemoHosts(opts: { count?: number; first?: number } = {}): Promise<DemoHosts> {
+/**
+ * `count` hosts on 127.0.0.`first` and up, or exactly `addresses` (any local address, "::1" too: the
+ * tests of host names need a host on each family).
+ */
+export async function startDemoHosts(opts: { count?: number; first?: number; addresses?: string[] } = {}): Promise<DemoHosts> {
   const count = opts.count ?? 16;
   const first = opts.first ?? 2;
-  const addresses = Array.from({ length: count }, (_, i) => `127.0.0.${first + i}`);
+  const addresses = opts.addresses ?? Array.from({ length: count }, (_, i) => `127.0.0.${first + i}`);
   const isRoot = process.getuid?.() === 0;
   const stats = { served: 0, serverClosedFirst: 0, clientClosedFirst: 0 };
   const live = new Set<net.Socket>();
