@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { userInfo } from "node:os";
-import { dedupeHosts, expandHostList, parseHostFile } from "../core/hostlist.js";
+import { dedupeHosts, emptySelection, parseExclusion, parseHostFile, parseHostSelection, selectHosts } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
 import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
 import { runHosts, type HostResult } from "../remote/engine.js";
@@ -118,11 +118,14 @@ interface Plan {
   command: string;
   hosts: string[];
   duplicates: string[];
+  /** `user@host` in a host list: that host's remote user (over -u). */
+  users: Map<string, string>;
 }
 
 async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null): Promise<Plan> {
   let command = "";
-  const hosts: string[] = [];
+  // Exclusions (`-host`, -x) and filters (`/re/`) apply to every host, wherever they come from, as in pdsh.
+  const sel = emptySelection();
   const listed = o.hostfile !== undefined || (o.w?.length ?? 0) > 0 || demo !== null;
   if (o.R === "exec") {
     // -R exec -w HOSTS -- TEMPLATE... COMMAND: the last word is the command, the rest the template.
@@ -135,22 +138,21 @@ async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null)
   if (listed) {
     if (o.hostfile !== undefined) {
       const text = o.hostfile === "-" ? await readStdin(io) : readHostFile(o.hostfile);
-      hosts.push(...parseHostFile(text, o.hostfile === "-" ? "stdin" : o.hostfile));
+      sel.include.push(...parseHostFile(text, o.hostfile === "-" ? "stdin" : o.hostfile, readHostFile));
     }
-    for (const w of o.w ?? []) hosts.push(...expandHostList(w, readHostFile));
-    if (demo) hosts.push(...demo.addresses);
+    for (const w of o.w ?? []) parseHostSelection(w, readHostFile, sel);
+    if (demo) sel.include.push(...demo.addresses);
     if (!command && demo) command = DEMO_COMMAND;
   } else {
     if (words.length === 0) throw new UsageError('no command: multi-rsh [options] "command" host...  (or -l FILE / -w HOSTS)');
     command = words[0]!;
-    for (const h of words.slice(1)) hosts.push(...expandHostList(h, readHostFile));
+    for (const h of words.slice(1)) parseHostSelection(h, readHostFile, sel);
   }
   if (!command.trim()) throw new UsageError("no command to run");
-  const excluded = new Set<string>();
-  for (const x of o.x ?? []) for (const h of expandHostList(x, readHostFile)) excluded.add(h);
-  const { hosts: unique, duplicates } = dedupeHosts(hosts.filter((h) => !excluded.has(h)));
+  for (const x of o.x ?? []) parseExclusion(x, readHostFile, sel);
+  const { hosts: unique, duplicates } = dedupeHosts(selectHosts(sel));
   if (unique.length === 0) throw new UsageError("no hosts to run on (give hosts, -w, -l or --demo)");
-  return { command, hosts: unique, duplicates };
+  return { command, hosts: unique, duplicates, users: sel.users };
 }
 
 export async function main(argv: readonly string[], io: CliIO = processIO()): Promise<number> {
@@ -224,6 +226,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       connectTimeoutMs: Math.round(o.connectTimeout * 1000),
       commandTimeoutMs: Math.round(o.commandTimeout * 1000),
       user: o.u ?? "",
+      users: p.users,
       localUser,
       separateStderr: !!o.stderr,
       onOutput: (h, s, b) => {

@@ -40,6 +40,8 @@ export interface RunHostsOptions {
   connectTimeoutMs: number;
   commandTimeoutMs: number;
   user: string;
+  /** Per-host remote users (`user@host` in -w), over `user`. */
+  users?: ReadonlyMap<string, string>;
   localUser: string;
   separateStderr: boolean;
   onState?(host: string, state: HostState): void;
@@ -115,7 +117,7 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     const run = o.transport
       .run({
         host,
-        user: o.user,
+        user: o.users?.get(host) ?? o.user,
         localUser: o.localUser,
         command: o.command,
         connectTimeoutMs: o.connectTimeoutMs,
