@@ -150,10 +150,10 @@ test("host files: comments and blanks allowed, duplicates run once, a bad line i
   const doc = JSON.parse(r.out);
   assert.equal(doc.results.length, 2);
   assert.deepEqual(doc.duplicates, [demo.addresses[0]]);
-  const bad = await run(["-l", "-", "true"], `${demo.addresses[0]}\nnot a host\n`);
+  const bad = await run(["-l", "-", "true"], `${demo.addresses[0]}\nnot;a;host\n`);
   assert.equal(bad.code, 2);
   assert.equal(bad.err.trim().split("\n").length, 1);
-  assert.match(bad.err, /^multi-rsh: stdin:2: bad line/);
+  assert.match(bad.err, /^multi-rsh: stdin:2: bad host/);
 });
 
 test("bad usage: one line, exit 2, nothing run", async () => {
