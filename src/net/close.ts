@@ -5,7 +5,8 @@
  * sending ours leaves the TIME_WAIT with the peer. An RST leaves none anywhere, but it also throws
  * away data in flight in both directions (RFC 9293 §3.10.7), so it is the last resort.
  */
-import type net from "node:net";
+import net from "node:net";
+import tls from "node:tls";
 import { ArgumentError } from "../errors.js";
 
 export type CloseResult = { closedBy: "remote" | "local" | "reset" };
@@ -19,12 +20,34 @@ export interface CloseAfterPeerOptions {
 }
 
 /**
+ * The TCP socket under a TLS one. A TLSSocket's handle is the TLS layer, which cannot send an RST
+ * (`resetAndDestroy` throws ERR_INVALID_HANDLE_TYPE), so the reset goes to the net.Socket it wraps:
+ * a tls.Server's connections (and `tls.connect({ socket })`) have one, as `_parent`, which Node sets
+ * and keeps for exactly this kind of reach-through (http2 uses it too). `tls.connect()` without a
+ * socket wraps the TCP handle directly and Node offers no way to reset that one.
+ */
+function tcpOf(socket: net.Socket): net.Socket | null {
+  if (!(socket instanceof tls.TLSSocket)) return socket;
+  const parent: unknown = (socket as unknown as { _parent?: unknown })._parent;
+  return parent instanceof net.Socket && !(parent instanceof tls.TLSSocket) ? parent : null;
+}
+
+/**
  * Ends `socket` with an RST: no TIME_WAIT on either side, and data not yet delivered is lost on both
  * sides. Use it when the peer will not close and the port's TIME_WAIT matters more than the data.
+ * TLS sockets are reset through their TCP socket (an https server's connections are); a client made
+ * with `tls.connect()` and no `socket` option cannot be reset by Node, and abort throws an
+ * ArgumentError for it rather than close it with a FIN behind the caller's back.
  */
 export function abort(socket: net.Socket): void {
   if (socket.destroyed) return;
-  socket.resetAndDestroy();
+  const tcp = tcpOf(socket);
+  if (!tcp) {
+    throw new ArgumentError("abort: this TLS socket has no TCP socket Node can reset; create it with tls.connect({ socket: net.connect(...) })");
+  }
+  if (!tcp.destroyed) tcp.resetAndDestroy();
+  // The TLS layer above closes when its TCP socket does; destroy it too so it cannot write a close_notify.
+  if (tcp !== socket) socket.destroy();
 }
 
 /**
@@ -65,7 +88,7 @@ export function closeAfterPeer(socket: net.Socket, o: CloseAfterPeerOptions): Pr
       if (socket.destroyed || peerFirst) return;
       if ((o.onTimeout ?? "close") === "reset") {
         reset = true;
-        socket.resetAndDestroy();
+        abort(socket);
       } else {
         weFirst = true;
         socket.end();

@@ -13,10 +13,17 @@
  *     §9.6 says a server that does must initiate the closure, i.e. keep the TIME_WAIT. Instead every
  *     response from now on carries `Keep-Alive: timeout=1`, on which both Node's agent and undici stop
  *     reusing the socket and close it themselves, and the server's own idle timer (keepAliveTimeout,
- *     which would close first) is switched off. Idle clients leave at the end of their own idle
- *     timeout (Node's agent: the server's hint minus 1 s, undici likewise).
- *  3. At `graceMs` whatever is left is closed (our FIN first: our TIME_WAIT) or reset (RST: no
- *     TIME_WAIT anywhere), as `onTimeout` says. An abort of `signal` means "now" for step 3.
+ *     which would close first) is switched off.
+ *  3. A keep-alive connection that has answered every request it sent and then stays silent for
+ *     `idleGraceMs` is reset (`idle: "reset"`, the default): nothing is lost, since no request is
+ *     unanswered, and an RST leaves no TIME_WAIT on either side. Without this, the most common client
+ *     (`new http.Agent({ keepAlive: true })`, no idle timeout of its own) never leaves, since it only
+ *     hears the hint on a response, and sits out the whole grace until the server closes first. A
+ *     client that sends again within `idleGraceMs` is served (with the hint) and leaves on its own.
+ *     Bytes that arrive without making a request (a request still being read, an upgraded
+ *     connection) make the connection not idle: it is left to step 4.
+ *  4. At `graceMs` whatever is left is closed (our FIN first: our TIME_WAIT) or reset (RST: no
+ *     TIME_WAIT anywhere), as `onTimeout` says. An abort of `signal` means "now" for step 4.
  *
  * Connections must be tracked from their accept on: `listen()` from this module does it, or call
  * `trackConnections(server)` before the server starts accepting.
@@ -25,6 +32,7 @@ import net from "node:net";
 import http from "node:http";
 import tls from "node:tls";
 import { ArgumentError } from "../errors.js";
+import { abort } from "./close.js";
 
 export type ClosedBy = "client" | "server" | "reset" | "client-reset";
 
@@ -34,8 +42,15 @@ interface Conn {
   active: Set<http.ServerResponse>;
   peerEnded: boolean;
   weEnded: boolean;
-  /** Set by shutdown when it acts on the connection at graceMs. */
+  /** Set by shutdown when it acts on the connection (at graceMs, or once idle). */
   forced?: "close" | "reset";
+  /** Shutdown ended it because it stayed idle `idleGraceMs`. */
+  endedIdle: boolean;
+  /** `socket.bytesRead` when the connection last had no request unanswered (0 at accept). */
+  bytesAtIdle: number;
+  /** Bytes came that made no request (one being read, or an upgrade): not idle until a request ends. */
+  unknownTraffic: boolean;
+  idleTimer?: NodeJS.Timeout;
   resetByPeer: boolean;
   closed: boolean;
 }
@@ -45,6 +60,8 @@ interface Tracking {
   /** Set while a shutdown is running: it wants to hear about each close and each new request. */
   onClose?: (c: Conn) => void;
   onRequest?: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  /** A connection's last unanswered request has ended. */
+  onIdle?: (c: Conn) => void;
   /** Requests that finished or were cut off since tracking started. */
   completed: number;
   cutOff: number;
@@ -67,7 +84,17 @@ export function trackConnections(server: net.Server): void {
   tracked.set(server, t);
   const add = (socket: net.Socket) => {
     if (connOf.has(socket)) return;
-    const c: Conn = { socket, active: new Set(), peerEnded: false, weEnded: false, resetByPeer: false, closed: false };
+    const c: Conn = {
+      socket,
+      active: new Set(),
+      peerEnded: false,
+      weEnded: false,
+      resetByPeer: false,
+      closed: false,
+      endedIdle: false,
+      bytesAtIdle: 0,
+      unknownTraffic: false,
+    };
     connOf.set(socket, c);
     t.conns.add(c);
     socket.on("end", () => {
@@ -82,6 +109,7 @@ export function trackConnections(server: net.Server): void {
     });
     socket.on("close", () => {
       c.closed = true;
+      if (c.idleTimer) clearTimeout(c.idleTimer);
       t.conns.delete(c);
       t.onClose?.(c);
     });
@@ -93,11 +121,16 @@ export function trackConnections(server: net.Server): void {
       const c = connOf.get(req.socket);
       if (!c) return;
       c.active.add(res);
+      c.unknownTraffic = false;
       t.onRequest?.(req, res);
       res.once("close", () => {
         c.active.delete(res);
         if (res.writableFinished) t.completed++;
         else t.cutOff++;
+        if (c.active.size === 0) {
+          c.bytesAtIdle = c.socket.bytesRead;
+          t.onIdle?.(c);
+        }
       });
     });
   }
@@ -108,6 +141,14 @@ export interface ShutdownOptions {
   graceMs: number;
   /** What to do with connections left at graceMs: "close" (our FIN: our TIME_WAIT) or "reset" (RST: none). Default "close". */
   onTimeout?: "close" | "reset";
+  /**
+   * HTTP keep-alive connections that have answered every request and stay silent `idleGraceMs`:
+   * "reset" (RST: no TIME_WAIT anywhere, nothing unanswered is lost; the default), "close" (our FIN:
+   * one server TIME_WAIT each) or "wait" (leave them to the client, then to `onTimeout` at graceMs).
+   */
+  idle?: "reset" | "close" | "wait";
+  /** How long an idle connection may stay silent before `idle` acts. Default 1000; 0 = at once. */
+  idleGraceMs?: number;
   /** Aborting ends the grace period now (the report says `aborted`). */
   signal?: AbortSignal;
 }
@@ -121,8 +162,10 @@ export interface ShutdownReport {
   resetByClient: number;
   /** Closed by us first (the application, or onTimeout "close"): each leaves a TIME_WAIT here. */
   closedByServer: number;
-  /** Reset by us at graceMs (onTimeout "reset"). */
+  /** Reset by us (onTimeout "reset" at graceMs, or idle "reset"). */
   reset: number;
+  /** Of those closed or reset by us, how many because they stayed idle `idleGraceMs` (option `idle`). */
+  endedIdle: number;
   /** Requests answered in full during the shutdown. */
   requestsCompleted: number;
   /** Requests whose response did not finish (the connection ended under them). */
@@ -142,6 +185,7 @@ export interface ShutdownReport {
 const KEEP_ALIVE_HINT = "timeout=1";
 /** After a forced close, how long to let our FIN and the peer's answer pass before destroying. */
 const CLOSE_LINGER_MS = 1000;
+const DEFAULT_IDLE_GRACE_MS = 1000;
 
 function validate(o: ShutdownOptions): void {
   if (o === null || typeof o !== "object") throw new ArgumentError("shutdown: options must be an object");
@@ -150,6 +194,12 @@ function validate(o: ShutdownOptions): void {
   }
   if (o.onTimeout !== undefined && o.onTimeout !== "close" && o.onTimeout !== "reset") {
     throw new ArgumentError(`shutdown: onTimeout must be "close" or "reset", got ${JSON.stringify(o.onTimeout)}`);
+  }
+  if (o.idle !== undefined && o.idle !== "reset" && o.idle !== "close" && o.idle !== "wait") {
+    throw new ArgumentError(`shutdown: idle must be "reset", "close" or "wait", got ${JSON.stringify(o.idle)}`);
+  }
+  if (o.idleGraceMs !== undefined && (!Number.isInteger(o.idleGraceMs) || o.idleGraceMs < 0)) {
+    throw new ArgumentError(`shutdown: idleGraceMs must be a non-negative integer, got ${String(o.idleGraceMs)}`);
   }
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) {
     throw new ArgumentError("shutdown: signal must be an AbortSignal");
@@ -219,6 +269,7 @@ async function run(server: net.Server, o: ShutdownOptions): Promise<ShutdownRepo
     resetByClient: 0,
     closedByServer: 0,
     reset: 0,
+    endedIdle: 0,
     requestsCompleted: 0,
     requestsCutOff: 0,
     untracked: 0,
@@ -231,6 +282,7 @@ async function run(server: net.Server, o: ShutdownOptions): Promise<ShutdownRepo
   const count = (c: Conn) => {
     if (counted.has(c)) return;
     counted.add(c);
+    if (c.endedIdle) report.endedIdle++;
     if (c.forced === "reset") report.reset++;
     else if (c.peerEnded) report.closedByClient++;
     else if (c.resetByPeer) report.resetByClient++;
@@ -245,6 +297,47 @@ async function run(server: net.Server, o: ShutdownOptions): Promise<ShutdownRepo
   };
   if (t.conns.size === 0) allClosed();
   const serverClosed = Promise.all([listenerClosed, drained]);
+
+  const idleMode = o.idle ?? "reset";
+  const idleGraceMs = o.idleGraceMs ?? DEFAULT_IDLE_GRACE_MS;
+  const lingering = new Set<NodeJS.Timeout>();
+  const endIdle = (c: Conn) => {
+    c.idleTimer = undefined;
+    if (c.closed || c.peerEnded || c.forced || c.socket.writableEnded || c.active.size > 0) return;
+    // Bytes since the last answer that made no request yet: a request on its way in, or not HTTP any more.
+    if (c.socket.bytesRead !== c.bytesAtIdle) {
+      c.unknownTraffic = true;
+      return;
+    }
+    c.endedIdle = true;
+    c.forced = idleMode === "reset" ? "reset" : "close";
+    if (idleMode === "reset") return abort(c.socket);
+    c.socket.end();
+    const linger = setTimeout(() => {
+      lingering.delete(linger);
+      if (!c.closed) c.socket.destroy();
+    }, CLOSE_LINGER_MS);
+    lingering.add(linger);
+  };
+  const watchIdle = (c: Conn) => {
+    if (c.idleTimer) clearTimeout(c.idleTimer);
+    c.idleTimer = undefined;
+    if (c.closed || c.peerEnded || c.forced || c.unknownTraffic || c.socket.writableEnded || c.active.size > 0) return;
+    c.idleTimer = setTimeout(() => endIdle(c), idleGraceMs);
+  };
+  if (isHttp(server) && idleMode !== "wait") {
+    t.onIdle = watchIdle;
+    const served = t.onRequest;
+    t.onRequest = (req, res) => {
+      const c = connOf.get(req.socket);
+      if (c?.idleTimer) clearTimeout(c.idleTimer);
+      served?.(req, res);
+    };
+    for (const c of t.conns) {
+      if (c.active.size === 0 && c.socket.bytesRead !== c.bytesAtIdle) c.unknownTraffic = true;
+      watchIdle(c);
+    }
+  }
 
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
@@ -265,12 +358,12 @@ async function run(server: net.Server, o: ShutdownOptions): Promise<ShutdownRepo
       const how = o.onTimeout ?? "close";
       const left = [...t.conns];
       for (const c of left) {
+        if (c.idleTimer) clearTimeout(c.idleTimer);
+        // One closed idle a moment ago is already on its way out: let its linger finish it.
+        if (c.forced) continue;
         c.forced = how;
-        if (how === "reset") {
-          if (!c.socket.destroyed) c.socket.resetAndDestroy();
-        } else {
-          c.socket.end();
-        }
+        if (how === "reset") abort(c.socket);
+        else c.socket.end();
       }
       if (how === "close" && left.length > 0) {
         // Our FIN is out; give the peer a moment to answer it, then let go of what still lingers.
@@ -291,9 +384,12 @@ async function run(server: net.Server, o: ShutdownOptions): Promise<ShutdownRepo
   } finally {
     if (isHttp(server)) stopHttpTimer(server);
     if (timer) clearTimeout(timer);
+    for (const l of lingering) clearTimeout(l);
+    for (const c of t.conns) if (c.idleTimer) clearTimeout(c.idleTimer);
     if (onAbort) o.signal?.removeEventListener("abort", onAbort);
     t.onClose = undefined;
     t.onRequest = undefined;
+    t.onIdle = undefined;
   }
   report.requestsCompleted = t.completed - completedBefore;
   report.requestsCutOff = t.cutOff - cutOffBefore;

@@ -3,15 +3,12 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import http from "node:http";
 import https from "node:https";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { once } from "node:events";
 import { listen } from "../../src/net/listen.js";
 import { shutdown, trackConnections } from "../../src/net/shutdown.js";
 import { ArgumentError } from "../../src/errors.js";
 import { timeWaitCount } from "./kernel-judge.js";
+import { selfSignedCert } from "../helpers/tls.js";
 
 const onLinux = process.platform === "linux";
 
@@ -188,22 +185,9 @@ test("shutdown rejects bad arguments at the call", () => {
   assert.throws(() => shutdown(s, { graceMs: 1, onTimeout: "kill" as "close" }), ArgumentError);
 });
 
-function selfSignedCert(dir: string): { key: string; cert: string } | undefined {
-  const r = spawnSync(
-    "openssl",
-    ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-      "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
-    { stdio: "ignore" },
-  );
-  if (r.status !== 0) return undefined;
-  return { key: readFileSync(join(dir, "key.pem"), "utf8"), cert: readFileSync(join(dir, "cert.pem"), "utf8") };
-}
-
 test("https: keep-alive clients close first too", async (t) => {
   if (!onLinux) return t.skip("reads /proc/net/tcp");
-  const dir = mkdtempSync(join(tmpdir(), "ainet-tls-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const creds = selfSignedCert(dir);
+  const creds = selfSignedCert();
   if (!creds) return t.skip("no openssl to make a test certificate");
   const server = https.createServer(creds, (_req, res) => res.end("x"));
   const { port } = await listen(server, { port: 0, host: "127.0.0.1" });
