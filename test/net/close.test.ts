@@ -1,11 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
+import tls from "node:tls";
 import { once } from "node:events";
 import { abort, closeAfterPeer } from "../../src/net/close.js";
 import { ArgumentError } from "../../src/errors.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
 import { timeWaitCount } from "./kernel-judge.js";
+import { selfSignedCert } from "../helpers/tls.js";
 
 const onLinux = process.platform === "linux";
 
@@ -83,4 +85,27 @@ test("closeAfterPeer rejects bad arguments at the call", async (t) => {
   assert.throws(() => closeAfterPeer(s, { timeoutMs: -1 }), ArgumentError);
   assert.throws(() => closeAfterPeer(s, { timeoutMs: 1.5 }), ArgumentError);
   assert.throws(() => closeAfterPeer(s, { timeoutMs: 1, onTimeout: "kill" as "close" }), ArgumentError);
+});
+
+test("abort on a tls.connect({ socket }) client resets its TCP socket: no TIME_WAIT on either side", async (t) => {
+  if (!onLinux) return t.skip("reads /proc/net/tcp");
+  const creds = selfSignedCert();
+  if (!creds) return t.skip("no openssl to make a test certificate");
+  const srv = tls.createServer(creds);
+  const serverSide = new Promise<tls.TLSSocket>((resolve) => srv.once("secureConnection", resolve));
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const port = (srv.address() as net.AddressInfo).port;
+  const c = tls.connect({ socket: net.connect(port, "127.0.0.1"), ca: creds.cert, checkServerIdentity: () => undefined });
+  c.on("error", () => {});
+  await once(c, "secureConnect");
+  const s = await serverSide;
+  t.after(() => srv.close());
+  s.on("error", () => {});
+  const serverClosed = once(s, "close");
+  abort(c);
+  await serverClosed;
+  // A FIN from the client would have left it the TIME_WAIT (it closed first); an RST leaves none.
+  assert.equal(await timeWaitCount(port, "remote"), 0);
+  assert.equal(await timeWaitCount(port, "local"), 0);
 });
