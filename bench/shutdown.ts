@@ -352,7 +352,7 @@ async function main(): Promise<void> {
     console.log(
       `\nServer TIME_WAIT: ours ${ours.serverTimeWait}, peers ${Math.min(...peerTw)}..${Math.max(...peerTw)} ` +
         `(${(Math.min(...peerTw) / ours.connections).toFixed(2)}..${(Math.max(...peerTw) / ours.connections).toFixed(2)} per connection). ` +
-        `Drain: ours ${ours.drainMs} ms (the clients' idle timeouts: undici 3 s, Node's agent 4 s, after the server's "timeout=5" hint).`,
+        `Drain: ours ${ours.drainMs} ms (clients with a request in flight leave on the hint; idle ones are reset after idleGraceMs, 1 s).`,
     );
     for (const r of rows) if (Object.keys(r.failures).length) console.log(`  ${r.strategy} failures: ${JSON.stringify(r.failures)}`);
   }
