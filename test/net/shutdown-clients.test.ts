@@ -79,7 +79,11 @@ async function scenario(proto: Proto, kind: Kind, o: Omit<ShutdownOptions, "grac
   try {
     await Promise.all(Array.from({ length: 4 }, () => c.get("/slow")));
     let lost = 0;
-    const count = <T>(p: Promise<T>) => p.catch((e: NodeJS.ErrnoException) => { if (process.env.DEBUG_LOST) console.error("lost:", e.code, e.message); lost++; });
+    const count = <T>(p: Promise<T>) =>
+      p.catch((e: NodeJS.ErrnoException) => {
+        if (process.env.DEBUG_LOST) console.error("lost:", e.code, e.message);
+        lost++;
+      });
     const inflight = [c.get("/slow"), c.get("/slow")].map(count);
     await new Promise((r) => setTimeout(r, 50));
     const done = shutdown(srv, { graceMs: 8000, ...o });
@@ -97,15 +101,18 @@ for (const proto of ["http", "https"] as const) {
     test(`${proto}, ${kind}: idle connections are reset after idleGraceMs: no server TIME_WAIT, no request lost`, async (t) => {
       if (!onLinux) return t.skip("reads the kernel's socket table");
       if (proto === "https" && !creds) return t.skip("no openssl to make a test certificate");
-      const { report, lost, serverTimeWait } = await scenario(proto, kind, { idleGraceMs: 500 });
-      assert.equal(lost, 0);
-      assert.equal(report.timedOut, false, "no connection waited out the grace");
-      assert.equal(report.requestsCutOff, 0);
-      assert.equal(report.requestsCompleted, 3);
-      assert.equal(report.closedByServer, 0);
-      assert.equal(serverTimeWait, 0);
-      assert.equal(report.reset, report.endedIdle);
-      assert.equal(report.closedByClient + report.resetByClient + report.endedIdle, report.connections);
+      // The grace is long enough that the request sent during shutdown is read before any idle reset,
+      // even on a loaded machine: a request racing the reset is the bench's subject, not this test's.
+      const { report, lost, serverTimeWait } = await scenario(proto, kind, { idleGraceMs: 2000 });
+      const why = JSON.stringify(report);
+      assert.equal(lost, 0, why);
+      assert.equal(report.timedOut, false, `no connection waited out the grace: ${why}`);
+      assert.equal(report.requestsCutOff, 0, why);
+      assert.equal(report.requestsCompleted, 3, why);
+      assert.equal(report.closedByServer, 0, why);
+      assert.equal(serverTimeWait, 0, why);
+      assert.equal(report.reset, report.endedIdle, why);
+      assert.equal(report.closedByClient + report.resetByClient + report.endedIdle, report.connections, why);
       if (kind === "agent") assert.ok(report.endedIdle >= 1, "the agent without an idle timeout never leaves on its own");
       if (kind === "agent-idle-timeout") assert.equal(report.endedIdle, 0, "a client that leaves within idleGraceMs is left to do so");
     });
@@ -113,8 +120,8 @@ for (const proto of ["http", "https"] as const) {
   test(`${proto}, agent: idle "close" ends idle connections with our FIN, one server TIME_WAIT each`, async (t) => {
     if (!onLinux) return t.skip("reads the kernel's socket table");
     if (proto === "https" && !creds) return t.skip("no openssl to make a test certificate");
-    const { report, lost, serverTimeWait } = await scenario(proto, "agent", { idle: "close", idleGraceMs: 500 });
-    assert.equal(lost, 0);
+    const { report, lost, serverTimeWait } = await scenario(proto, "agent", { idle: "close", idleGraceMs: 2000 });
+    assert.equal(lost, 0, JSON.stringify(report));
     assert.equal(report.timedOut, false);
     assert.ok(report.endedIdle >= 1);
     assert.equal(report.closedByServer, report.endedIdle);
