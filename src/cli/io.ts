@@ -1,4 +1,5 @@
 /** The streams a command writes to. Tests pass captured ones; `processIO()` is the real terminal. */
+import { fstatSync } from "node:fs";
 import type { Readable } from "node:stream";
 
 export interface Out {
@@ -14,6 +15,11 @@ export interface CliIO {
   env: Record<string, string | undefined>;
   /** Where SIGINT/SIGQUIT arrive; tests emit on their own emitter. */
   signals: NodeJS.EventEmitter;
+  /**
+   * Does stdin bring data a user may expect a command to read (a pipe, a socket, a non-empty file;
+   * not a terminal, not /dev/null)? Absent: no.
+   */
+  stdinPiped?(): boolean;
 }
 
 export function processIO(): CliIO {
@@ -26,6 +32,14 @@ export function processIO(): CliIO {
     },
     env: process.env,
     signals: process,
+    stdinPiped() {
+      try {
+        const st = fstatSync(0);
+        return st.isFIFO() || st.isSocket() || (st.isFile() && st.size > 0);
+      } catch {
+        return false;
+      }
+    },
   };
 }
 
