@@ -16,11 +16,15 @@ export interface CliIO {
   /** Where SIGINT/SIGQUIT arrive; tests emit on their own emitter. */
   signals: NodeJS.EventEmitter;
   /**
-   * Does stdin bring data a user may expect a command to read (a pipe, a socket, a non-empty file;
-   * not a terminal, not /dev/null)? Absent: no.
+   * Did stdin bring data that a command might have been meant to read (a pipe, socket or file with
+   * bytes in it; not a terminal, not /dev/null, not an empty or idle pipe)? Absent: no. Reads what is
+   * there: ask only when nothing else will read stdin.
    */
-  stdinPiped?(): boolean;
+  stdinHasData?(): Promise<boolean>;
 }
+
+/** How long stdinHasData() waits on a pipe whose writer neither writes nor closes. */
+export const STDIN_PEEK_MS = 50;
 
 export function processIO(): CliIO {
   return {
@@ -32,13 +36,32 @@ export function processIO(): CliIO {
     },
     env: process.env,
     signals: process,
-    stdinPiped() {
+    stdinHasData() {
+      let st;
       try {
-        const st = fstatSync(0);
-        return st.isFIFO() || st.isSocket() || (st.isFile() && st.size > 0);
+        st = fstatSync(0);
       } catch {
-        return false;
+        return Promise.resolve(false);
       }
+      if (st.isFile()) return Promise.resolve(st.size > 0);
+      if (!st.isFIFO() && !st.isSocket()) return Promise.resolve(false);
+      // A pipe: data already written is readable at once, as is its end; a writer that is still
+      // there and silent (an idle ssh session's stdin, say) is given STDIN_PEEK_MS, no more.
+      return new Promise<boolean>((resolve) => {
+        const stdin = process.stdin;
+        const done = (v: boolean) => {
+          clearTimeout(timer);
+          stdin.off("readable", onReadable);
+          stdin.off("error", onError);
+          stdin.pause();
+          resolve(v);
+        };
+        const onReadable = () => done(stdin.read() !== null);
+        const onError = () => done(false);
+        const timer = setTimeout(() => done(false), STDIN_PEEK_MS);
+        stdin.on("readable", onReadable);
+        stdin.on("error", onError);
+      });
     },
   };
 }

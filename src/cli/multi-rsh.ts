@@ -275,11 +275,6 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
           "\n",
       );
     }
-    // clush sends a piped stdin to every host; here the remote stdin is always /dev/null (see
-    // core/exit-marker.ts), so data piped in would be dropped without a word.
-    const notices: string[] = [];
-    if (o.hostfile !== "-" && !o.nostdin && io.stdinPiped?.()) notices.push(STDIN_NOTICE);
-    if (!quietText) for (const n of notices) io.stderr.write(`multi-rsh: ${n}\n`);
     if (p.duplicates.length && !quietText) {
       io.stderr.write(`multi-rsh: ${p.duplicates.length} duplicate host${p.duplicates.length === 1 ? "" : "s"} run once: ${p.duplicates.slice(0, 10).join(", ")}${p.duplicates.length > 10 ? ", ..." : ""}\n`);
     }
@@ -381,9 +376,17 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         }, 100)
       : null;
 
+    // clush sends a piped stdin to every host; here the remote stdin is always /dev/null (see
+    // core/exit-marker.ts), so data piped in would be dropped without a word. Asked while the
+    // hosts run, so the wait on an idle pipe costs nothing.
+    const notices: string[] = [];
+    const stdinChecked = o.hostfile !== "-" && !o.nostdin && io.stdinHasData
+      ? io.stdinHasData().then((has) => void (has && notices.push(STDIN_NOTICE)), () => {})
+      : Promise.resolve();
     let results: HostResult[];
     try {
       results = await run.done;
+      await stdinChecked;
     } finally {
       if (ticker) clearInterval(ticker);
       line.clear();
@@ -453,7 +456,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       };
       io.stdout.write(JSON.stringify(tail) + "\n");
     } else {
-      for (const n of transport.notices ?? []) io.stderr.write(`multi-rsh: ${n}\n`);
+      for (const n of [...notices, ...(transport.notices ?? [])]) io.stderr.write(`multi-rsh: ${n}\n`);
       io.stderr.write(formatSummary(summary));
       // pdsh and clush read -t as the connect timeout: say what ours was when it cut hosts.
       if (summary.counts.timedout > 0 && given("t") && o.t > 0) {

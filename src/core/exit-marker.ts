@@ -14,10 +14,24 @@ export function newMarker(id: string): { marker: string; head: string; tail: str
   return { marker: head + tail, head, tail };
 }
 
-/** The command as sent to the remote shell (sh, bash, dash and busybox sh). */
+/**
+ * The command as sent to the remote shell (sh, bash, dash and busybox sh).
+ *
+ * It also ends the command when the client gives up on it (timeout, Ctrl-C), which rsh itself does
+ * not: the client then resets the connection, and a command that is not writing (`sleep 25`) would
+ * never notice and run on. So when stdin is the connection (a socket, as rshd gives it in both
+ * of its modes), a watcher in the background reads it. The client never sends a byte after the
+ * request, nor its FIN before the host's, so the read returns only when the connection is reset,
+ * and the watcher then kills the process group that rshd made the shell lead (setsid): the command
+ * and everything it started. `kill -9 -$$` names only a group led by this shell, so where the shell
+ * leads none nothing else is hit. When the command ends, the watcher is killed first, so it does
+ * not hold the connection open. One fork per host, none of it in the output.
+ */
 export function wrapCommand(command: string, m: { head: string; tail: string }): string {
   // The newline before ")" keeps a trailing "# comment" in the user's command from eating the wrapper.
-  return `(${command}\n) </dev/null; echo "${m.head}""${m.tail}$?"`;
+  // An asynchronous list's stdin is /dev/null unless redirected, hence fd 3.
+  const watch = `if [ -S /dev/stdin ]; then exec 3<&0; { read -r _ || kill -9 -$$; } <&3 >/dev/null 2>&1 & w=$!; fi`;
+  return `${watch}; (${command}\n) </dev/null 3<&-; s=$?; [ -n "$w" ] && kill $w 2>/dev/null; echo "${m.head}""${m.tail}$s"`;
 }
 
 /**

@@ -17,6 +17,13 @@ import type { ErrorCode } from "../errors.js";
 
 export type TransportName = "rsh" | "ssh" | "openssh" | "exec";
 export type ClosedBy = "remote" | "local" | "reset";
+/**
+ * What became of the remote command when the host timed out or was cancelled after it started:
+ * "ended" the host confirmed it (ssh: the exit-signal after our "signal" request), "signalled" it
+ * was told to end and cannot confirm (rsh: the reset makes the command's wrapper kill its process
+ * group, and the connection is gone by then), "left-running" nothing here can end it.
+ */
+export type RemoteCommandFate = "ended" | "signalled" | "left-running";
 
 export interface RunRequest {
   /** The host as the user wrote it (address, or name for ssh/exec; rsh needs an address). */
@@ -50,6 +57,8 @@ export interface TransportResult {
   /** Did the command start on the remote side? */
   connected: boolean;
   error: { code: ErrorCode; message: string } | null;
+  /** Set when an abort (timeout, cancel) came after the command started. */
+  remoteCommand?: RemoteCommandFate;
 }
 
 export interface Transport {

@@ -160,7 +160,7 @@ async function installed(args: string[], stdin: "pipe" | "ignore", data?: string
   return { code, out, err };
 }
 
-test("installed CLI: piped stdin gets a notice that it is not sent; /dev/null and -n get none", async () => {
+test("installed CLI: piped stdin gets a notice that it is not sent; /dev/null, an empty pipe and -n get none", async () => {
   const piped = await installed(["-w", demo.addresses[0]!, "cat; echo after"], "pipe", "data for the hosts\n");
   assert.equal(piped.code, 0, piped.err);
   assert.equal(piped.out, `${demo.addresses[0]}: after\n`);
@@ -168,6 +168,9 @@ test("installed CLI: piped stdin gets a notice that it is not sent; /dev/null an
   const none = await installed(["-w", demo.addresses[0]!, "true"], "ignore");
   assert.equal(none.code, 0, none.err);
   assert.doesNotMatch(none.err, /stdin is not sent/);
+  const empty = await installed(["-w", demo.addresses[0]!, "true"], "pipe");
+  assert.equal(empty.code, 0, empty.err);
+  assert.doesNotMatch(empty.err, /stdin is not sent/);
   const quiet = await installed(["-n", "-w", demo.addresses[0]!, "true"], "pipe", "x\n");
   assert.equal(quiet.code, 0, quiet.err);
   assert.doesNotMatch(quiet.err, /stdin is not sent/);

@@ -54,6 +54,22 @@ async function listenReserved(host: string, range: "reserved" | [number, number]
   throw new AddrinuseError("ERR_PORTS_EXHAUSTED", `no free port in ${lo}-${hi} to listen on for rsh's stderr channel`);
 }
 
+/**
+ * The error of a host aborted by timeout or cancel, once its connection is reset. A command that had
+ * started is not left running: the reset ends it on the host (see wrapCommand in
+ * core/exit-marker.ts), which nothing comes back to confirm, hence "signalled".
+ */
+function abortOutcome(signal: AbortSignal, result: TransportResult): { code: ErrorCode; message: string } {
+  const timeout = signal.reason === "timeout";
+  const what = timeout ? "timed out" : "cancelled";
+  if (!result.connected) return { code: timeout ? "ERR_CONNECT_TIMEOUT" : "ERR_CANCELLED", message: `${what}; connection reset` };
+  result.remoteCommand = "signalled";
+  return {
+    code: timeout ? "ERR_COMMAND_TIMEOUT" : "ERR_CANCELLED",
+    message: `${what}; connection reset, on which the host kills the command's process group`,
+  };
+}
+
 export function createRshTransport(options: TransportOptions = {}): Transport {
   const port = options.port ?? RSH_PORT;
   const localPorts = options.localPorts ?? "reserved";
@@ -136,11 +152,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       const onAbort = () => {
         closedBy = "reset";
         resetAll();
-        const timeout = req.signal.reason === "timeout";
-        finish({
-          code: timeout ? (result.connected ? "ERR_COMMAND_TIMEOUT" : "ERR_CONNECT_TIMEOUT") : "ERR_CANCELLED",
-          message: timeout ? "timed out; connection reset" : "cancelled; connection reset",
-        });
+        finish(abortOutcome(req.signal, result));
       };
       req.signal.addEventListener("abort", onAbort, { once: true });
 
