@@ -14,6 +14,11 @@ export interface Ledger {
   reset: number;
   /** Local sockets of this run still in TIME_WAIT when the run ended. */
   localTimeWait: number;
+  /**
+   * Hosts that ran with no connection this run could see (an -R exec program's own, if it made
+   * one): what they left is not in localTimeWait, and the summary says so rather than claim 0.
+   */
+  notSeen: number;
 }
 
 export interface RunSummary {
@@ -89,6 +94,7 @@ export function computeLedger(results: readonly HostResult[], rows: readonly Tcp
     localClosed: by("local"),
     reset: by("reset"),
     localTimeWait: tw,
+    notSeen: results.filter((r) => r.state === "done" && r.closedBy === null).length,
   };
 }
 
@@ -124,7 +130,8 @@ export function formatSummary(s: RunSummary): string {
   const l = s.ledger;
   out.push(
     `TIME_WAIT ledger: ${l.connections} connection${l.connections === 1 ? "" : "s"}: ${l.remoteClosed} closed by the remote first, ${l.localClosed} by us first, ${l.reset} reset; ` +
-      `local TIME_WAIT left by this run: ${l.localTimeWait}`,
+      `local TIME_WAIT left by this run: ${l.localTimeWait}` +
+      (l.notSeen ? ` (not counted: ${l.notSeen} host${l.notSeen === 1 ? "" : "s"} whose program's connection, if any, this run could not see)` : ""),
   );
   return out.join("\n") + "\n";
 }
