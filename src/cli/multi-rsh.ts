@@ -459,7 +459,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       for (const n of [...notices, ...(transport.notices ?? [])]) io.stderr.write(`multi-rsh: ${n}\n`);
       io.stderr.write(formatSummary(summary));
       // pdsh and clush read -t as the connect timeout: say what ours was when it cut hosts.
-      if (summary.counts.timedout > 0 && given("t") && o.t > 0) {
+      const cutByT = given("t") && o.t > 0 && results.some((r) => r.state === "timedout" && r.durationMs >= o.t * 1000 - 100);
+      if (cutByT) {
         io.stderr.write(`multi-rsh: -t ${o.t} is the total time per host, connect included (pssh's -t); pdsh/clush's -t is --connect-timeout here, -t 0 = no limit\n`);
       }
       if (demoSide) {
