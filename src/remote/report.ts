@@ -12,7 +12,7 @@ export interface Ledger {
   remoteClosed: number;
   localClosed: number;
   reset: number;
-  /** Local sockets of this run still in TIME_WAIT when the run ended. */
+  /** Local sockets of this run in TIME_WAIT when the run ended (or on their way: FIN_WAIT_*, CLOSING). */
   localTimeWait: number;
   /**
    * Hosts that ran with no connection this run could see (an -R exec program's own, if it made
@@ -77,6 +77,8 @@ export function countPeerTimeWait(
   return n;
 }
 
+const LEAVES_TIME_WAIT = new Set<TcpSocket["state"]>(["TIME_WAIT", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSING"]);
+
 export function computeLedger(results: readonly HostResult[], rows: readonly TcpSocket[]): Ledger {
   const ours = new Set<string>();
   for (const r of results) {
@@ -84,7 +86,10 @@ export function computeLedger(results: readonly HostResult[], rows: readonly Tcp
   }
   let tw = 0;
   for (const row of rows) {
-    if (row.state !== "TIME_WAIT") continue;
+    // A connection this side closed first and whose peer's FIN is still on its way is in FIN_WAIT_*
+    // or CLOSING when the table is read, and in TIME_WAIT a moment later (a program's own ssh, just
+    // exited): it is what the run leaves, so it counts. Our own sockets never pass through them.
+    if (!LEAVES_TIME_WAIT.has(row.state)) continue;
     if (ours.has(`${row.localPort} ${unmapV4(row.remoteAddress)} ${row.remotePort}`)) tw++;
   }
   const by = (c: string) => results.filter((r) => r.closedBy === c).length;

@@ -4,9 +4,8 @@
  * TIME_WAIT here, and a ledger that counted only our own sockets said 0 while `ss` showed one per
  * host. Here the rows towards the host's ssh address and port are read just before the program
  * starts and after it exits; a row that is new is its connection, and its state says who closed
- * (FIN_WAIT_* / CLOSING / TIME_WAIT: this side first). No new row: the server closed first and the
- * socket is gone, leaving nothing here, or the program never connected; either way nothing to
- * count, and nothing is claimed.
+ * (FIN_WAIT_* / CLOSING / TIME_WAIT: this side first). No new row after a command that ran: the
+ * server closed first and our socket is gone (it races with ssh's own close), leaving nothing here.
  */
 import { isIP } from "node:net";
 import { unmapV4 } from "../core/address.js";
@@ -50,6 +49,9 @@ export async function witnessed(target: SshTarget, run: () => Promise<TransportR
   } catch {
     return result;
   }
+  // None, after a command that ran (ssh exits 255 for its own failures): the server closed first and
+  // our end is gone, leaving nothing here. Which local port it had is lost; who closed is not.
+  if (fresh.length === 0 && result.connected && result.exitCode !== null && result.exitCode !== 255) return { ...result, closedBy: "remote" };
   // More than one (another program towards the same host meanwhile): which is ours is unknown.
   if (fresh.length !== 1) return result;
   const row = fresh[0]!;
