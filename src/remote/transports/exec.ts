@@ -242,6 +242,8 @@ export class ExecTransport implements Transport {
           ...(o.remotePort !== undefined ? { remotePort: o.remotePort } : {}),
           connected: true,
           error: aborted ? abortError(req.signal) : null,
+          // As with -R openssh: the system ssh cannot end the remote command, nor can a reset.
+          ...(aborted ? { remoteCommand: "left-running" as const } : {}),
         };
       },
     });
