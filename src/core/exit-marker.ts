@@ -17,21 +17,71 @@ export function newMarker(id: string): { marker: string; head: string; tail: str
 /**
  * The command as sent to the remote shell (sh, bash, dash and busybox sh).
  *
- * It also ends the command when the client gives up on it (timeout, Ctrl-C), which rsh itself does
- * not: the client then resets the connection, and a command that is not writing (`sleep 25`) would
- * never notice and run on. So when stdin is the connection (a socket, as rshd gives it in both
- * of its modes), a watcher in the background reads it. The client never sends a byte after the
- * request, nor its FIN before the host's, so the read returns only when the connection is reset,
- * and the watcher then kills the process group that rshd made the shell lead (setsid): the command
- * and everything it started. `kill -9 -$$` names only a group led by this shell, so where the shell
- * leads none nothing else is hit. When the command ends, the watcher is killed first, so it does
- * not hold the connection open. One fork per host, none of it in the output.
+ * It first prints the marker, "pid" and its shell's pid (`$$`, a builtin: no fork), which
+ * PidLineFilter cuts from the output. rshd makes that shell lead its own process group (setsid), so
+ * when the client gives up on a host (timeout, Ctrl-C) it can end the command and everything it
+ * started with `kill -9 -PID` over a second connection: rsh itself has no way to, and a command that
+ * is not writing (`sleep 25`) never notices that its connection was reset.
  */
 export function wrapCommand(command: string, m: { head: string; tail: string }): string {
   // The newline before ")" keeps a trailing "# comment" in the user's command from eating the wrapper.
-  // An asynchronous list's stdin is /dev/null unless redirected, hence fd 3.
-  const watch = `if [ -S /dev/stdin ]; then exec 3<&0; { read -r _ || kill -9 -$$; } <&3 >/dev/null 2>&1 & w=$!; fi`;
-  return `${watch}; (${command}\n) </dev/null 3<&-; s=$?; [ -n "$w" ] && kill $w 2>/dev/null; echo "${m.head}""${m.tail}$s"`;
+  return `echo "${m.head}""${m.tail}pid$$"; (${command}\n) </dev/null; echo "${m.head}""${m.tail}$?"`;
+}
+
+/** The command that ends the process group `pid` leads; exit 0 only when there was one to end. */
+export function killGroupCommand(pid: number): string {
+  return `kill -9 -${pid}`;
+}
+
+/**
+ * Cuts the wrapper's first line (`MARKERpid<digits>`) from the start of a stream and keeps the pid.
+ * A stream that does not start with it (a shell that printed something first, say a login banner)
+ * is passed on whole, and the pid stays unknown. The digits are the remote's bytes: only 1-10 of
+ * them are taken, as a number.
+ */
+export class PidLineFilter {
+  pid: number | null = null;
+  private held: Buffer = Buffer.alloc(0);
+  private decided = false;
+  private readonly prefix: Buffer;
+
+  constructor(marker: string, private readonly emit: (chunk: Buffer) => void) {
+    this.prefix = Buffer.from(`${marker}pid`, "latin1");
+  }
+
+  push(chunk: Buffer): void {
+    if (this.decided) return this.emit(chunk);
+    const buf = this.held.length ? Buffer.concat([this.held, chunk]) : chunk;
+    const nl = buf.indexOf(0x0a);
+    const line = nl < 0 ? buf : buf.subarray(0, nl);
+    const known = Math.min(line.length, this.prefix.length);
+    if (!line.subarray(0, known).equals(this.prefix.subarray(0, known))) return this.pass(buf);
+    if (nl < 0) {
+      // Still possibly the pid line; it is short, so more than a line's worth is not it.
+      if (buf.length > this.prefix.length + 12) return this.pass(buf);
+      this.held = Buffer.from(buf);
+      return;
+    }
+    const digits = line.subarray(this.prefix.length).toString("latin1").replace(/\r$/, "");
+    if (!/^\d{1,10}$/.test(digits)) return this.pass(buf);
+    this.pid = Number(digits);
+    this.decided = true;
+    this.held = Buffer.alloc(0);
+    if (buf.length > nl + 1) this.emit(buf.subarray(nl + 1));
+  }
+
+  private pass(buf: Buffer): void {
+    this.decided = true;
+    this.held = Buffer.alloc(0);
+    if (buf.length) this.emit(buf);
+  }
+
+  /** End of stream: what was held back was not the pid line after all. */
+  end(): void {
+    if (!this.decided && this.held.length) this.emit(this.held);
+    this.held = Buffer.alloc(0);
+    this.decided = true;
+  }
 }
 
 /**

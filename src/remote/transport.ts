@@ -19,9 +19,9 @@ export type TransportName = "rsh" | "ssh" | "openssh" | "exec";
 export type ClosedBy = "remote" | "local" | "reset";
 /**
  * What became of the remote command when the host timed out or was cancelled after it started:
- * "ended" the host confirmed it (ssh: the exit-signal after our "signal" request), "signalled" it
- * was told to end and cannot confirm (rsh: the reset makes the command's wrapper kill its process
- * group, and the connection is gone by then), "left-running" nothing here can end it.
+ * "ended" the host confirmed it (rsh: `kill -9` of its process group succeeded over a second
+ * connection; ssh: the exit-signal came), "signalled" it was told to end and nothing confirmed it,
+ * "left-running" nothing here could end it (the system ssh; a shell that did not give its pid).
  */
 export type RemoteCommandFate = "ended" | "signalled" | "left-running";
 

@@ -86,3 +86,22 @@ test("output after the status line (a background job's) is passed on, not droppe
   assert.equal(f.exitCode, 0);
   assert.equal(Buffer.concat(out).toString(), "a\nlate more\n");
 });
+
+test("the wrapper's pid line is cut from the output and its pid kept; other first lines pass whole", async () => {
+  const { PidLineFilter } = await import("../../src/core/exit-marker.js");
+  const m = newMarker(randomHex(8));
+  const run = (chunks: string[]) => {
+    const out: Buffer[] = [];
+    const f = new PidLineFilter(m.marker, (b) => out.push(b));
+    for (const c of chunks) f.push(Buffer.from(c, "latin1"));
+    f.end();
+    return { out: Buffer.concat(out).toString("latin1"), pid: f.pid };
+  };
+  // Split anywhere, even inside the marker.
+  const whole = `${m.marker}pid4321\nhello\n`;
+  for (let i = 0; i <= whole.length; i++) assert.deepEqual(run([whole.slice(0, i), whole.slice(i)]), { out: "hello\n", pid: 4321 });
+  assert.deepEqual(run(["motd line\n", `${m.marker}pid1\n`]), { out: `motd line\n${m.marker}pid1\n`, pid: null });
+  assert.deepEqual(run([`${m.marker}pid12x\nrest`]), { out: `${m.marker}pid12x\nrest`, pid: null });
+  assert.deepEqual(run([`${m.marker}pid99999999999\n`]), { out: `${m.marker}pid99999999999\n`, pid: null });
+  assert.deepEqual(run([m.marker.slice(0, 5)]), { out: m.marker.slice(0, 5), pid: null });
+});
