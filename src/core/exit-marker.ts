@@ -18,7 +18,7 @@ export function newMarker(id: string): { marker: string; head: string; tail: str
  * The command as sent to the remote shell (sh, bash, dash and busybox sh).
  *
  * It first prints the marker, "pid" and its shell's pid (`$$`, a builtin: no fork), which
- * PidLineFilter cuts from the output. rshd makes that shell lead its own process group (setsid), so
+ * ExitMarkerFilter cuts from the output. rshd makes that shell lead its own process group (setsid), so
  * when the client gives up on a host (timeout, Ctrl-C) it can end the command and everything it
  * started with `kill -9 -PID` over a second connection: rsh itself has no way to, and a command that
  * is not writing (`sleep 25`) never notices that its connection was reset.
@@ -34,57 +34,6 @@ export function killGroupCommand(pid: number): string {
 }
 
 /**
- * Cuts the wrapper's first line (`MARKERpid<digits>`) from the start of a stream and keeps the pid.
- * A stream that does not start with it (a shell that printed something first, say a login banner)
- * is passed on whole, and the pid stays unknown. The digits are the remote's bytes: only 1-10 of
- * them are taken, as a number.
- */
-export class PidLineFilter {
-  pid: number | null = null;
-  private held: Buffer = Buffer.alloc(0);
-  private decided = false;
-  private readonly prefix: Buffer;
-
-  constructor(marker: string, private readonly emit: (chunk: Buffer) => void) {
-    this.prefix = Buffer.from(`${marker}pid`, "latin1");
-  }
-
-  push(chunk: Buffer): void {
-    if (this.decided) return this.emit(chunk);
-    const buf = this.held.length ? Buffer.concat([this.held, chunk]) : chunk;
-    const nl = buf.indexOf(0x0a);
-    const line = nl < 0 ? buf : buf.subarray(0, nl);
-    const known = Math.min(line.length, this.prefix.length);
-    if (!line.subarray(0, known).equals(this.prefix.subarray(0, known))) return this.pass(buf);
-    if (nl < 0) {
-      // Still possibly the pid line; it is short, so more than a line's worth is not it.
-      if (buf.length > this.prefix.length + 12) return this.pass(buf);
-      this.held = Buffer.from(buf);
-      return;
-    }
-    const digits = line.subarray(this.prefix.length).toString("latin1").replace(/\r$/, "");
-    if (!/^\d{1,10}$/.test(digits)) return this.pass(buf);
-    this.pid = Number(digits);
-    this.decided = true;
-    this.held = Buffer.alloc(0);
-    if (buf.length > nl + 1) this.emit(buf.subarray(nl + 1));
-  }
-
-  private pass(buf: Buffer): void {
-    this.decided = true;
-    this.held = Buffer.alloc(0);
-    if (buf.length) this.emit(buf);
-  }
-
-  /** End of stream: what was held back was not the pid line after all. */
-  end(): void {
-    if (!this.decided && this.held.length) this.emit(this.held);
-    this.held = Buffer.alloc(0);
-    this.decided = true;
-  }
-}
-
-/**
  * Filters a byte stream: passes everything through except the final `MARKER<code>\n`, and reports the
  * code. Bytes that might be the start of a marker are held back until the next chunk decides.
  */
@@ -94,6 +43,8 @@ export class ExitMarkerFilter {
   private found = false;
   private codeText = "";
   exitCode: number | null = null;
+  /** The remote shell's pid, from the wrapper's first line (see wrapCommand); null until seen. */
+  pid: number | null = null;
 
   constructor(marker: string, private readonly emit: (chunk: Buffer) => void) {
     this.marker = Buffer.from(marker, "latin1");
@@ -105,13 +56,28 @@ export class ExitMarkerFilter {
       this.settle();
       return;
     }
-    const buf = this.held.length ? Buffer.concat([this.held, chunk]) : chunk;
-    const at = buf.indexOf(this.marker);
-    if (at >= 0) {
+    let buf = this.held.length ? Buffer.concat([this.held, chunk]) : chunk;
+    for (;;) {
+      const at = buf.indexOf(this.marker);
+      if (at < 0) break;
+      const after = buf.subarray(at + this.marker.length);
+      // The wrapper's pid line (MARKERpid<digits>), cut out wherever it comes: a login shell may
+      // print before it. Followed by digits instead, the marker is the exit status.
+      const pidLine = this.pidLine(after);
+      if (pidLine === "more") {
+        if (at > 0) this.emit(buf.subarray(0, at));
+        this.held = Buffer.from(buf.subarray(at));
+        return;
+      }
+      if (pidLine !== null) {
+        if (at > 0) this.emit(buf.subarray(0, at));
+        buf = after.subarray(pidLine);
+        continue;
+      }
       if (at > 0) this.emit(buf.subarray(0, at));
       this.found = true;
       this.held = Buffer.alloc(0);
-      this.codeText = buf.subarray(at + this.marker.length).toString("latin1");
+      this.codeText = after.toString("latin1");
       this.settle();
       return;
     }
@@ -120,6 +86,22 @@ export class ExitMarkerFilter {
     while (keep > 0 && !this.marker.subarray(0, keep).equals(buf.subarray(buf.length - keep))) keep--;
     if (buf.length - keep > 0) this.emit(buf.subarray(0, buf.length - keep));
     this.held = keep ? Buffer.from(buf.subarray(buf.length - keep)) : Buffer.alloc(0);
+  }
+
+  /**
+   * After a marker: the length of a whole pid line to cut ("pid", 1-10 digits, newline), "more" when
+   * the bytes so far could still be one, null when they are not one. The digits are the remote's
+   * bytes, taken only as a number, and only once.
+   */
+  private pidLine(after: Buffer): number | "more" | null {
+    if (this.pid !== null) return null;
+    const text = after.subarray(0, 16).toString("latin1");
+    const m = /^pid(\d{1,10})\r?\n/.exec(text);
+    if (m) {
+      this.pid = Number(m[1]);
+      return m[0].length;
+    }
+    return /^(p|pi|pid\d{0,10}\r?)$/.test(text) || text === "" ? "more" : null;
   }
 
   private settle(): void {
@@ -137,9 +119,14 @@ export class ExitMarkerFilter {
     }
   }
 
-  /** End of stream: anything held back was not a marker after all. */
-  end(): void {
-    if (!this.found && this.held.length) this.emit(this.held);
+  /** End of stream: anything held back was not a marker after all (see `cut`). */
+  end(cut = false): void {
+    // A stream we cut (timeout, cancel) may end inside our own marker or pid line (a host that
+    // drips its output): those bytes are the wrapper's, not the command's. A tail of one or two
+    // bytes ("_", "__") is as likely the command's own, and is passed on; so is everything when the
+    // stream ended by itself, where only the command can have printed a look-alike.
+    const ours = cut && this.held.length >= 3 && this.held.subarray(0, this.marker.length).equals(this.marker.subarray(0, Math.min(this.held.length, this.marker.length)));
+    if (!this.found && this.held.length && !ours) this.emit(this.held);
     this.held = Buffer.alloc(0);
     if (this.found && this.exitCode === null) {
       const m = /^(\d+)/.exec(this.codeText);

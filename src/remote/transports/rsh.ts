@@ -20,7 +20,7 @@
  */
 import net from "node:net";
 import { AddrinuseError, type ErrorCode } from "../../errors.js";
-import { ExitMarkerFilter, PidLineFilter, killGroupCommand, newMarker, wrapCommand } from "../../core/exit-marker.js";
+import { ExitMarkerFilter, killGroupCommand, newMarker, wrapCommand } from "../../core/exit-marker.js";
 import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
@@ -139,7 +139,6 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
 
     const marker = newMarker(randomHex(8));
     const stdoutFilter = new ExitMarkerFilter(marker.marker, (b) => req.onStdout(b));
-    const pidFilter = new PidLineFilter(marker.marker, (b) => stdoutFilter.push(b));
     let ending: Promise<void> = Promise.resolve();
     let stderrServer: net.Server | undefined;
     let stderrSocket: net.Socket | undefined;
@@ -160,8 +159,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         if (settled) return;
         settled = true;
         req.signal.removeEventListener("abort", onAbort);
-        pidFilter.end();
-        stdoutFilter.end();
+        stdoutFilter.end(req.signal.aborted);
         result.exitCode = stdoutFilter.exitCode;
         result.closedBy = closedBy;
         result.error = error;
@@ -180,7 +178,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         closedBy = "reset";
         resetAll();
         if (result.connected && endOnAbort) {
-          const pid = pidFilter.pid;
+          const pid = stdoutFilter.pid;
           ending =
             pid === null
               ? Promise.resolve(void (result.remoteCommand = "left-running"))
@@ -208,7 +206,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
           if (chunk.length === 0) return;
         }
         if (refusal) refusal.push(chunk);
-        else pidFilter.push(chunk);
+        else stdoutFilter.push(chunk);
       });
       socket.on("end", () => {
         // The server closed first: the outcome we arrange for. Node's default (allowHalfOpen false)

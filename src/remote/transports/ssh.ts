@@ -798,7 +798,8 @@ class HostRun {
     this.view?.destroy();
     if (!this.error && !this.commandDone) this.fail("ERR_CONNECTION_LOST", `${this.target}: connection closed`);
     this.done({
-      exitCode: this.exitCode,
+      // Aborted: the command did not end by itself; what the kill made it say is not its status.
+      exitCode: this.req.signal.aborted ? null : this.exitCode,
       signal: this.exitSignal,
       closedBy: this.closedBy(),
       localPort: this.localPort,
