@@ -15,7 +15,8 @@ export class StatusLine {
   constructor(private readonly out: Out, private readonly enabled: boolean) {}
   set(text: string): void {
     if (!this.enabled) return;
-    const width = (this.out.columns ?? 80) - 1;
+    // A terminal may report 0 columns (a pty nobody sized): that means unknown, not no room.
+    const width = (this.out.columns || 80) - 1;
     this.out.write(`\r\x1b[K${text.length > width ? text.slice(0, width) : text}`);
     this.shown = true;
   }

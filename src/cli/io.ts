@@ -1,4 +1,5 @@
 /** The streams a command writes to. Tests pass captured ones; `processIO()` is the real terminal. */
+import { fstatSync } from "node:fs";
 import type { Readable } from "node:stream";
 
 export interface Out {
@@ -14,7 +15,16 @@ export interface CliIO {
   env: Record<string, string | undefined>;
   /** Where SIGINT/SIGQUIT arrive; tests emit on their own emitter. */
   signals: NodeJS.EventEmitter;
+  /**
+   * Did stdin bring data that a command might have been meant to read (a pipe, socket or file with
+   * bytes in it; not a terminal, not /dev/null, not an empty or idle pipe)? Absent: no. Reads what is
+   * there: ask only when nothing else will read stdin.
+   */
+  stdinHasData?(): Promise<boolean>;
 }
+
+/** How long stdinHasData() waits on a pipe whose writer neither writes nor closes. */
+export const STDIN_PEEK_MS = 50;
 
 export function processIO(): CliIO {
   return {
@@ -26,6 +36,33 @@ export function processIO(): CliIO {
     },
     env: process.env,
     signals: process,
+    stdinHasData() {
+      let st;
+      try {
+        st = fstatSync(0);
+      } catch {
+        return Promise.resolve(false);
+      }
+      if (st.isFile()) return Promise.resolve(st.size > 0);
+      if (!st.isFIFO() && !st.isSocket()) return Promise.resolve(false);
+      // A pipe: data already written is readable at once, as is its end; a writer that is still
+      // there and silent (an idle ssh session's stdin, say) is given STDIN_PEEK_MS, no more.
+      return new Promise<boolean>((resolve) => {
+        const stdin = process.stdin;
+        const done = (v: boolean) => {
+          clearTimeout(timer);
+          stdin.off("readable", onReadable);
+          stdin.off("error", onError);
+          stdin.pause();
+          resolve(v);
+        };
+        const onReadable = () => done(stdin.read() !== null);
+        const onError = () => done(false);
+        const timer = setTimeout(() => done(false), STDIN_PEEK_MS);
+        stdin.on("readable", onReadable);
+        stdin.on("error", onError);
+      });
+    },
   };
 }
 

@@ -11,6 +11,8 @@ import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { UsageError } from "../errors.js";
 import { renderHtml, renderSvg } from "../lab/figure.js";
+import { Agent } from "../lab/agent.js";
+import { removeStaleNamespaces, teardownAll, teardownAllSync } from "../lab/netns.js";
 import { releaseLeftovers, runScenario, type ScenarioResult } from "../lab/run.js";
 import { SCENARIOS, type Scenario } from "../lab/scenarios.js";
 import { StatusLine, table } from "./display.js";
@@ -24,6 +26,51 @@ export interface LabOptions {
   html?: string;
   /** Drop the run's loopback leftovers afterwards (root, ss -K). */
   release?: boolean;
+  /** How an interrupted run ends the process once it has cleaned up (tests replace it). */
+  exit?: (code: number) => void;
+}
+
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+/** As a program killed by SIGPIPE reports itself: `lab all | head -1`. */
+const EPIPE_EXIT = 141;
+
+interface ErrorEmitter {
+  on?(event: "error", fn: (e: NodeJS.ErrnoException) => void): unknown;
+  off?(event: "error", fn: (e: NodeJS.ErrnoException) => void): unknown;
+}
+
+/**
+ * Until `release()`: a signal (Ctrl-C, kill) or a stdout whose reader went away (EPIPE) stops the
+ * run here, kills the agents and deletes the namespaces (with their qdiscs), then exits; leaving
+ * any other way (a crash) still deletes them as the process exits. Without this the scenario's own
+ * teardown never runs on those paths, and its namespaces outlive it.
+ */
+function guardRun(io: CliIO, exit: (code: number) => void): { release(): void } {
+  let stopping = false;
+  const stop = (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    Agent.killAll();
+    void teardownAll().finally(() => exit(code));
+  };
+  const onSignal: Record<string, () => void> = {};
+  for (const [sig, code] of Object.entries(SIGNAL_EXIT)) {
+    onSignal[sig] = () => stop(code);
+    io.signals.on(sig, onSignal[sig]!);
+  }
+  const out = io.stdout as ErrorEmitter;
+  const onError = (e: NodeJS.ErrnoException) => stop(e.code === "EPIPE" ? EPIPE_EXIT : 1);
+  out.on?.("error", onError);
+  process.on("exit", teardownAllSync);
+  return {
+    release() {
+      for (const [sig, fn] of Object.entries(onSignal)) io.signals.off(sig, fn);
+      out.off?.("error", onError);
+      // The last write's EPIPE may come after this: nothing is left to clean, only to exit quietly.
+      out.on?.("error", () => {});
+      process.off("exit", teardownAllSync);
+    },
+  };
 }
 
 export function scenarioArg(text: string): "all" | number {
@@ -119,36 +166,45 @@ export async function runLab(o: LabOptions, io: CliIO): Promise<number> {
   const chosen = o.which === "all" ? SCENARIOS : SCENARIOS.filter((s) => s.id === o.which);
   const status = new StatusLine(io.stderr, showsProgress(io));
   const results: ScenarioResult[] = [];
-  for (const s of chosen) {
-    const r = await runScenario(s, { onProgress: (t) => status.set(t) });
-    status.clear();
-    if (o.release) await releaseLeftovers(r);
-    results.push(r);
-    if (!o.json) io.stdout.write((results.length > 1 ? "\n" : "") + resultText(r));
-  }
-  if (o.json) {
-    io.stdout.write(JSON.stringify({ ok: results.every(ok), results }, null, 2) + "\n");
-  } else if (results.length > 1) {
-    const rows = [["#", "scenario", "result", "leftovers"]];
-    for (const r of results) {
-      const left = (["client", "server"] as const)
-        .map((side) => r.sides[side].leftover)
-        .map((l, i) => (l ? `${i === 0 ? "client" : "server"} ${l.state}${l.heldForMs ? ` ${l.estimated ? "~" : ""}${secondsText(l.heldForMs)}` : ""}` : ""))
-        .filter(Boolean)
-        .join(", ");
-      rows.push([String(r.id), r.title, STATUS_WORD[r.status] ?? r.status, left || "none"]);
+  const guard = guardRun(io, o.exit ?? ((code) => process.exit(code)));
+  try {
+    // What runs that were killed before this fix, or by SIGKILL, left: their process is gone.
+    const removed = await removeStaleNamespaces();
+    if (removed.length && !o.json) io.stderr.write(`addrinuse lab: removed ${removed.length} namespace${removed.length === 1 ? "" : "s"} left by an interrupted run (${removed.join(" ")})\n`);
+    for (const s of chosen) {
+      const r = await runScenario(s, { onProgress: (t) => status.set(t) });
+      status.clear();
+      if (o.release) await releaseLeftovers(r);
+      results.push(r);
+      if (!o.json) io.stdout.write((results.length > 1 ? "\n" : "") + resultText(r));
     }
-    io.stdout.write(`\n${table(rows)}\n`);
+    if (o.json) {
+      io.stdout.write(JSON.stringify({ ok: results.every(ok), results, ...(removed.length ? { removedStale: removed } : {}) }, null, 2) + "\n");
+    } else if (results.length > 1) {
+      const rows = [["#", "scenario", "result", "leftovers"]];
+      for (const r of results) {
+        const left = (["client", "server"] as const)
+          .map((side) => r.sides[side].leftover)
+          .map((l, i) => (l ? `${i === 0 ? "client" : "server"} ${l.state}${l.heldForMs ? ` ${l.estimated ? "~" : ""}${secondsText(l.heldForMs)}` : ""}` : ""))
+          .filter(Boolean)
+          .join(", ");
+        rows.push([String(r.id), r.title, STATUS_WORD[r.status] ?? r.status, left || "none"]);
+      }
+      io.stdout.write(`\n${table(rows)}\n`);
+    }
+    if (o.svg) {
+      writeFileSync(o.svg, renderSvg(results));
+      io.stderr.write(`addrinuse lab: figure written to ${o.svg}\n`);
+    }
+    if (o.html) {
+      writeFileSync(o.html, renderHtml(results));
+      io.stderr.write(`addrinuse lab: page written to ${o.html}\n`);
+    }
+    return results.every(ok) ? EXIT_OK : EXIT_FAIL;
+  } finally {
+    // Held to the last write: the summary and figure lines can meet a closed stdout too.
+    guard.release();
   }
-  if (o.svg) {
-    writeFileSync(o.svg, renderSvg(results));
-    io.stderr.write(`addrinuse lab: figure written to ${o.svg}\n`);
-  }
-  if (o.html) {
-    writeFileSync(o.html, renderHtml(results));
-    io.stderr.write(`addrinuse lab: page written to ${o.html}\n`);
-  }
-  return results.every(ok) ? EXIT_OK : EXIT_FAIL;
 }
 
 export function registerLab(program: Command, io: CliIO, done: (code: number) => void): void {

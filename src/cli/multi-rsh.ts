@@ -21,10 +21,15 @@ import { countArg, portArg, secondsArg } from "./args.js";
 import type { StatusLine } from "./display.js";
 import { reportError } from "./exit.js";
 import { packageVersion } from "./version.js";
+import {
+  EXCLUDE_SSH_ARGS_HINT, HELP_WITH_ARGUMENTS, excludeLooksLikeSshArgs, HOSTFILE_MISSING_HINT, USER_TIMEOUT_HINT, unknownFlagHint, userLooksLikeTimeout,
+} from "./peer-flags.js";
 import { processIO, showsProgress, type CliIO } from "./io.js";
 import type { OutputMode, OutputSink } from "./output-sink.js";
 
 import { Command, Option } from "commander";
+
+export const STDIN_NOTICE = "stdin is not sent to the hosts (their stdin is /dev/null); -n to go without this notice";
 
 export const DEMO_COMMAND = 'echo "hello from $MULTI_RSH_HOST"; uname -sr';
 
@@ -32,11 +37,16 @@ interface Opts {
   hostfile?: string;
   w?: string[];
   x?: string[];
+  H?: string[];
   p: number;
+  fanout?: number;
   t: number;
   connectTimeout: number;
   commandTimeout: number;
-  u?: string;
+  user?: string;
+  h?: boolean;
+  nostdin?: boolean;
+  P?: boolean;
   R: string;
   b?: boolean;
   N?: boolean;
@@ -72,23 +82,35 @@ function buildProgram(io: CliIO): Command {
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
       writeErr: (s) => io.stderr.write(s),
-      outputError: (s, write) => write(`multi-rsh: ${s.trim().replace(/^error: /, "").replace(/\n+/g, " ")}\n`),
+      outputError: (s, write) => {
+        const text = s.trim().replace(/^error: /, "").replace(/\n+/g, " ");
+        const unknown = /^unknown option '([^']+)'/.exec(text);
+        const hint = unknown ? unknownFlagHint(unknown[1]!) : null;
+        write(`multi-rsh: ${hint ? `unknown option '${unknown![1]}': ${hint}` : text}\n`);
+      },
     })
-    .version(packageVersion(), "--version", "print the version and exit")
+    .version(packageVersion(), "-V, --version", "print the version and exit")
+    // -h alone is help; with anything else it is refused (pssh's -h is a host file): see main().
+    .helpOption("--help", "print this help and exit")
+    .addOption(new Option("-h", "help (alone)").hideHelp())
     .passThroughOptions()
     .argument("[words...]")
     .option("-l, --hostfile <file>", "file of hosts (- = stdin): 'a,b' or 'a b' per line, # comments, #include FILE")
     .option("-w <hosts>", "hosts, as pdsh: node[01-32], user@host, [::1], ^FILE, -HOST to exclude, /RE/ to keep, -/RE/ to drop; repeatable", collect)
     .option("-x <hosts>", "exclude these hosts, ^FILE and /RE/ matches; repeatable", collect)
-    .option("-p <n>", "connections in parallel", (v) => countArg(v, "-p", 1, 100_000), 20)
-    .option("-t <seconds>", "total time per host, connect included (0 = none)", (v) => secondsArg(v, "-t"), 15)
-    .option("--connect-timeout <seconds>", "time to connect (0 = only -t)", (v) => secondsArg(v, "--connect-timeout"), 0)
-    .option("--command-timeout <seconds>", "time for the command once connected (0 = only -t)", (v) => secondsArg(v, "--command-timeout"), 0)
-    .option("-u <user>", "remote user (default: the local user)")
-    .option("-R <transport>", "rsh | ssh | openssh | exec", "rsh")
+    .option("-H <host>", "a host (pssh's -H); repeatable, space-separated words each a host list", collect)
+    .option("-p <n>", "connections in parallel (pssh's -p)", (v) => countArg(v, "-p", 1, 100_000), 20)
+    .option("-f, --fanout <n>", "the same, spelt as pdsh and clush do", (v) => countArg(v, "-f", 1, 100_000))
+    .option("-t <seconds>", "total time per host, connect included (pssh's -t; 0 = none)", (v) => secondsArg(v, "-t"), 0)
+    .option("--connect-timeout <seconds>", "time to connect (pdsh/clush's -t; 0 = only -t)", (v) => secondsArg(v, "--connect-timeout"), 10)
+    .option("--command-timeout <seconds>", "time for the command once connected (pdsh/clush's -u; 0 = none)", (v) => secondsArg(v, "--command-timeout"), 0)
+    .option("-u, --user <user>", "remote user (default: the local user; pdsh/clush/pssh's -l)")
+    .option("-R <transport>", "rsh | ssh | openssh | exec (exec: see below)", "rsh")
     .option("-b", "gather identical outputs under folded host lists")
     .option("-N", "no host prefix on output lines")
     .option("-S", "exit with the largest remote exit code")
+    .option("-n, --nostdin", "say that stdin is not read (the remote stdin is always /dev/null): no notice when it is piped")
+    .option("-P", "print output as it arrives (the default; pssh's -P)")
     .option("--json", "one JSON document at the end (results, output, summary, ledger)")
     .option("--ndjson", "one JSON record per host as it finishes")
     .option("--stderr", "keep the remote stderr apart (rsh's second channel) instead of merged")
@@ -97,7 +119,21 @@ function buildProgram(io: CliIO): Command {
     .option("--local-ports <from-to>", "rsh: local ports to connect from (default 512-1023, which rshd requires)", rangeArg)
     .option("-F <file>", "ssh: config file instead of ~/.ssh/config")
     .addOption(new Option("--host-key-checking <mode>", "ssh: strict | accept-new | off").choices(["strict", "accept-new", "off"]))
-    .option("--demo", "run on built-in rsh hosts this command starts on 127.0.0.2-17");
+    .option("--demo", "run on built-in rsh hosts this command starts on 127.0.0.2-17")
+    .addHelpText(
+      "after",
+      [
+        "",
+        "-R exec runs a local program per host from a template given after --, the command appended last:",
+        "  multi-rsh -R exec -w HOSTS -- docker exec %h sh -c 'CMD'",
+        "  multi-rsh -R exec -w HOSTS -- ssh -F FILE %h 'CMD'",
+        "  (%h = the host, %u = the remote user, %% = %; an argument vector, no shell)",
+        "",
+        "pdsh/clush/pssh flags: -w -x -f -R -N -S -b -H -P -n as theirs; -l is the host file (their -l USER is -u USER),",
+        "-t the total time per host (pdsh/clush's -t is --connect-timeout, their -u is --command-timeout); others are refused",
+        "with a hint. The table: README.md, 'Flags from pdsh, clush and pssh'.",
+      ].join("\n"),
+    );
 }
 
 async function readStdin(io: CliIO): Promise<string> {
@@ -114,6 +150,37 @@ function readHostFile(path: string): string {
   }
 }
 
+/** `-l FILE`: a missing file is most often a pdsh/clush/pssh user's `-l USER`: say so. */
+function readListedHostFile(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const hint = code === "ENOENT" || code === "EISDIR" ? ` (${HOSTFILE_MISSING_HINT})` : "";
+    throw new UsageError(`cannot read host file '${path}': ${code ?? (e as Error).message}${hint}`, "ERR_HOSTFILE");
+  }
+}
+
+/**
+ * Options that another tool reads another way, or that the chosen transport would silently ignore:
+ * refused with one line naming ours (see peer-flags.ts).
+ */
+function checkOptions(o: Opts, given: (name: string) => boolean): void {
+  if (o.user !== undefined && userLooksLikeTimeout(o.user)) throw new UsageError(USER_TIMEOUT_HINT(o.user));
+  if (o.fanout !== undefined && given("p") && o.fanout !== o.p) throw new UsageError(`-f ${o.fanout} and -p ${o.p}: both set the fan-out; give one`);
+  const ssh = o.R === "ssh" || o.R === "openssh";
+  if (o.F !== undefined && !ssh) {
+    throw new UsageError(`-F is the ssh config file of -R ssh and -R openssh; -R ${o.R} has none${o.R === "exec" ? " (put -F in the template: -- ssh -F FILE %h)" : ""}`);
+  }
+  if (o.hostKeyChecking !== undefined && !ssh) throw new UsageError(`--host-key-checking is for -R ssh and -R openssh; -R ${o.R} checks no host keys`);
+  if (o.R !== "rsh") {
+    for (const [flag, set] of [["--reset-after-eof", o.resetAfterEof], ["--local-ports", o.localPorts !== undefined]] as const) {
+      if (set) throw new UsageError(`${flag} is for -R rsh; -R ${o.R} chooses its own local ports and closing`);
+    }
+  }
+  if (o.R === "exec" && o.port !== undefined) throw new UsageError("--port: -R exec connects nowhere itself; put the port in the template (-- ssh -p PORT %h)");
+}
+
 interface Plan {
   command: string;
   hosts: string[];
@@ -126,7 +193,7 @@ async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null)
   let command = "";
   // Exclusions (`-host`, -x) and filters (`/re/`) apply to every host, wherever they come from, as in pdsh.
   const sel = emptySelection();
-  const listed = o.hostfile !== undefined || (o.w?.length ?? 0) > 0 || demo !== null;
+  const listed = o.hostfile !== undefined || (o.w?.length ?? 0) > 0 || (o.H?.length ?? 0) > 0 || demo !== null;
   if (o.R === "exec") {
     // -R exec -w HOSTS -- TEMPLATE... COMMAND: the last word is the command, the rest the template.
     if (!listed) throw new UsageError("-R exec takes its hosts from -w or -l: multi-rsh -R exec -w HOSTS -- docker exec %h sh -c 'CMD'");
@@ -137,10 +204,11 @@ async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null)
   }
   if (listed) {
     if (o.hostfile !== undefined) {
-      const text = o.hostfile === "-" ? await readStdin(io) : readHostFile(o.hostfile);
+      const text = o.hostfile === "-" ? await readStdin(io) : readListedHostFile(o.hostfile);
       sel.include.push(...parseHostFile(text, o.hostfile === "-" ? "stdin" : o.hostfile, readHostFile));
     }
     for (const w of o.w ?? []) parseHostSelection(w, readHostFile, sel);
+    for (const h of o.H ?? []) for (const word of h.split(/\s+/).filter(Boolean)) parseHostSelection(word, readHostFile, sel);
     if (demo) sel.include.push(...demo.addresses);
     if (!command && demo) command = DEMO_COMMAND;
   } else {
@@ -149,6 +217,7 @@ async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null)
     for (const h of words.slice(1)) parseHostSelection(h, readHostFile, sel);
   }
   if (!command.trim()) throw new UsageError("no command to run");
+  for (const x of o.x ?? []) if (excludeLooksLikeSshArgs(x)) throw new UsageError(EXCLUDE_SSH_ARGS_HINT(x));
   for (const x of o.x ?? []) parseExclusion(x, readHostFile, sel);
   const { hosts: unique, duplicates } = dedupeHosts(selectHosts(sel));
   if (unique.length === 0) throw new UsageError("no hosts to run on (give hosts, -w, -l or --demo)");
@@ -164,6 +233,14 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     });
     await program.parseAsync([...argv], { from: "user" });
     const o = program.opts<Opts>();
+    if (o.h) {
+      if (argv.length > 1) throw new UsageError(HELP_WITH_ARGUMENTS);
+      program.outputHelp();
+      return 0;
+    }
+    const given = (name: string) => program.getOptionValueSource(name) === "cli";
+    checkOptions(o, given);
+    if (o.fanout !== undefined) o.p = o.fanout;
     if (o.json && o.ndjson) throw new UsageError("--json and --ndjson: choose one");
     if (o.b && (o.json || o.ndjson)) throw new UsageError("-b gathers text output; with --json the output is in the document");
     if (o.demo && o.R !== "rsh") throw new UsageError("--demo hosts speak rsh: drop -R or use -R rsh");
@@ -225,7 +302,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       timeoutMs: Math.round(o.t * 1000),
       connectTimeoutMs: Math.round(o.connectTimeout * 1000),
       commandTimeoutMs: Math.round(o.commandTimeout * 1000),
-      user: o.u ?? "",
+      user: o.user ?? "",
       users: p.users,
       localUser,
       separateStderr: !!o.stderr,
@@ -302,9 +379,17 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         }, 100)
       : null;
 
+    // clush sends a piped stdin to every host; here the remote stdin is always /dev/null (see
+    // core/exit-marker.ts), so data piped in would be dropped without a word. Asked while the
+    // hosts run, so the wait on an idle pipe costs nothing.
+    const notices: string[] = [];
+    const stdinChecked = o.hostfile !== "-" && !o.nostdin && io.stdinHasData
+      ? io.stdinHasData().then((has) => void (has && notices.push(STDIN_NOTICE)), () => {})
+      : Promise.resolve();
     let results: HostResult[];
     try {
       results = await run.done;
+      await stdinChecked;
     } finally {
       if (ticker) clearInterval(ticker);
       line.clear();
@@ -354,12 +439,33 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         durationMs: summary.durationMs,
         exitCode,
         ...(demoSide ? { demoHosts: demoSide } : {}),
-        ...(transport.notices?.length ? { notices: [...transport.notices] } : {}),
+        ...(notices.length || transport.notices?.length ? { notices: [...notices, ...(transport.notices ?? [])] } : {}),
       };
       io.stdout.write(JSON.stringify(doc, null, 2) + "\n");
+    } else if (mode === "ndjson") {
+      // The host records went out as each ended; the run's own record closes the stream, on stdout
+      // like the rest, so stderr stays quiet as with --json.
+      const tail = {
+        summary: {
+          hosts: p.hosts.length,
+          counts: summary.counts,
+          nonZeroExit: summary.nonZeroExit,
+          ledger: summary.ledger,
+          durationMs: summary.durationMs,
+          exitCode,
+          ...(demoSide ? { demoHosts: demoSide } : {}),
+          ...(notices.length || transport.notices?.length ? { notices: [...notices, ...(transport.notices ?? [])] } : {}),
+        },
+      };
+      io.stdout.write(JSON.stringify(tail) + "\n");
     } else {
-      for (const n of transport.notices ?? []) io.stderr.write(`multi-rsh: ${n}\n`);
+      for (const n of [...notices, ...(transport.notices ?? [])]) io.stderr.write(`multi-rsh: ${n}\n`);
       io.stderr.write(formatSummary(summary));
+      // pdsh and clush read -t as the connect timeout: say what ours was when it cut hosts.
+      const cutByT = given("t") && o.t > 0 && results.some((r) => r.state === "timedout" && r.durationMs >= o.t * 1000 - 100);
+      if (cutByT) {
+        io.stderr.write(`multi-rsh: -t ${o.t} is the total time per host, connect included (pssh's -t); pdsh/clush's -t is --connect-timeout here, -t 0 = no limit\n`);
+      }
       if (demoSide) {
         io.stderr.write(
           `demo hosts' side: ${demoSide.serverClosedFirst} of ${demoSide.served} connections closed by the host first; the hosts hold ${demoSide.hostTimeWait} TIME_WAIT (the remote end keeps them, as it should)\n`,

@@ -170,6 +170,13 @@ export class Agent {
     });
   }
 
+  /** Every agent of this process still running: killAll() ends them on a signal or a closed stdout. */
+  private static readonly running = new Set<Agent>();
+
+  static killAll(): void {
+    for (const a of Agent.running) a.kill();
+  }
+
   /** Starts an agent, inside network namespace `netns` if given; resolves once it is ready. */
   static async start(netns?: string, timeoutMs = 10_000): Promise<Agent> {
     const args = ["-e", AGENT_SOURCE];
@@ -177,6 +184,8 @@ export class Agent {
       ? spawn("ip", ["netns", "exec", netns, process.execPath, ...args], { stdio: ["pipe", "pipe", "pipe"] })
       : spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"] });
     const agent = new Agent(child, netns);
+    Agent.running.add(agent);
+    child.once("exit", () => Agent.running.delete(agent));
     const ready = await agent.until((e) => e.ev === "ready", timeoutMs);
     if (!ready) {
       agent.kill();

@@ -2,13 +2,89 @@
  * Throwaway network namespaces for the scenarios loopback cannot show: a qdisc that delays delivery
  * (scenario 3) and a link that goes down (scenario 8). Every name starts with "ailab" so nothing
  * here can touch another program's namespaces or links, and `teardown()` deletes what was made,
- * which also drops every socket still in it (leftover TIME_WAIT and FIN_WAIT_2 included).
+ * which also drops every socket still in it (leftover TIME_WAIT and FIN_WAIT_2 included), and the
+ * tbf qdisc on its loopback with it.
+ *
+ * A run that is killed (Ctrl-C, EPIPE, a crash) may not reach its teardown, so every name also
+ * carries the pid of the process that made it (`ailab<pid>x...`): `removeStaleNamespaces()`, at the
+ * start of every run, deletes those whose process is gone, and never another live run's. The CLI
+ * calls `teardownAll()` on a signal or a closed stdout, and `teardownAllSync()` as the process exits.
  */
-import { execFile } from "node:child_process";
-import { accessSync, constants } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import { accessSync, constants, readFileSync, readdirSync } from "node:fs";
 import { AddrinuseError } from "../errors.js";
 
 export const NETNS_PREFIX = "ailab";
+
+/** The prefix of every namespace this process makes. */
+export function ownPrefix(pid = process.pid): string {
+  return `${NETNS_PREFIX}${pid}x`;
+}
+
+/** Namespaces made and not yet deleted, across every NamespaceSet of this process. */
+const live = new Set<string>();
+
+/** Deletes every namespace this process still has (its sockets and qdiscs go with it). */
+export async function teardownAll(): Promise<void> {
+  await Promise.all([...live].map((name) => run("ip", ["netns", "del", name]).catch(() => undefined).then(() => live.delete(name))));
+}
+
+/** The same, for process.on("exit"), where nothing asynchronous runs any more. */
+export function teardownAllSync(): void {
+  for (const name of live) {
+    try {
+      execFileSync("ip", ["netns", "del", name], { stdio: "ignore", timeout: 5000 });
+    } catch {
+      // already gone
+    }
+    live.delete(name);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+  // A pid taken over by an unrelated program since: its namespaces are stale too.
+  try {
+    return /node|addrinuse/.test(readFileSync(`/proc/${pid}/cmdline`, "latin1"));
+  } catch {
+    return false;
+  }
+}
+
+/** The lab namespaces on this machine whose process is gone (`ip netns` keeps them in /run/netns). */
+export function staleNamespaces(netnsDir = "/run/netns"): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(netnsDir);
+  } catch {
+    return [];
+  }
+  const re = new RegExp(`^${NETNS_PREFIX}(\\d+)x`);
+  return names.filter((n) => {
+    const m = re.exec(n);
+    return m !== null && Number(m[1]) !== process.pid && !processAlive(Number(m[1]));
+  });
+}
+
+/** Deletes what runs that were killed left behind; returns their names. Quietly does nothing when not root. */
+export async function removeStaleNamespaces(): Promise<string[]> {
+  if (process.platform !== "linux" || process.getuid?.() !== 0) return [];
+  const stale = staleNamespaces();
+  const removed: string[] = [];
+  for (const name of stale) {
+    try {
+      await run("ip", ["netns", "del", name]);
+      removed.push(name);
+    } catch {
+      // another run removed it first
+    }
+  }
+  return removed;
+}
 
 function onPath(bin: string): boolean {
   for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").concat(["/usr/sbin", "/sbin"])) {
@@ -43,7 +119,8 @@ async function probe(needTc: boolean): Promise<string | null> {
   if (process.getuid?.() !== 0) return "needs root to create network namespaces (run as root)";
   if (!onPath("ip")) return "needs the `ip` command (Debian package iproute2)";
   if (needTc && !onPath("tc")) return "needs the `tc` command (Debian package iproute2)";
-  const name = `${NETNS_PREFIX}probe${process.pid % 100000}${needTc ? "t" : ""}`;
+  const name = `${ownPrefix()}probe${needTc ? "t" : ""}`;
+  live.add(name);
   try {
     await run("ip", ["netns", "add", name]);
   } catch (e) {
@@ -56,6 +133,7 @@ async function probe(needTc: boolean): Promise<string | null> {
     return `cannot add a tbf qdisc in a namespace here: ${(e as Error).message}`;
   } finally {
     await run("ip", ["netns", "del", name]).catch(() => undefined);
+    live.delete(name);
   }
 }
 
@@ -72,11 +150,13 @@ export function run(cmd: string, args: readonly string[], timeoutMs = 10_000): P
 export class NamespaceSet {
   private readonly made: string[] = [];
 
-  /** Makes namespace `ailab<tag>` with its loopback up; returns its name. */
+  /** Makes namespace `ailab<pid>x<tag>` with its loopback up; returns its name. */
   async add(tag: string): Promise<string> {
-    const name = `${NETNS_PREFIX}${tag}`;
-    await run("ip", ["netns", "add", name]);
+    const name = `${ownPrefix()}${tag}`;
+    // Recorded before it exists: a signal during `ip netns add` must still find it.
     this.made.push(name);
+    live.add(name);
+    await run("ip", ["netns", "add", name]);
     await run("ip", ["-n", name, "link", "set", "lo", "up"]);
     return name;
   }
@@ -107,6 +187,7 @@ export class NamespaceSet {
   async teardown(): Promise<void> {
     for (const name of this.made.splice(0).reverse()) {
       await run("ip", ["netns", "del", name]).catch(() => undefined);
+      live.delete(name);
     }
   }
 }

@@ -81,6 +81,9 @@ function serve(socket: net.Socket, host: string, reservedOnly: boolean, stats: D
     }
     socket.write(Buffer.from([0]));
     const child = spawn("/bin/sh", ["-c", parsed.req.command], {
+      // Its own session, as rshd gives it: the shell leads its process group, which multi-rsh
+      // kills (over a second connection) when it gives up on the host.
+      detached: true,
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, MULTI_RSH_HOST: host, REMOTEUSER: parsed.req.localUser, USER: parsed.req.remoteUser },
     });

@@ -12,7 +12,7 @@
  * whatever the transport does.
  */
 import type { ErrorCode } from "../errors.js";
-import type { ClosedBy, Transport, TransportResult } from "./transport.js";
+import type { ClosedBy, RemoteCommandFate, Transport, TransportResult } from "./transport.js";
 
 export type HostState = "queued" | "connecting" | "running" | "done" | "failed" | "timedout" | "cancelled";
 export const FINAL_STATES: readonly HostState[] = ["done", "failed", "timedout", "cancelled"];
@@ -28,6 +28,8 @@ export interface HostResult {
   localPort: number | null;
   remoteAddress?: string;
   remotePort?: number;
+  /** Timed out or cancelled after the command started: what became of it (see transport.ts). */
+  remoteCommand?: RemoteCommandFate;
 }
 
 export interface RunHostsOptions {
@@ -170,6 +172,7 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         localPort: t?.localPort ?? null,
         ...(t?.remoteAddress ? { remoteAddress: t.remoteAddress } : {}),
         ...(t?.remotePort ? { remotePort: t.remotePort } : {}),
+        ...(t?.remoteCommand && final !== "done" ? { remoteCommand: t.remoteCommand } : {}),
       });
       active--;
       pump();

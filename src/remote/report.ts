@@ -12,8 +12,13 @@ export interface Ledger {
   remoteClosed: number;
   localClosed: number;
   reset: number;
-  /** Local sockets of this run still in TIME_WAIT when the run ended. */
+  /** Local sockets of this run in TIME_WAIT when the run ended (or on their way: FIN_WAIT_*, CLOSING). */
   localTimeWait: number;
+  /**
+   * Hosts that ran with no connection this run could see (an -R exec program's own, if it made
+   * one): what they left is not in localTimeWait, and the summary says so rather than claim 0.
+   */
+  notSeen: number;
 }
 
 export interface RunSummary {
@@ -72,6 +77,8 @@ export function countPeerTimeWait(
   return n;
 }
 
+const LEAVES_TIME_WAIT = new Set<TcpSocket["state"]>(["TIME_WAIT", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSING"]);
+
 export function computeLedger(results: readonly HostResult[], rows: readonly TcpSocket[]): Ledger {
   const ours = new Set<string>();
   for (const r of results) {
@@ -79,7 +86,10 @@ export function computeLedger(results: readonly HostResult[], rows: readonly Tcp
   }
   let tw = 0;
   for (const row of rows) {
-    if (row.state !== "TIME_WAIT") continue;
+    // A connection this side closed first and whose peer's FIN is still on its way is in FIN_WAIT_*
+    // or CLOSING when the table is read, and in TIME_WAIT a moment later (a program's own ssh, just
+    // exited): it is what the run leaves, so it counts. Our own sockets never pass through them.
+    if (!LEAVES_TIME_WAIT.has(row.state)) continue;
     if (ours.has(`${row.localPort} ${unmapV4(row.remoteAddress)} ${row.remotePort}`)) tw++;
   }
   const by = (c: string) => results.filter((r) => r.closedBy === c).length;
@@ -89,6 +99,7 @@ export function computeLedger(results: readonly HostResult[], rows: readonly Tcp
     localClosed: by("local"),
     reset: by("reset"),
     localTimeWait: tw,
+    notSeen: results.filter((r) => r.state === "done" && r.closedBy === null).length,
   };
 }
 
@@ -124,7 +135,8 @@ export function formatSummary(s: RunSummary): string {
   const l = s.ledger;
   out.push(
     `TIME_WAIT ledger: ${l.connections} connection${l.connections === 1 ? "" : "s"}: ${l.remoteClosed} closed by the remote first, ${l.localClosed} by us first, ${l.reset} reset; ` +
-      `local TIME_WAIT left by this run: ${l.localTimeWait}`,
+      `local TIME_WAIT left by this run: ${l.localTimeWait}` +
+      (l.notSeen ? ` (not counted: ${l.notSeen} host${l.notSeen === 1 ? "" : "s"} whose program's connection, if any, this run could not see)` : ""),
   );
   return out.join("\n") + "\n";
 }

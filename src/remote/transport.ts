@@ -17,6 +17,13 @@ import type { ErrorCode } from "../errors.js";
 
 export type TransportName = "rsh" | "ssh" | "openssh" | "exec";
 export type ClosedBy = "remote" | "local" | "reset";
+/**
+ * What became of the remote command when the host timed out or was cancelled after it started:
+ * "ended" the host confirmed it (rsh: `kill -9` of its process group succeeded over a second
+ * connection; ssh: the exit-signal came), "signalled" it was told to end and nothing confirmed it,
+ * "left-running" nothing here could end it (the system ssh; a shell that did not give its pid).
+ */
+export type RemoteCommandFate = "ended" | "signalled" | "left-running";
 
 export interface RunRequest {
   /** The host as the user wrote it (address, or name for ssh/exec; rsh needs an address). */
@@ -50,6 +57,8 @@ export interface TransportResult {
   /** Did the command start on the remote side? */
   connected: boolean;
   error: { code: ErrorCode; message: string } | null;
+  /** Set when an abort (timeout, cancel) came after the command started. */
+  remoteCommand?: RemoteCommandFate;
 }
 
 export interface Transport {

@@ -86,3 +86,30 @@ test("output after the status line (a background job's) is passed on, not droppe
   assert.equal(f.exitCode, 0);
   assert.equal(Buffer.concat(out).toString(), "a\nlate more\n");
 });
+
+test("the wrapper's pid line is cut from the output and its pid kept, wherever it comes; the exit status still found", () => {
+  const m = newMarker(randomHex(8));
+  const run = (chunks: string[], cut = false) => {
+    const out: Buffer[] = [];
+    const f = new ExitMarkerFilter(m.marker, (b) => out.push(b));
+    for (const c of chunks) f.push(Buffer.from(c, "latin1"));
+    f.end(cut);
+    return { out: Buffer.concat(out).toString("latin1"), pid: f.pid, exitCode: f.exitCode };
+  };
+  // Split anywhere, even inside the marker; and after a login shell's own lines.
+  for (const before of ["", "motd line\nflood flood\n"]) {
+    const whole = `${before}${m.marker}pid4321\nhello\n${m.marker}3\n`;
+    for (let i = 0; i <= whole.length; i++) {
+      assert.deepEqual(run([whole.slice(0, i), whole.slice(i)]), { out: `${before}hello\n`, pid: 4321, exitCode: 3 }, `split at ${i}`);
+    }
+  }
+  // Not a pid line: passed on as output or read as the status, never taken as a pid.
+  assert.deepEqual(run([`${m.marker}pid12x\n`]), { out: "", pid: null, exitCode: null });
+  assert.deepEqual(run([`${m.marker}0\n`]), { out: "", pid: null, exitCode: 0 });
+  // A stream cut inside the wrapper's own marker or pid line (a dripping host timed out) shows none of it.
+  assert.deepEqual(run([`x${m.marker.slice(0, 5)}`], true), { out: "x", pid: null, exitCode: null });
+  assert.deepEqual(run([`${m.marker}pid12`], true), { out: "", pid: null, exitCode: null });
+  assert.deepEqual(run(["ends with __"], true), { out: "ends with __", pid: null, exitCode: null });
+  // Ended by itself: a look-alike tail is the command's, and passes.
+  assert.deepEqual(run([`x${m.marker.slice(0, 5)}`]), { out: `x${m.marker.slice(0, 5)}`, pid: null, exitCode: null });
+});

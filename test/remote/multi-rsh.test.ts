@@ -168,7 +168,8 @@ test("bad usage: one line, exit 2, nothing run", async () => {
 
 test("--ndjson writes one record per host as each finishes", async () => {
   const r = await run(["--ndjson", "-w", hosts(), "echo $MULTI_RSH_HOST"]);
-  const recs = r.out.trim().split("\n").map((l) => JSON.parse(l));
+  // The hosts' records, then the run's summary record.
+  const recs = r.out.trim().split("\n").map((l) => JSON.parse(l)).filter((x) => !x.summary);
   assert.equal(recs.length, 4);
   for (const rec of recs) assert.deepEqual(rec.output, [rec.host]);
 });
@@ -213,4 +214,22 @@ test("-R exec: the template is split into arguments, %h and %u filled in, the co
   const doc = JSON.parse(io.out());
   assert.deepEqual(doc.results.map((r: { output: string[] }) => r.output[0]), ["host=n1 user=alice cmd", "host=n2 user=alice cmd"]);
   for (const r of doc.results) assert.equal(r.closedBy, null);
+});
+
+test("a host cut by -t has its command ended on the host (kill of its process group), and says so", async () => {
+  const { readdirSync, readFileSync } = await import("node:fs");
+  const secs = `35.${process.pid % 1000}`;
+  const running = () =>
+    readdirSync("/proc").filter((d) => {
+      try {
+        return /^\d+$/.test(d) && readFileSync(`/proc/${d}/cmdline`, "latin1").replace(/\0/g, " ").includes(`sleep ${secs}`);
+      } catch {
+        return false;
+      }
+    });
+  const { doc, code } = await runJson(["-t", "1", "-w", hosts(), `sleep ${secs}`]);
+  assert.equal(code, 1);
+  for (const r of doc.results) assert.deepEqual([r.state, r.remoteCommand], ["timedout", "ended"]);
+  // The demo hosts run the command on this machine: its process list is the host's.
+  assert.deepEqual(running(), []);
 });

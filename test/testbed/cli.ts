@@ -71,9 +71,10 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
     .command("down")
     .description("remove every namespace, link, process and file of the testbed")
     .option("--prefix <p>", "prefix", "aitb")
+    .option("--net <10.N>", "the /16 given to up (checked against it; optional)")
     .option("--json", "one JSON document on stdout")
-    .action(async (o: { prefix: string; json?: boolean }) => {
-      const r = await down({ prefix: o.prefix });
+    .action(async (o: { prefix: string; net?: string; json?: boolean }) => {
+      const r = await down({ prefix: o.prefix, ...(o.net !== undefined ? { net: o.net } : {}) });
       io.stdout.write(o.json ? JSON.stringify(r) + "\n" : `testbed ${o.prefix}: removed ${r.namespaces} namespaces and ${r.processes} processes\n`);
     });
   program

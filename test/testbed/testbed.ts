@@ -481,9 +481,15 @@ function linkExists(name: string): boolean {
  * Removes every namespace, link, process and file of the testbed with this prefix, including what a
  * crashed run left. Safe to call when nothing is there.
  */
-export async function down(opts: { prefix?: string } = {}): Promise<{ namespaces: number; processes: number }> {
+export async function down(opts: { prefix?: string; net?: string } = {}): Promise<{ namespaces: number; processes: number }> {
   requireRunnable();
   const prefix = opts.prefix ?? "aitb";
+  // The same --net as `up` is accepted, so `up ARGS` and `down ARGS` pair; a different one is
+  // a mistake about which testbed this is, and nothing is removed.
+  const upNet = readState(prefix)?.options.net;
+  if (opts.net !== undefined && upNet !== undefined && opts.net !== upNet) {
+    fail(`${prefix} is up on ${upNet}.0.0/16, not ${opts.net}.0.0/16: give its --net (or none)`);
+  }
   const n = names(prefix);
   const nss = ourNamespaces(prefix);
   const inodes = new Set(nss.map((s) => nsInode(s)).filter((x): x is number => x !== null));

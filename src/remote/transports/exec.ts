@@ -29,6 +29,7 @@ import {
   type SshCommandLine,
 } from "../relay.js";
 import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh-config.js";
+import { witnessed } from "../witness.js";
 
 /** Substitute %h, %u and %% in each template argument. */
 export function expandTemplate(template: readonly string[], host: string, user: string): string[] {
@@ -208,16 +209,15 @@ export class ExecTransport implements Transport {
     const plain = () => runLocalCommand(argv, req, { onSpawn: () => req.onConnected({ localPort: null }) });
     if (execTemplateOptOut(argv) !== null) return plain();
     const shuttle = this.env.shuttle === undefined ? findShuttle() : this.env.shuttle;
-    if (!shuttle) {
-      if (this.env.shuttle === undefined && !this.notices.includes(NO_SHUTTLE_NOTICE)) this.notices.push(NO_SHUTTLE_NOTICE);
-      return plain();
-    }
+    if (!shuttle && this.env.shuttle === undefined && !this.notices.includes(NO_SHUTTLE_NOTICE)) this.notices.push(NO_SHUTTLE_NOTICE);
     // Where ssh would connect: in-process when its command line and configuration allow (as
     // -R openssh does), else from ssh -G.
     const line = parseSshCommandLine(argv);
     const configs = line ? this.configs(line) : null;
     const plan = line && configs ? planFromSshConfig(configs, line.host, { ...(line.port !== undefined ? { port: line.port } : {}), connectTimeoutMs: 0 }) : await planSshRelay(argv, req.signal);
     if (!plan.relay) return plain();
+    // No relay: ssh's own connection, which it closes first; the kernel says what it left (witness.ts).
+    if (!shuttle) return witnessed(plan.target, plain);
     const relay = await SshRelay.open(plan.target, () => {});
     if (!relay) return plain();
     const relayed = [argv[0]!, ...proxyOptions(shuttle, relay.socketPath), ...argv.slice(1)];
@@ -242,6 +242,8 @@ export class ExecTransport implements Transport {
           ...(o.remotePort !== undefined ? { remotePort: o.remotePort } : {}),
           connected: true,
           error: aborted ? abortError(req.signal) : null,
+          // As with -R openssh: the system ssh cannot end the remote command, nor can a reset.
+          ...(aborted ? { remoteCommand: "left-running" as const } : {}),
         };
       },
     });

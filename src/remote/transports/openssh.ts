@@ -316,6 +316,9 @@ export class OpenSshTransport implements Transport {
               code: timeout ? (ran ? "ERR_COMMAND_TIMEOUT" : "ERR_CONNECT_TIMEOUT") : "ERR_CANCELLED",
               message: timeout ? "timed out: ssh killed" : "cancelled: ssh killed",
             },
+            // The system ssh has no way to end the remote command, and sshd keeps a command that
+            // does not write running after its connection goes: said, not hidden (-R ssh ends it).
+            ...(ran ? { remoteCommand: "left-running" as const } : {}),
           };
         }
         if (code === null) {

@@ -20,7 +20,7 @@
  */
 import net from "node:net";
 import { AddrinuseError, type ErrorCode } from "../../errors.js";
-import { ExitMarkerFilter, newMarker, wrapCommand } from "../../core/exit-marker.js";
+import { ExitMarkerFilter, killGroupCommand, newMarker, wrapCommand } from "../../core/exit-marker.js";
 import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
@@ -54,12 +54,47 @@ async function listenReserved(host: string, range: "reserved" | [number, number]
   throw new AddrinuseError("ERR_PORTS_EXHAUSTED", `no free port in ${lo}-${hi} to listen on for rsh's stderr channel`);
 }
 
+/** How long an aborted host's second connection may take to end its command (inside the engine's ABORT_GRACE_MS). */
+export const KILL_WAIT_MS = 1000;
+
+/** The error of a host aborted by timeout or cancel, once its connection is reset. */
+function abortOutcome(signal: AbortSignal, result: TransportResult): { code: ErrorCode; message: string } {
+  const timeout = signal.reason === "timeout";
+  const what = timeout ? "timed out" : "cancelled";
+  if (!result.connected) return { code: timeout ? "ERR_CONNECT_TIMEOUT" : "ERR_CANCELLED", message: `${what}; connection reset` };
+  const fate =
+    result.remoteCommand === "ended" ? "; the remote command was ended (kill -9 of its process group)" : result.remoteCommand === "left-running" ? "; the remote command could not be ended" : "";
+  return { code: timeout ? "ERR_COMMAND_TIMEOUT" : "ERR_CANCELLED", message: `${what}; connection reset${fate}` };
+}
+
 export function createRshTransport(options: TransportOptions = {}): Transport {
   const port = options.port ?? RSH_PORT;
   const localPorts = options.localPorts ?? "reserved";
   const resetAfterEof = options.resetAfterEof ?? false;
 
-  async function run(req: RunRequest): Promise<TransportResult> {
+  /**
+   * An aborted host's command, which a reset alone leaves running: a second connection runs
+   * `kill -9 -PID` on the process group the wrapper's shell leads (its pid came first in the
+   * output), bounded by KILL_WAIT_MS. True when the host says the group was there and is killed.
+   */
+  async function endRemoteGroup(req: RunRequest, pid: number): Promise<boolean> {
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort("timeout"), KILL_WAIT_MS);
+    try {
+      const noop = () => {};
+      const r = await runOne(
+        { ...req, command: killGroupCommand(pid), separateStderr: false, signal: ac.signal, onConnected: noop, onStdout: noop, onStderr: noop },
+        false,
+      );
+      return r.error === null && r.exitCode === 0;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  const run = (req: RunRequest): Promise<TransportResult> => runOne(req, true);
+
+  async function runOne(req: RunRequest, endOnAbort: boolean): Promise<TransportResult> {
     const result: TransportResult = { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: null };
     if (req.signal.aborted) {
       result.error = { code: "ERR_CANCELLED", message: "cancelled before connecting" };
@@ -104,6 +139,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
 
     const marker = newMarker(randomHex(8));
     const stdoutFilter = new ExitMarkerFilter(marker.marker, (b) => req.onStdout(b));
+    let ending: Promise<void> = Promise.resolve();
     let stderrServer: net.Server | undefined;
     let stderrSocket: net.Socket | undefined;
     let stderrDone: Promise<void> = Promise.resolve();
@@ -123,7 +159,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         if (settled) return;
         settled = true;
         req.signal.removeEventListener("abort", onAbort);
-        stdoutFilter.end();
+        stdoutFilter.end(req.signal.aborted);
         result.exitCode = stdoutFilter.exitCode;
         result.closedBy = closedBy;
         result.error = error;
@@ -131,16 +167,27 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
           result.error = { code: "ERR_CONNECTION_LOST", message: "the connection ended before the command's exit status arrived" };
         }
         stderrServer?.close();
-        void stderrDone.then(() => resolve(result));
+        void Promise.all([stderrDone, ending]).then(() => {
+          if (result.error && (result.error.code === "ERR_COMMAND_TIMEOUT" || result.error.code === "ERR_CANCELLED") && req.signal.aborted) {
+            result.error = abortOutcome(req.signal, result);
+          }
+          resolve(result);
+        });
       };
       const onAbort = () => {
         closedBy = "reset";
         resetAll();
-        const timeout = req.signal.reason === "timeout";
-        finish({
-          code: timeout ? (result.connected ? "ERR_COMMAND_TIMEOUT" : "ERR_CONNECT_TIMEOUT") : "ERR_CANCELLED",
-          message: timeout ? "timed out; connection reset" : "cancelled; connection reset",
-        });
+        if (result.connected && endOnAbort) {
+          const pid = stdoutFilter.pid;
+          ending =
+            pid === null
+              ? Promise.resolve(void (result.remoteCommand = "left-running"))
+              : endRemoteGroup(req, pid).then(
+                  (ended) => void (result.remoteCommand = ended ? "ended" : "left-running"),
+                  () => void (result.remoteCommand = "left-running"),
+                );
+        }
+        finish(abortOutcome(req.signal, result));
       };
       req.signal.addEventListener("abort", onAbort, { once: true });
 

@@ -382,11 +382,53 @@ function abortCode(signal: AbortSignal, connected: boolean): ErrorCode {
   return "ERR_CANCELLED";
 }
 
+function abortVerb(signal: AbortSignal): string {
+  return signal.reason === "timeout" ? "timed out" : "cancelled";
+}
+
+/**
+ * Run on a second channel of a timed-out or cancelled connection (see execKillSession): one grep
+ * over every process's environment, then kill each match's process group (sshd makes each
+ * session's shell lead one) and the process itself. `$$` is this script's own shell.
+ */
+export const KILL_SESSION_SCRIPT =
+  'for f in $(grep -lzxF "SSH_CONNECTION=$SSH_CONNECTION" /proc/[0-9]*/environ 2>/dev/null); do p=${f#/proc/}; p=${p%/environ}; ' +
+  '[ "$p" = "$$" ] || { kill -9 -"$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; }; done; true';
+
+/** How long a timed-out or cancelled host waits for sshd to confirm its command ended; well inside the engine's ABORT_GRACE_MS. */
+export const KILL_WAIT_MS = 1000;
+
 function abortMessage(signal: AbortSignal): string {
   return signal.reason === "timeout" ? "timed out: connection reset" : "cancelled: connection reset";
 }
 
 type ClientError = Error & { level?: string; code?: string };
+
+/** The parts of an ssh2 channel that sendSignal() reaches past its public API for. */
+interface ChannelInternals {
+  outgoing?: { id?: unknown; state?: unknown };
+  _client?: { _protocol?: { signal?: unknown } };
+}
+
+/**
+ * A "signal" channel request (RFC 4254 §6.9). ssh2's channel.signal() sends nothing once our side
+ * has sent CHANNEL_EOF, and we send it at once (the remote stdin is at EOF); the RFC allows requests
+ * on a channel until it is closed, so the request goes through ssh2's protocol object directly.
+ * False when that object is not there (another ssh2 version) or the channel is closing.
+ */
+function sendSignal(channel: ClientChannel, name: string): boolean {
+  const c = channel as unknown as ChannelInternals;
+  const id = c.outgoing?.id;
+  const state = c.outgoing?.state;
+  const protocol = c._client?._protocol;
+  if (typeof id !== "number" || (state !== "open" && state !== "eof") || !protocol || typeof protocol.signal !== "function") return false;
+  try {
+    (protocol.signal as (chan: number, signal: string) => void).call(protocol, id, name);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** One host's connection, from connect to the socket's close; resolves exactly once. */
 class HostRun {
@@ -409,6 +451,9 @@ class HostRun {
   private hostKeyProblem: string | null = null;
   private connectTimer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
+  private channel: ClientChannel | null = null;
+  private killTimer: NodeJS.Timeout | null = null;
+  private remoteCommand: "ended" | "signalled" | null = null;
   private readonly target: string;
   private authTried: string[] = [];
   private serverMethods: string[] | null = null;
@@ -427,8 +472,60 @@ class HostRun {
 
   private readonly onAbort = (): void => {
     this.fail(abortCode(this.req.signal, this.started), abortMessage(this.req.signal));
-    this.resetNow();
+    if (!this.endRemoteCommand()) this.resetNow();
   };
+
+  /**
+   * On timeout or cancel with the command running: a reset alone leaves it running on the host (a
+   * command that does not write never notices), so first ask sshd to signal it (RFC 4254 §6.9;
+   * OpenSSH killpg()s the session's process group), wait a bounded KILL_WAIT_MS for the channel to
+   * close with its exit-signal, then reset. False: no running command, reset at once.
+   */
+  private endRemoteCommand(): boolean {
+    const channel = this.channel;
+    if (!channel || this.commandDone || this.settled) return false;
+    const signalled = sendSignal(channel, "KILL");
+    const killed = this.execKillSession();
+    if (!signalled && !killed) return false;
+    this.remoteCommand = "signalled";
+    this.killTimer = setTimeout(() => this.resetNow(), KILL_WAIT_MS);
+    return true;
+  }
+
+  /**
+   * OpenSSH refuses the "signal" request for a root login (it runs such a session without privilege
+   * separation, and signals only from the unprivileged child), so the same connection also runs
+   * KILL_SESSION_SCRIPT on a second channel: it kills the processes whose SSH_CONNECTION is this
+   * connection's (our local port makes it unique), this second session's shell excepted.
+   */
+  private execKillSession(): boolean {
+    const client = this.client;
+    if (!client) return false;
+    try {
+      client.exec(KILL_SESSION_SCRIPT, (err, ch) => {
+        if (err || !ch) return;
+        // Nothing it says reaches the user; its stdin is at EOF at once.
+        ch.on("data", () => {});
+        ch.stderr.on("data", () => {});
+        ch.on("error", () => {});
+        ch.end();
+      });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The channel closed after our signal: say whether the host confirmed the end, then reset. */
+  private remoteCommandEnded(): void {
+    if (this.killTimer) clearTimeout(this.killTimer);
+    this.killTimer = null;
+    if (this.exitSignal !== null || this.exitCode !== null) {
+      this.remoteCommand = "ended";
+      this.error = { code: this.error?.code ?? abortCode(this.req.signal, true), message: `${abortVerb(this.req.signal)}: remote command ended (${this.exitSignal !== null ? `signal ${this.exitSignal}` : `exit ${this.exitCode}`}), connection reset` };
+    }
+    this.resetNow();
+  }
 
   start(): void {
     this.req.signal.addEventListener("abort", this.onAbort, { once: true });
@@ -614,8 +711,10 @@ class HostRun {
       else this.exitSignal = signal ?? null;
     });
     stream.on("error", () => {});
+    this.channel = stream;
     stream.on("close", () => {
       this.commandDone = true;
+      if (this.remoteCommand !== null) return this.remoteCommandEnded();
       if (this.exitCode === null && this.exitSignal === null) {
         this.fail("ERR_PROTOCOL", `${this.target}: the command's channel closed without an exit status`);
       }
@@ -694,17 +793,20 @@ class HostRun {
     this.settled = true;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     if (this.graceTimer) clearTimeout(this.graceTimer);
+    if (this.killTimer) clearTimeout(this.killTimer);
     this.req.signal.removeEventListener("abort", this.onAbort);
     this.view?.destroy();
     if (!this.error && !this.commandDone) this.fail("ERR_CONNECTION_LOST", `${this.target}: connection closed`);
     this.done({
-      exitCode: this.exitCode,
+      // Aborted: the command did not end by itself; what the kill made it say is not its status.
+      exitCode: this.req.signal.aborted ? null : this.exitCode,
       signal: this.exitSignal,
       closedBy: this.closedBy(),
       localPort: this.localPort,
       ...(this.remoteAddress !== null ? { remoteAddress: this.remoteAddress, remotePort: this.cfg.port } : {}),
       connected: this.started,
       error: this.error,
+      ...(this.remoteCommand !== null ? { remoteCommand: this.remoteCommand } : {}),
     });
   }
 }
