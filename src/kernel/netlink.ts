@@ -105,6 +105,15 @@ export interface NetlinkReadOptions {
   family?: 4 | 6;
   /** See DecodeOptions.ownerlessSample. */
   ownerlessSample?: number;
+  /** Bit mask of states to ask for (inet-diag.ts ALL_STATES, the default, or BOUND_INACTIVE_STATES). */
+  states?: number;
+}
+
+export interface NetlinkAnswer {
+  rows: TcpSocket[];
+  omitted: OmittedSockets[];
+  /** IPV6_V6ONLY of the owned AF_INET6 sockets, by inode (see DiagDecoder.v6only). */
+  v6only: Map<number, boolean>;
 }
 
 /**
@@ -113,11 +122,11 @@ export interface NetlinkReadOptions {
  */
 export async function readTcpSocketsNetlink(
   options: NetlinkReadOptions = {},
-): Promise<{ rows: TcpSocket[]; omitted: OmittedSockets[] }> {
+): Promise<NetlinkAnswer> {
   const nl = load();
   if (!nl) throw new Error(`netlink unavailable: ${netlinkUnavailableReason()}`);
   if (options.ports !== undefined && options.ports.local === undefined && options.ports.remote === undefined) {
-    return { rows: [], omitted: [] }; // matches nothing, so nothing to ask
+    return { rows: [], omitted: [], v6only: new Map() }; // matches nothing, so nothing to ask
   }
   const endian = endianness();
   const open = () => new nl.RawNetlinkSocket(NETLINK_SOCK_DIAG, { messagePeeking: false, msgBufferSize: RECEIVE_BUFFER });
@@ -126,8 +135,8 @@ export async function readTcpSocketsNetlink(
     const socket = open();
     try {
       const decoder = new DiagDecoder(decoding);
-      await dump(socket, encodeDumpRequest({ form, localPort: options.localPort, ports: options.ports, seq: ++seq }, endian), decoder);
-      return { rows: decoder.rows, omitted: decoder.omitted() };
+      await dump(socket, encodeDumpRequest({ form, localPort: options.localPort, ports: options.ports, states: options.states, seq: ++seq }, endian), decoder);
+      return { rows: decoder.rows, omitted: decoder.omitted(), v6only: decoder.v6only };
     } catch (e) {
       // A kernel without the old TCPDIAG_GETSOCK message: ask per family from now on.
       if (!(e instanceof DiagAnswerError && e.errno !== 0)) throw e;
@@ -142,12 +151,12 @@ export async function readTcpSocketsNetlink(
   for (const family of options.family === undefined ? ([4, 6] as const) : [options.family]) {
     const socket = open();
     try {
-      await dump(socket, encodeDumpRequest({ form: "by-family", family, localPort: options.localPort, ports: options.ports, seq: ++seq }, endian), decoder);
+      await dump(socket, encodeDumpRequest({ form: "by-family", family, localPort: options.localPort, ports: options.ports, states: options.states, seq: ++seq }, endian), decoder);
     } finally {
       socket.close();
     }
   }
-  return { rows: decoder.rows, omitted: decoder.omitted() };
+  return { rows: decoder.rows, omitted: decoder.omitted(), v6only: decoder.v6only };
 }
 
 /** For tests: read with the per-family request form whatever this kernel accepts. */
