@@ -10,7 +10,7 @@
  */
 import type { Command } from "commander";
 import { normaliseStateName } from "../kernel/parse.js";
-import { assertLinux } from "../kernel/read.js";
+import { assertLinux, tableSourceProblem } from "../kernel/read.js";
 import { UsageError } from "../errors.js";
 import { addressArg, countArg, portArg, secondsArg } from "./args.js";
 import { processIO, type CliIO } from "./io.js";
@@ -111,6 +111,9 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   let code = 0;
   try {
     assertLinux("addrinuse");
+    // Before any command: a misspelt reader must not pass for a comparison of procfs with itself.
+    const badTable = tableSourceProblem(io.env.ADDRINUSE_TABLE);
+    if (badTable !== undefined) throw new UsageError(badTable);
     const why = plainWhy(argv);
     if (why) {
       const { runWhy } = await import("./why.js");

@@ -1,7 +1,16 @@
-/** `addrinuse why PORT`: bind it like a Node server, read who holds it, say what to do. */
-import { diagnose, seconds, type Diagnosis } from "../core/diagnose.js";
+/**
+ * `addrinuse why PORT`: bind it like a Node server, read who holds it, say what to do.
+ *
+ * The common case (a port with a listener, or thousands of TIME_WAIT) is one bind, one netlink dump
+ * filtered to the port, and an owner walk that stops at the first match. Explanations that cost more
+ * (other network namespaces, NAT rules, systemd units) run only when that leaves the port
+ * unexplained, in why-more.ts.
+ */
+import { diagnose, ownerLabel, parsePortRanges, printableCommand, seconds, type Diagnosis, type SocketRow } from "../core/diagnose.js";
 import { formatEndpoint } from "../core/address.js";
+import { BOUND_INACTIVE_STATES, ALL_STATES } from "../kernel/inet-diag.js";
 import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
+import { readPortSettings } from "../kernel/sysctl.js";
 import { tryBind } from "../net/probe.js";
 import { table } from "./display.js";
 import type { CliIO } from "./io.js";
@@ -37,9 +46,26 @@ export async function whyReport(port: number, host: string | undefined, options:
     localPort: port,
     source: options.source ?? "auto",
     ownerlessSample: options.complete === false ? SHOWN_PER_STATE : undefined,
+    // Bound-but-inactive sockets hold a port too; the kernel finds them in its bind hash, which for
+    // one port costs little (measured in bench/why.ts).
+    states: ALL_STATES | BOUND_INACTIVE_STATES,
   });
+  const rows: SocketRow[] = snapshot.sockets;
+  if (snapshot.v6only !== null && snapshot.v6only.size > 0) {
+    for (const r of rows) {
+      if (r.inode === 0) continue;
+      const v = snapshot.v6only.get(r.inode);
+      if (v !== undefined) r.v6only = v;
+    }
+  }
+  const settings = readPortSettings();
   // Node's listen() with no host binds the IPv6 wildcard, dual-stack: every address.
-  const d = diagnose(port, host ?? "::", snapshot.sockets, bind, snapshot.omitted);
+  const d = diagnose(port, host ?? "::", rows, bind, snapshot.omitted, {
+    ephemeralRange: settings.ephemeralRange,
+    reservedPorts: parsePortRanges(settings.reservedPorts),
+    unreadableProcesses: snapshot.unreadableProcesses,
+    boundInactiveListed: snapshot.source === "netlink",
+  });
   return { ...d, unreadableProcesses: snapshot.unreadableProcesses, source: snapshot.source };
 }
 
@@ -50,14 +76,19 @@ export function formatWhy(r: WhyReport): string {
     r.bindable
       ? `${where}: bindable by a Node server (SO_REUSEADDR)` +
           (r.withoutReuseAddr === "EADDRINUSE" ? `; a program without SO_REUSEADDR would get EADDRINUSE` : "")
-      : `${where}: NOT bindable: ${r.kinds.includes("permission") ? "EACCES (permission denied)" : "EADDRINUSE"}`,
+      : `${where}: NOT bindable: ${r.kinds.includes("permission") ? "EACCES (permission denied)" : r.kinds.includes("address-not-available") ? "EADDRNOTAVAIL (no such address here)" : "EADDRINUSE"}`,
   );
+  // Cause, holder and one remedy first; the evidence and the long explanation follow.
+  lines.push(`  cause:  ${r.summary.cause}`);
+  if (r.summary.holder !== null) lines.push(`  holder: ${r.summary.holder}`);
+  lines.push(`  do:     ${r.summary.remedy}`);
   if (r.groups.length === 0) lines.push("No TCP socket uses this port.");
   for (const g of r.groups) {
     const timer = g.longestTimerMs !== null && (g.state === "TIME_WAIT" || g.state.startsWith("FIN_WAIT") || g.state === "CLOSING" || g.state === "LAST_ACK")
       ? `, longest ${seconds(g.longestTimerMs)} left`
       : "";
-    lines.push("", `${g.state} (${g.count}${timer})`);
+    const label = g.state === "CLOSE" ? "BOUND (not listening, not connected)" : g.state;
+    lines.push("", `${label} (${g.count}${timer})`);
     const shown = g.sockets.slice(0, SHOWN_PER_STATE);
     lines.push(
       table(
@@ -65,8 +96,8 @@ export function formatWhy(r: WhyReport): string {
           formatEndpoint(s.localAddress, s.localPort),
           s.state === "LISTEN" ? "*" : formatEndpoint(s.remoteAddress, s.remotePort),
           s.owners.length === 0
-            ? "no owner"
-            : s.owners.map((o) => `pid ${o.pid} ${o.command.slice(0, 60)}${o.user ? ` (${o.user})` : ""}`).join("; "),
+            ? ownerLabel(s, r.unreadableProcesses)
+            : s.owners.map((o) => `pid ${o.pid}${o.user ? ` (${o.user})` : ""} ${printableCommand(o.command)}`).join("; "),
           s.timer !== "none" && s.state !== "ESTABLISHED" && s.state !== "LISTEN" ? `${seconds(s.timerMs)} left` : "",
         ]),
         "  ",

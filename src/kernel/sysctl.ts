@@ -30,3 +30,19 @@ export function readSockstat(procRoot = "/proc"): { inuse: number; orphan: numbe
   // "tw" in sockstat counts TIME_WAIT for both families (one tw hashinfo).
   return { inuse: pick(v4, "inuse"), orphan: pick(v4, "orphan"), timeWait: pick(v4, "tw"), inuse6: pick(v6, "inuse") };
 }
+
+/** The kernel settings `why` reads to explain a port: the ephemeral range and the reserved ports. */
+export interface PortSettings {
+  /** net.ipv4.ip_local_port_range (this network namespace's). */
+  ephemeralRange: [number, number] | undefined;
+  /** net.ipv4.ip_local_reserved_ports as the kernel prints it ("8080,9000-9010"), or "". */
+  reservedPorts: string;
+}
+
+export function readPortSettings(procRoot = "/proc"): PortSettings {
+  const r = /^(\d+) (\d+)$/.exec(readSysctl("net.ipv4.ip_local_port_range", procRoot) ?? "");
+  return {
+    ephemeralRange: r ? [Number(r[1]), Number(r[2])] : undefined,
+    reservedPorts: readSysctl("net.ipv4.ip_local_reserved_ports", procRoot) ?? "",
+  };
+}
