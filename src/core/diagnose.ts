@@ -167,7 +167,7 @@ export function printableCommand(command: string, max = 60): string {
   let t = command.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => (c === "\n" ? "\\n" : c === "\t" ? "\\t" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`));
   if (t.length > max) {
     const cut = t.lastIndexOf(" ", max);
-    t = `${t.slice(0, cut > max / 2 ? cut : max)} …`;
+    t = cut > max / 2 ? `${t.slice(0, cut)} …` : `${t.slice(0, max)}…`;
   }
   return t;
 }
