@@ -378,5 +378,11 @@ async function outer(): Promise<void> {
   console.log(`\nwrote bench/results/why.json`);
 }
 
-if (process.argv.includes("--inner")) await inner();
+if (process.argv.includes("--help") || process.argv.includes("-h")) {
+  process.stdout.write(
+    "npm run bench:why [-- --sizes 10000,50000] [--rounds 7] [--window 35] [--compare OTHER/bin/addrinuse.js]\n" +
+      "  root; builds N TIME_WAIT sockets on one port in a throwaway netns and times `addrinuse why PORT`\n" +
+      "  against `ss -tan` and, like for like, `ss -tanp 'sport = :PORT'`; writes bench/results/why.json\n",
+  );
+} else if (process.argv.includes("--inner")) await inner();
 else await outer();
