@@ -40,11 +40,22 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
 
   program
     .command("why")
-    .description("bind PORT as a Node server would, list every socket on it by state and owner, and say why and what to do (exit 0 bindable, 1 not)")
-    .argument("<port>", "TCP port, 1-65535", (v) => portArg(v))
+    .description(
+      "bind PORT as a Node server would, list every socket on it by state and owner, and say why and what to do (exit 0 bindable, 1 not); " +
+        "with --connect HOST:PORT instead: whether connect() there is out of local ports (exit 0 no, 1 yes)",
+    )
+    .argument("[port]", "TCP port, 1-65535", (v) => portArg(v))
     .option("--host <addr>", "the address your server would bind (default: all addresses, as Node's listen)", addressArg)
+    .option("--connect <host:port>", "client side: count the 4-tuples toward this destination against the ephemeral range")
     .option("--json", "one JSON document on stdout")
-    .action(async (port: number, o: { host?: string; json?: boolean }) => {
+    .action(async (port: number | undefined, o: { host?: string; connect?: string; json?: boolean }) => {
+      if (o.connect !== undefined) {
+        if (port !== undefined || o.host !== undefined) throw new UsageError("why --connect HOST:PORT takes no PORT and no --host");
+        const { runWhyConnect } = await import("./why-connect.js");
+        done(await runWhyConnect(o.connect, !!o.json, io));
+        return;
+      }
+      if (port === undefined) throw new UsageError("why needs a PORT (or --connect HOST:PORT)");
       const { runWhy } = await import("./why.js");
       done(await runWhy({ port, host: o.host, json: !!o.json }, io));
     });
