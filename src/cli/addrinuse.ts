@@ -73,6 +73,21 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
       done(await runWait({ port, host: o.host, timeoutS: o.timeout, withoutReuseAddr: !!o.withoutReuseaddr, json: !!o.json }, io));
     });
 
+  program
+    .command("free")
+    .description(
+      "show what would free PORT, and with --yes do it: destroy its TIME_WAIT/orphaned sockets (netlink SOCK_DESTROY, as ss -K), TERM then KILL the processes holding it (exit 0 bindable at the end, 1 not)",
+    )
+    .argument("<port>", "TCP port, 1-65535", (v) => portArg(v))
+    .option("--host <addr>", "only sockets that conflict with a bind to this address", addressArg)
+    .option("--yes", "do it (without: only say what would be done)")
+    .option("--grace <seconds>", "between SIGTERM and SIGKILL", (v) => secondsArg(v, "--grace"), 5)
+    .option("--json", "one JSON document on stdout")
+    .action(async (port: number, o: { host?: string; yes?: boolean; grace: number; json?: boolean }) => {
+      const { runFree } = await import("./free.js");
+      done(await runFree({ port, host: o.host, yes: !!o.yes, graceS: o.grace, json: !!o.json }, io));
+    });
+
   const lsOptions = (c: Command) =>
     c
       .option("--port <port>", "only this local port", (v) => portArg(v))

@@ -27,6 +27,7 @@ interface RawNetlinkSocket {
   on(event: "error", listener: (err: Error) => void): unknown;
   send(msg: Uint8Array, options?: object, callback?: (err?: Error) => void): void;
   close(): void;
+  removeAllListeners(event: string): unknown;
 }
 
 interface NetlinkModule {
@@ -157,6 +158,51 @@ export async function readTcpSocketsNetlink(
     }
   }
   return { rows: decoder.rows, omitted: decoder.omitted(), v6only: decoder.v6only };
+}
+
+/**
+ * Sends requests that the kernel acknowledges (NLM_F_ACK) one after another on one socket and
+ * resolves with each ack's errno, 0 for success (SOCK_DESTROY, in sock-destroy.ts). `onEach` sees
+ * every answer as it comes. Rejects when netlink is unavailable.
+ */
+export async function requestsWithAck(encoders: readonly ((seq: number) => Buffer)[], onEach?: (i: number, errno: number) => void): Promise<number[]> {
+  const nl = load();
+  if (!nl) throw new Error(`netlink unavailable: ${netlinkUnavailableReason()}`);
+  const { decodeAck } = await import("./sock-destroy.js");
+  const socket = new nl.RawNetlinkSocket(NETLINK_SOCK_DIAG, { messagePeeking: false, msgBufferSize: 8192 });
+  const out: number[] = [];
+  try {
+    for (let i = 0; i < encoders.length; i++) {
+      const errno = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no answer to a sock_diag request after ${DUMP_TIMEOUT_MS} ms`)), DUMP_TIMEOUT_MS);
+        const onMessage = (msg: Buffer) => {
+          const e = decodeAck(msg, endianness());
+          if (e !== null) {
+            clearTimeout(timer);
+            resolve(e);
+          }
+        };
+        socket.on("message", onMessage);
+        socket.on("error", (e) => {
+          clearTimeout(timer);
+          reject(e);
+        });
+        socket.send(encoders[i]!(++seq), {}, (e) => {
+          if (e) {
+            clearTimeout(timer);
+            reject(e);
+          }
+        });
+      });
+      out.push(errno);
+      onEach?.(i, errno);
+      socket.removeAllListeners("message");
+      socket.removeAllListeners("error");
+    }
+  } finally {
+    socket.close();
+  }
+  return out;
 }
 
 /** For tests: read with the per-family request form whatever this kernel accepts. */

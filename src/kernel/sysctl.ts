@@ -1,5 +1,7 @@
 /** Reads the kernel settings that govern TIME_WAIT and port use, and the socket summary. Read-only. */
 import { readFileSync } from "node:fs";
+import { release } from "node:os";
+import { gunzipSync } from "node:zlib";
 
 export function readSysctl(name: string, procRoot = "/proc"): string | null {
   try {
@@ -45,4 +47,23 @@ export function readPortSettings(procRoot = "/proc"): PortSettings {
     ephemeralRange: r ? [Number(r[1]), Number(r[2])] : undefined,
     reservedPorts: readSysctl("net.ipv4.ip_local_reserved_ports", procRoot) ?? "",
   };
+}
+
+/**
+ * One option of the running kernel's build configuration (/proc/config.gz, else
+ * /boot/config-RELEASE): "y", "m", "n" (unset), or null when neither file is there to tell.
+ */
+export function kernelConfigOption(name: string, procRoot = "/proc"): "y" | "m" | "n" | null {
+  let text: string | null = null;
+  try {
+    text = gunzipSync(readFileSync(`${procRoot}/config.gz`)).toString("latin1");
+  } catch {
+    try {
+      text = readFileSync(`/boot/config-${release()}`, "latin1");
+    } catch {
+      return null;
+    }
+  }
+  const m = new RegExp(`^${name}=([ym])$`, "m").exec(text);
+  return m ? (m[1] as "y" | "m") : "n";
 }
