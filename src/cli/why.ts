@@ -12,6 +12,7 @@ import { BOUND_INACTIVE_STATES, ALL_STATES } from "../kernel/inet-diag.js";
 import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
 import { readPortSettings } from "../kernel/sysctl.js";
 import { tryBind } from "../net/probe.js";
+import { explainFurther, type Further } from "./why-more.js";
 import { table } from "./display.js";
 import type { CliIO } from "./io.js";
 
@@ -22,6 +23,8 @@ export interface WhyOptions {
 }
 
 export interface WhyReport extends Diagnosis {
+  /** Beyond the port's table (why-more.ts): containers, namespaces, NAT, socket units. */
+  further: Further;
   /** Processes whose sockets we could not look into (not root). */
   unreadableProcesses: number;
   /** How the kernel table was read: netlink sock_diag, or procfs text when netlink is unavailable. */
@@ -38,6 +41,8 @@ export interface WhyReportOptions {
    * and local address are only counted, which at 50,000 TIME_WAIT sockets spares 50,000 objects.
    */
   complete?: boolean;
+  /** Where ADDRINUSE_DOCKER_ROOT and ADDRINUSE_SYSTEMD_UNIT_PATH come from (default process.env). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function whyReport(port: number, host: string | undefined, options: WhyReportOptions = {}): Promise<WhyReport> {
@@ -66,7 +71,17 @@ export async function whyReport(port: number, host: string | undefined, options:
     unreadableProcesses: snapshot.unreadableProcesses,
     boundInactiveListed: snapshot.source === "netlink",
   });
-  return { ...d, unreadableProcesses: snapshot.unreadableProcesses, source: snapshot.source };
+  const further = explainFurther(port, host ?? "::", d, rows, options.env ?? process.env);
+  for (const f of further.findings) {
+    if (!d.kinds.includes(f.kind)) d.kinds.push(f.kind);
+  }
+  if (further.findings.length) {
+    // What was found beyond the table is the better first line: it names the real holder.
+    d.summary = further.findings[0]!.summary;
+    d.advice.unshift(...further.findings.map((f) => f.advice));
+    if (d.kinds[0] === "free" || d.kinds.includes("unknown")) d.kinds = d.kinds.filter((k) => k !== "free" && k !== "unknown");
+  }
+  return { ...d, further, unreadableProcesses: snapshot.unreadableProcesses, source: snapshot.source };
 }
 
 export function formatWhy(r: WhyReport): string {
@@ -116,7 +131,7 @@ export function formatWhy(r: WhyReport): string {
 }
 
 export async function runWhy(opts: WhyOptions, io: CliIO): Promise<number> {
-  const r = await whyReport(opts.port, opts.host, { source: tableSourceNamed(io.env.ADDRINUSE_TABLE), complete: opts.json });
+  const r = await whyReport(opts.port, opts.host, { source: tableSourceNamed(io.env.ADDRINUSE_TABLE), complete: opts.json, env: io.env });
   // Indented on a terminal; compact when piped, where a port with 50,000 TIME_WAIT sockets makes a
   // 20 MB indented document and stringifying it cost more than reading the kernel table.
   if (opts.json) {

@@ -56,6 +56,11 @@ export type DiagnosisKind =
   | "bound"
   | "permission"
   | "address-not-available"
+  /** Found beyond the port's own table (src/cli/why-more.ts): */
+  | "other-namespace"
+  | "container"
+  | "dnat"
+  | "socket-activation"
   | "unknown";
 
 /** The kernel settings a diagnosis depends on; each is optional (the advice is vaguer without it). */
