@@ -35,6 +35,8 @@ export interface Further {
   findings: Finding[];
   /** The namespace this process (and so the user's bind) is in; set when namespaces were looked at. */
   ownNamespace: { inode: number; names: string[] } | null;
+  /** Other namespaces whose tables were read, and those left for lack of time (ADDRINUSE_NETNS_BUDGET_MS, default 500). */
+  namespacesScanned: { looked: number; skipped: number } | null;
 }
 
 function describeContainer(c: ContainerInfo | ContainerRef): string {
@@ -91,12 +93,16 @@ export function explainFurther(port: number, host: string, d: Diagnosis, rows: r
 
   const unexplained = d.kinds.includes("unknown") || (d.kinds.length === 1 && d.kinds[0] === "free" && d.groups.length === 0);
   let ownNamespace: Further["ownNamespace"] = null;
+  let namespacesScanned: Further["namespacesScanned"] = null;
   if (unexplained) {
     const namespaces = listNetworkNamespaces();
     const own: NetworkNamespace | undefined = namespaces.find((n) => n.own);
     ownNamespace = own ? { inode: own.inode, names: own.names } : null;
     const ownText = own ? `this process's, ${nsName(own)}` : "this process's";
-    for (const e of listenersElsewhere(port, namespaces)) {
+    const budget = Number(env.ADDRINUSE_NETNS_BUDGET_MS);
+    const scan = listenersElsewhere(port, namespaces, Number.isFinite(budget) && budget >= 0 ? budget : 500);
+    namespacesScanned = { looked: scan.looked, skipped: scan.skipped };
+    for (const e of scan.found) {
       const owner = e.owners[0];
       const c = (owner ? containerOfPid(owner.pid, allContainers()) : null) ?? containerOfNamespace(e.namespace.inode, allContainers());
       const holder = e.owners.length ? e.owners.map((x) => `pid ${x.pid} (${printableCommand(x.command.split(" ")[0] ?? "?", 40)})`).join(", ") : `a process of pid ${e.namespace.pids.join(", ")}'s namespace`;
@@ -126,5 +132,5 @@ export function explainFurther(port: number, host: string, d: Diagnosis, rows: r
       });
     }
   }
-  return { findings, ownNamespace };
+  return { findings, ownNamespace, namespacesScanned };
 }

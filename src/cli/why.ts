@@ -124,6 +124,10 @@ export function formatWhy(r: WhyReport): string {
     lines.push("", "Why, and what to do:");
     for (const a of r.advice) lines.push(`  - ${a}`);
   }
+  const scanned = r.further.namespacesScanned;
+  if (scanned && scanned.skipped > 0) {
+    lines.push("", `(${scanned.skipped} of ${scanned.looked + scanned.skipped} other network namespaces not looked into within the time limit; ADDRINUSE_NETNS_BUDGET_MS raises it)`);
+  }
   if (r.unreadableProcesses > 0) {
     lines.push("", `(${r.unreadableProcesses} processes could not be inspected; run as root to name every owner)`);
   }
