@@ -45,7 +45,7 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
         "with --connect HOST:PORT instead: whether connect() there is out of local ports (exit 0 no, 1 yes)",
     )
     .argument("[port]", "TCP port, 1-65535", (v) => portArg(v))
-    .option("--host <addr>", "the address your server would bind (default: all addresses, as Node's listen)", addressArg)
+    .option("--host <addr>", "the address your server would bind, or localhost (default: all addresses, as Node's listen)", (v) => (v === "localhost" ? v : addressArg(v)))
     .option("--connect <host:port>", "client side: count the 4-tuples toward this destination against the ephemeral range")
     .option("--json", "one JSON document on stdout")
     .action(async (port: number | undefined, o: { host?: string; connect?: string; json?: boolean }) => {
@@ -176,7 +176,7 @@ function plainWhy(argv: readonly string[]): WhyOptions | undefined {
   }
   if (port === undefined) return undefined;
   try {
-    return { port: portArg(port), host: host === undefined ? undefined : addressArg(host), json };
+    return { port: portArg(port), host: host === undefined || host === "localhost" ? host : addressArg(host), json };
   } catch {
     return undefined;
   }

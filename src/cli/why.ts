@@ -12,6 +12,7 @@ import { BOUND_INACTIVE_STATES, ALL_STATES } from "../kernel/inet-diag.js";
 import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
 import { readPortSettings } from "../kernel/sysctl.js";
 import { tryBind } from "../net/probe.js";
+import { lookup } from "node:dns/promises";
 import { explainFurther, type Further } from "./why-more.js";
 import { table } from "./display.js";
 import type { CliIO } from "./io.js";
@@ -22,7 +23,14 @@ export interface WhyOptions {
   json: boolean;
 }
 
+export interface LocalhostNote {
+  resolvesTo: string[];
+  nodeBinds: string;
+}
+
 export interface WhyReport extends Diagnosis {
+  /** With --host localhost: what it resolves to and which address Node's listen() takes. */
+  localhost: LocalhostNote | null;
   /** Beyond the port's table (why-more.ts): containers, namespaces, NAT, socket units. */
   further: Further;
   /** Processes whose sockets we could not look into (not root). */
@@ -45,7 +53,17 @@ export interface WhyReportOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export async function whyReport(port: number, host: string | undefined, options: WhyReportOptions = {}): Promise<WhyReport> {
+export async function whyReport(port: number, asked: string | undefined, options: WhyReportOptions = {}): Promise<WhyReport> {
+  // `localhost` is what people type, and it is two addresses: Node's listen() looks it up
+  // (dns.lookup, /etc/hosts order, Node 17+ keeps it) and binds only the first one.
+  let host = asked;
+  let localhost: LocalhostNote | undefined;
+  if (asked === "localhost") {
+    const all = await lookup("localhost", { all: true }).catch(() => [] as { address: string; family: number }[]);
+    const first = all[0]?.address ?? "127.0.0.1";
+    host = first;
+    localhost = { resolvesTo: all.map((a) => a.address), nodeBinds: first };
+  }
   const bind = await tryBind(port, host);
   const snapshot = await readTcpTableAsync({
     localPort: port,
@@ -81,7 +99,14 @@ export async function whyReport(port: number, host: string | undefined, options:
     d.advice.unshift(...further.findings.map((f) => f.advice));
     if (d.kinds[0] === "free" || d.kinds.includes("unknown")) d.kinds = d.kinds.filter((k) => k !== "free" && k !== "unknown");
   }
-  return { ...d, further, unreadableProcesses: snapshot.unreadableProcesses, source: snapshot.source };
+  if (localhost) {
+    const others = localhost.resolvesTo.filter((a) => a !== localhost!.nodeBinds);
+    d.advice.push(
+      `localhost resolves to ${localhost.resolvesTo.join(", ") || "nothing"} here; Node's listen({ host: "localhost" }) binds only the first, ${localhost.nodeBinds}, so this is the address checked.` +
+        (others.length ? ` A client that tries ${others.join(", ")} first does not reach it, and another server may hold ${others.map((a) => formatEndpoint(a, port)).join(", ")} without any conflict; bind the address you mean, or both.` : ""),
+    );
+  }
+  return { ...d, localhost: localhost ?? null, further, unreadableProcesses: snapshot.unreadableProcesses, source: snapshot.source };
 }
 
 export function formatWhy(r: WhyReport): string {

@@ -260,3 +260,35 @@ test("an unknown ADDRINUSE_TABLE is one line and exit 2, in-process and from the
   assert.equal(bin.stderr.trim().split("\n").length, 1);
   assert.equal(bin.stdout, "");
 });
+
+test("--host localhost: why checks the address Node's listen() binds (the first lookup answer), and names the other", { skip: !isRoot && "needs root (a mount namespace with its own /etc/hosts)" }, async (t) => {
+  // This machine's /etc/hosts may name only 127.0.0.1; a private mount namespace gives localhost
+  // both addresses, ::1 first, as many distributions do.
+  const dir = mkdtempSync(join(tmpdir(), "why-hosts-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const hosts = join(dir, "hosts");
+  writeFileSync(hosts, "::1 localhost ip6-localhost\n127.0.0.1 localhost\n");
+  const script = join(dir, "probe.js");
+  writeFileSync(
+    script,
+    `const { execFileSync } = require("child_process");
+const s = require("net").createServer().listen(0, "localhost", () => {
+  const a = s.address();
+  let out; try { out = execFileSync(process.execPath, [${JSON.stringify(CLI)}, "why", String(a.port), "--host", "localhost", "--json"], { encoding: "utf8" }); } catch (e) { out = e.stdout; }
+  console.log(JSON.stringify({ node: a.address, why: JSON.parse(out) }));
+  s.close();
+});`,
+  );
+  const r = spawnSync("unshare", ["--mount", "sh", "-c", `mount --bind ${hosts} /etc/hosts && exec ${process.execPath} ${script}`], { encoding: "utf8", timeout: 30_000 });
+  if (r.status !== 0 && /mount|unshare/.test(r.stderr)) {
+    t.skip(`no private mount namespace here: ${r.stderr.trim().split("\n")[0]}`);
+    return;
+  }
+  assert.equal(r.status, 0, r.stderr);
+  const { node, why: doc } = JSON.parse(r.stdout);
+  assert.equal(node, "::1", "Node's listen('localhost') took the first answer");
+  assert.deepEqual(doc.localhost, { resolvesTo: ["::1", "127.0.0.1"], nodeBinds: "::1" });
+  assert.equal(doc.host, "::1");
+  assert.ok(doc.kinds.includes("listener"), doc.kinds.join());
+  assert.match(doc.advice.join(" "), /A client that tries 127\.0\.0\.1 first does not reach it/);
+});

@@ -6,7 +6,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -142,4 +143,27 @@ const s = require("net").createServer().listen(${port}, "127.0.0.1", () => {
   assert.match(doc.advice[0], /unit demo\.socket \(ListenStream=127\.0\.0\.1:\d+, in \S+demo\.socket\)/);
   assert.match(doc.advice[0], /Stopping or killing the service \(demo\.service\) does not free the port/);
   assert.equal(doc.summary.remedy, "systemctl stop demo.socket");
+});
+
+test("a listener whose command line is docker-proxy's: the published container is named, and killing the proxy is said not to help", async (t) => {
+  // No Docker engine runs here: a real listener started under docker-proxy's argv stands in for it,
+  // and the container's state is the fixture in a data root of our own.
+  const port = await freePortOutside(range);
+  const dir = mkdtempSync(join(tmpdir(), "why-proxy-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, "containers", ID), { recursive: true });
+  writeFileSync(join(dir, "containers", ID, "config.v2.json"), readFileSync(FIXTURE, "utf8"));
+  const script = join(dir, "proxy.js");
+  writeFileSync(script, `const s = require("net").createServer().listen(${port}, "0.0.0.0", () => console.log("ready"));`);
+  const args = ["-proto", "tcp", "-host-ip", "0.0.0.0", "-host-port", String(port), "-container-ip", "172.17.0.2", "-container-port", "80"];
+  const child = spawn("bash", ["-c", `exec -a /usr/bin/docker-proxy ${process.execPath} ${script} ${args.join(" ")}`], { stdio: ["ignore", "pipe", "inherit"] });
+  t.after(() => child.kill("SIGKILL"));
+  await once(child.stdout!, "data");
+  assert.equal(await nodeBind(port), "EADDRINUSE");
+  const r = await why([String(port), "--json"], { ADDRINUSE_DOCKER_ROOT: dir });
+  assert.equal(r.code, 1);
+  assert.ok(r.doc.kinds.includes("container") && r.doc.kinds.includes("listener"), r.doc.kinds.join());
+  assert.match(r.doc.advice[0], new RegExp(`pid ${child.pid} is docker-proxy: port ${port} is published by docker container web-nginx \\(id 3f9b2c1d7e8a, image nginx:1\\.27\\), forwarded to 172\\.17\\.0\\.2:80`));
+  assert.match(r.doc.advice[0], /Killing docker-proxy does not free it/);
+  assert.equal(r.doc.summary.holder, `pid ${child.pid} (docker-proxy)`);
 });
