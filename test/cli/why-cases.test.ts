@@ -191,6 +191,15 @@ test("a SO_REUSEPORT group is named as one, with who may join it; Node 20's bind
   assert.match(advice, /2 listening sockets share 127\.0\.0\.1:\d+ .*SO_REUSEPORT group/);
   assert.match(advice, /same effective user \(uid \d+\)/);
   assert.match(advice, new RegExp(`kill ${held.pid}`));
+  // What the advice says of a third bind, checked against the kernel: SO_REUSEPORT as the same user
+  // joins the group; the same as another user (nobody) is refused.
+  const join3 = (uid?: number) =>
+    spawnSync("python3", ["-c", `import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEPORT,1)\ntry:\n s.bind(("127.0.0.1",${held.port}));s.listen();print("joined")\nexcept OSError as e:\n print(e.errno)`], {
+      encoding: "utf8",
+      ...(uid === undefined ? {} : { uid, gid: uid }),
+    }).stdout.trim();
+  assert.equal(join3(), "joined");
+  if (isRoot) assert.equal(join3(65534), "98", "EADDRINUSE for another effective user");
 });
 
 test("EADDRNOTAVAIL on an address this machine lacks is told apart from EADDRINUSE (no packet is sent)", async () => {
