@@ -7,13 +7,13 @@
  * unexplained, in why-more.ts.
  */
 import { diagnose, ownerLabel, parsePortRanges, printableCommand, seconds, type Diagnosis, type SocketRow } from "../core/diagnose.js";
-import { formatEndpoint } from "../core/address.js";
-import { BOUND_INACTIVE_STATES, ALL_STATES } from "../kernel/inet-diag.js";
+import { addressesOverlap, formatEndpoint } from "../core/address.js";
+import { BOUND_INACTIVE_STATES } from "../kernel/inet-diag.js";
 import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
 import { readPortSettings } from "../kernel/sysctl.js";
 import { tryBind } from "../net/probe.js";
 import { lookup } from "node:dns/promises";
-import { explainFurther, type Further } from "./why-more.js";
+import type { Further } from "./why-more.js";
 import { table } from "./display.js";
 import type { CliIO } from "./io.js";
 
@@ -65,14 +65,25 @@ export async function whyReport(port: number, asked: string | undefined, options
     localhost = { resolvesTo: all.map((a) => a.address), nodeBinds: first };
   }
   const bind = await tryBind(port, host);
+  const source = options.source ?? "auto";
   const snapshot = await readTcpTableAsync({
     localPort: port,
-    source: options.source ?? "auto",
+    source,
     ownerlessSample: options.complete === false ? SHOWN_PER_STATE : undefined,
-    // Bound-but-inactive sockets hold a port too; the kernel finds them in its bind hash, which for
-    // one port costs little (measured in bench/why.ts).
-    states: ALL_STATES | BOUND_INACTIVE_STATES,
   });
+  // A socket bound but never listened or connected holds its port too; the kernel lists those only
+  // on request, from its bind hash (TCP_BOUND_INACTIVE, Linux 6.5+). Asked only when the bind failed
+  // and the table shows nothing that overlaps, so a busy port never pays for that walk.
+  let boundInactiveListed = false;
+  if (!bind.ok && bind.errno === "EADDRINUSE" && snapshot.source === "netlink" && !snapshot.sockets.some((r) => addressesOverlap(r.localAddress, host ?? "::"))) {
+    const bound = await readTcpTableAsync({ localPort: port, source: "netlink", states: BOUND_INACTIVE_STATES }).catch(() => null);
+    if (bound) {
+      boundInactiveListed = true;
+      for (const r of bound.sockets) snapshot.sockets.push(r);
+      if (bound.v6only && snapshot.v6only) for (const [k, v] of bound.v6only) snapshot.v6only.set(k, v);
+      snapshot.unreadableProcesses = Math.max(snapshot.unreadableProcesses, bound.unreadableProcesses);
+    }
+  }
   const rows: SocketRow[] = snapshot.sockets;
   if (snapshot.v6only !== null && snapshot.v6only.size > 0) {
     for (const r of rows) {
@@ -87,9 +98,13 @@ export async function whyReport(port: number, asked: string | undefined, options
     ephemeralRange: settings.ephemeralRange,
     reservedPorts: parsePortRanges(settings.reservedPorts),
     unreadableProcesses: snapshot.unreadableProcesses,
-    boundInactiveListed: snapshot.source === "netlink",
+    boundInactiveListed,
   });
-  const further = explainFurther(port, host ?? "::", d, rows, options.env ?? process.env);
+  // Loaded only when there is something to look further into (a listener to name, or nothing here).
+  const needsMore = d.groups.length === 0 || d.kinds.includes("unknown") || rows.some((r) => r.state === "LISTEN");
+  const further: Further = needsMore
+    ? (await import("./why-more.js")).explainFurther(port, host ?? "::", d, rows, options.env ?? process.env)
+    : { findings: [], ownNamespace: null, namespacesScanned: null };
   for (const f of further.findings) {
     if (!d.kinds.includes(f.kind)) d.kinds.push(f.kind);
   }
