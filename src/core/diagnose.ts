@@ -384,7 +384,10 @@ export function diagnose(
       `${plural(timeWaitCount, "connection")} on this port ${timeWaitCount === 1 ? "is" : "are"} in TIME_WAIT, the kernel's memory of a connection this side closed first; the last one goes in ${seconds(timeWaitLongest)} (Linux keeps TIME_WAIT a fixed 60 s).` +
         reuseVerdict("the socket that left them") +
         ` To stop making them: let the remote side close first (clients hang up, the server waits for their FIN), or set SO_REUSEADDR. ` +
-        `A client that binds this fixed local port still cannot reach the same remote address and port until the entry expires.`,
+        `A client that binds this fixed local port still cannot reach the same remote address and port until the entry expires.` +
+        (noListener && !bind.ok && portInRange && !reserved
+          ? ` Port ${port} is inside net.ipv4.ip_local_port_range (${range![0]}-${range![1]}), so outgoing connections will keep taking it: reserve it for your server (sysctl -w net.ipv4.ip_local_reserved_ports=${port}).`
+          : ""),
     );
     summaries.push(
       noListener && !bind.ok && bind.errno === "EADDRINUSE"

@@ -91,6 +91,7 @@ test("a TIME_WAIT left by an outgoing connection (no SO_REUSEADDR) blocks even a
   const advice = r.json.advice.join(" ");
   assert.match(advice, /Even a Node server \(SO_REUSEADDR\) gets EADDRINUSE/);
   assert.doesNotMatch(advice, /binds anyway|can bind anyway/);
+  if (local >= range[0] && local <= range[1]) assert.match(advice, new RegExp(`ip_local_reserved_ports=${local}`), "the port is in the ephemeral range");
   const text = await why([String(local), "--host", "127.0.0.1"]);
   assert.match(text.out, /NOT bindable: EADDRINUSE/);
   assert.match(text.out, /cause: +1 TIME_WAIT socket left by a socket without SO_REUSEADDR/);
