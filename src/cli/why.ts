@@ -101,7 +101,10 @@ export async function whyReport(port: number, asked: string | undefined, options
     boundInactiveListed,
   });
   // Loaded only when there is something to look further into (a listener to name, or nothing here).
-  const needsMore = d.groups.length === 0 || d.kinds.includes("unknown") || rows.some((r) => r.state === "LISTEN");
+  const needsMore =
+    d.groups.length === 0 ||
+    d.kinds.includes("unknown") ||
+    rows.some((r) => r.state === "LISTEN" && r.owners.some((o) => o.pid === 1 || o.command.includes("docker-proxy")));
   const further: Further = needsMore
     ? (await import("./why-more.js")).explainFurther(port, host ?? "::", d, rows, options.env ?? process.env)
     : { findings: [], ownNamespace: null, namespacesScanned: null };
