@@ -1,5 +1,7 @@
 /**
- * Client-side exhaustion, live: a namespace whose ephemeral range is 5 ports, a server in it, and a
+ * Client-side exhaustion, live: a namespace whose ephemeral range is 6 ports (an even count: with an
+ * odd one the kernel's two-parity scan in __inet_hash_connect can skip a port after wrapping, and
+ * EADDRNOTAVAIL comes one connection early), a server in it, and a
  * client that connects until the kernel says EADDRNOTAVAIL. `why --connect` must count what the
  * kernel counted, before and after the client closes first (TIME_WAIT, tcp_tw_reuse off).
  */
@@ -37,19 +39,19 @@ const srv = net.createServer((s) => s.on("end", () => s.end())).listen(5000, "12
 });`;
 
 test("why --connect counts the 4-tuples toward a destination against the range: live, then TIME_WAIT", { skip: canUseNetns() }, async (t) => {
-  const ns = makeNetns(t, { "net.ipv4.ip_local_port_range": "40000 40004", "net.ipv4.tcp_tw_reuse": "0" });
+  const ns = makeNetns(t, { "net.ipv4.ip_local_port_range": "40000 40005", "net.ipv4.tcp_tw_reuse": "0" });
   const run = await nodeInNetns(t, ns, CLIENT);
-  assert.deepEqual(run.first, { connected: 5, error: "EADDRNOTAVAIL" }, "the kernel's own limit");
-  assert.equal(sh(["ip", "netns", "exec", ns, "ss", "-Htan", "state", "established", "dport = :5000"]).trim().split("\n").length, 5, "ss agrees");
+  assert.deepEqual(run.first, { connected: 6, error: "EADDRNOTAVAIL" }, "the kernel's own limit");
+  assert.equal(sh(["ip", "netns", "exec", ns, "ss", "-Htan", "state", "established", "dport = :5000"]).trim().split("\n").length, 6, "ss agrees");
 
   const live = cliInNetns(ns, CLI, ["why", "--connect", "127.0.0.1:5000", "--json"]);
   assert.equal(live.status, 1, live.stderr);
   const doc = JSON.parse(live.stdout);
   assert.equal(doc.exhausted, true);
-  assert.equal(doc.available, 5);
+  assert.equal(doc.available, 6);
   assert.equal(doc.sources[0].localAddress, "127.0.0.1");
-  assert.equal(doc.sources[0].used, 5);
-  assert.equal(doc.sources[0].byState.ESTABLISHED, 5);
+  assert.equal(doc.sources[0].used, 6);
+  assert.equal(doc.sources[0].byState.ESTABLISHED, 6);
   assert.match(doc.summary.cause, /client-side port exhaustion/);
   const text = cliInNetns(ns, CLI, ["why", "--connect", "127.0.0.1:5000"]);
   assert.match(text.stdout, /^connect to 127\.0\.0\.1:5000: OUT OF LOCAL PORTS \(connect\(\) gets EADDRNOTAVAIL\)/);
@@ -57,10 +59,10 @@ test("why --connect counts the 4-tuples toward a destination against the range: 
 
   run.child.stdin!.write("close\n");
   const after = await run.next();
-  assert.deepEqual(after, { closed: 5, again: "EADDRNOTAVAIL" }, "TIME_WAIT still holds every 4-tuple with tcp_tw_reuse=0");
+  assert.deepEqual(after, { closed: 6, again: "EADDRNOTAVAIL" }, "TIME_WAIT still holds every 4-tuple with tcp_tw_reuse=0");
   const tw = JSON.parse(cliInNetns(ns, CLI, ["why", "--connect", "127.0.0.1:5000", "--json"]).stdout);
   assert.equal(tw.exhausted, true);
-  assert.equal(tw.sources[0].timeWait, 5);
+  assert.equal(tw.sources[0].timeWait, 6);
   assert.equal(tw.twReuse, 0);
   assert.ok(tw.sources[0].nextFreeMs > 0 && tw.sources[0].nextFreeMs <= 60_000, String(tw.sources[0].nextFreeMs));
   assert.match(tw.advice.join(" "), /tcp_tw_reuse=1 lets connect\(\) take one over/);
