@@ -19,7 +19,7 @@ const CLI = join(import.meta.dirname, "..", "..", "bin", "addrinuse.js");
 const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
 const canDestroy = process.getuid?.() === 0 && netlinkAvailable() && kernelConfigOption("CONFIG_INET_DIAG_DESTROY") !== "n";
 
-async function clientTimeWait(t: { after(fn: () => unknown): void }): Promise<number> {
+async function clientTimeWait(t: { after(fn: () => unknown): void }): Promise<{ port: number; server: number }> {
   const srv = await listen("127.0.0.1", (s) => s.on("end", () => s.end()));
   t.after(() => closeServer(srv));
   const c = net.connect(portOf(srv), "127.0.0.1");
@@ -27,19 +27,21 @@ async function clientTimeWait(t: { after(fn: () => unknown): void }): Promise<nu
   const local = c.localPort!;
   c.end();
   await once(c, "close");
-  return local;
+  return { port: local, server: portOf(srv) };
 }
 
 test("free: a dry run changes nothing; --yes destroys the TIME_WAIT that blocked a Node bind", { skip: !canDestroy && "needs root, netlink and CONFIG_INET_DIAG_DESTROY" }, async (t) => {
-  const port = await clientTimeWait(t);
+  const { port, server } = await clientTimeWait(t);
+  // This one 4-tuple, in ss's words (other tests may leave TIME_WAIT on the same local port).
+  const ours = () => ssPort(port, ["state", "time-wait", "dport", "=", `:${server}`]);
   assert.equal(await nodeBind(port, "127.0.0.1"), "EADDRINUSE");
   const dry = cli(["free", String(port), "--host", "127.0.0.1", "--json"]);
   assert.equal(dry.status, 1, dry.stderr);
   const plan = JSON.parse(dry.stdout);
   assert.equal(plan.dryRun, true);
-  assert.equal(plan.plan.destroy.length, 1);
+  assert.ok(plan.plan.destroy.some((r: { remotePort: number; state: string }) => r.remotePort === server && r.state === "TIME_WAIT"));
   assert.equal(plan.destroySupported === false, false);
-  assert.match(ssPort(port), /TIME-WAIT/, "still there after a dry run");
+  assert.match(ours(), new RegExp(`127\\.0\\.0\\.1:${server}`), "still there after a dry run");
   assert.equal(await nodeBind(port, "127.0.0.1"), "EADDRINUSE");
   const text = cli(["free", String(port), "--host", "127.0.0.1"]);
   assert.match(text.stdout, /nothing done \(add --yes to do it\)/);
@@ -48,9 +50,10 @@ test("free: a dry run changes nothing; --yes destroys the TIME_WAIT that blocked
   const done = cli(["free", String(port), "--host", "127.0.0.1", "--yes", "--json"]);
   assert.equal(done.status, 0, done.stdout + done.stderr);
   const r = JSON.parse(done.stdout);
-  assert.equal(r.destroyed.ok, 1);
+  assert.ok(r.destroyed.ok >= 1, JSON.stringify(r.destroyed));
+  assert.equal(r.destroyed.failed, 0);
   assert.equal(r.bindableAfter, true);
-  assert.doesNotMatch(ssPort(port), /TIME-WAIT/, "ss: gone");
+  assert.doesNotMatch(ours(), new RegExp(`127\\.0\\.0\\.1:${server}`), "ss: gone");
   assert.equal(await nodeBind(port, "127.0.0.1"), "ok", "Node: bindable");
 });
 
