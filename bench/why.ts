@@ -31,6 +31,8 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const CLI = join(ROOT, "bin", "addrinuse.js");
 const DESTINATIONS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"];
 
+const SS_SPORT = "ss -tanp 'sport = :PORT'";
+
 interface CommandSpec {
   name: string;
   argv: string[];
@@ -204,6 +206,8 @@ async function inner(): Promise<void> {
   const commands: CommandSpec[] = [
     { name: "ss -tan", argv: ["ss", "-tan"] },
     { name: "ss -tanp", argv: ["ss", "-tanp"] },
+    // Like for like: ss asked the same question (this port, with owners), filtered in the kernel too.
+    { name: SS_SPORT, argv: ["ss", "-tanp", `sport = :${port}`] },
     // Floors: node's own start-up, the kernel's cost of printing the table, and both together.
     { name: "node -e 0", argv: [node, "-e", "0"] },
     { name: "cat /proc/net/tcp{,6}", argv: ["cat", "/proc/net/tcp", "/proc/net/tcp6"] },
@@ -331,6 +335,11 @@ async function outer(): Promise<void> {
           `${t.name.padEnd(30)} ${fmt(t.medianMs).padStart(9)} ${fmt(t.minMs)} ${String(t.meanCpuMs).padStart(7)}  ${(t.medianMs / ss).toFixed(2).padStart(6)} x ${(t.minMs / ssMin).toFixed(2).padStart(6)} x ${(ssCpu > 0 ? t.meanCpuMs / ssCpu : NaN).toFixed(2).padStart(6)} x   exit ${t.exitCodes.join(",")}`,
         );
       }
+      const sport = r.timings.find((t) => t.name === SS_SPORT)!;
+      for (const name of ["addrinuse why PORT", "addrinuse why PORT --json"]) {
+        const t = r.timings.find((x) => x.name === name)!;
+        console.log(`like for like: ${name} / ${SS_SPORT}: median ${(t.medianMs / sport.medianMs).toFixed(2)} x, min ${(t.minMs / sport.minMs).toFixed(2)} x`);
+      }
     } finally {
       spawnSync("ip", ["netns", "del", ns]);
     }
@@ -359,6 +368,7 @@ async function outer(): Promise<void> {
         ...r,
         ratioToSsTan: Object.fromEntries(r.timings.map((t) => [t.name, Math.round((t.medianMs / ss) * 100) / 100])),
         ratioToSsTanOfMinimums: Object.fromEntries(r.timings.map((t) => [t.name, Math.round((t.minMs / ssMin) * 100) / 100])),
+        ratioToSsTanpSport: Object.fromEntries(r.timings.map((t) => [t.name, Math.round((t.medianMs / r.timings.find((x) => x.name === SS_SPORT)!.medianMs) * 100) / 100])),
         ratioToSsTanOfCpu: Object.fromEntries(r.timings.map((t) => [t.name, Math.round((t.meanCpuMs / Math.max(1, ssCpu)) * 100) / 100])),
       };
     }),
@@ -368,5 +378,11 @@ async function outer(): Promise<void> {
   console.log(`\nwrote bench/results/why.json`);
 }
 
-if (process.argv.includes("--inner")) await inner();
+if (process.argv.includes("--help") || process.argv.includes("-h")) {
+  process.stdout.write(
+    "npm run bench:why [-- --sizes 10000,50000] [--rounds 7] [--window 35] [--compare OTHER/bin/addrinuse.js]\n" +
+      "  root; builds N TIME_WAIT sockets on one port in a throwaway netns and times `addrinuse why PORT`\n" +
+      "  against `ss -tan` and, like for like, `ss -tanp 'sport = :PORT'`; writes bench/results/why.json\n",
+  );
+} else if (process.argv.includes("--inner")) await inner();
 else await outer();

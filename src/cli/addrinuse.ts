@@ -10,7 +10,7 @@
  */
 import type { Command } from "commander";
 import { normaliseStateName } from "../kernel/parse.js";
-import { assertLinux } from "../kernel/read.js";
+import { assertLinux, tableSourceProblem } from "../kernel/read.js";
 import { UsageError } from "../errors.js";
 import { addressArg, countArg, portArg, secondsArg } from "./args.js";
 import { processIO, type CliIO } from "./io.js";
@@ -40,11 +40,22 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
 
   program
     .command("why")
-    .description("bind PORT as a Node server would, list every socket on it by state and owner, and say why and what to do (exit 0 bindable, 1 not)")
-    .argument("<port>", "TCP port, 1-65535", (v) => portArg(v))
-    .option("--host <addr>", "the address your server would bind (default: all addresses, as Node's listen)", addressArg)
+    .description(
+      "bind PORT as a Node server would, list every socket on it by state and owner, and say why and what to do (exit 0 bindable, 1 not); " +
+        "with --connect HOST:PORT instead: whether connect() there is out of local ports (exit 0 no, 1 yes)",
+    )
+    .argument("[port]", "TCP port, 1-65535", (v) => portArg(v))
+    .option("--host <addr>", "the address your server would bind, or localhost (default: all addresses, as Node's listen)", (v) => (v === "localhost" ? v : addressArg(v)))
+    .option("--connect <host:port>", "client side: count the 4-tuples toward this destination against the ephemeral range")
     .option("--json", "one JSON document on stdout")
-    .action(async (port: number, o: { host?: string; json?: boolean }) => {
+    .action(async (port: number | undefined, o: { host?: string; connect?: string; json?: boolean }) => {
+      if (o.connect !== undefined) {
+        if (port !== undefined || o.host !== undefined) throw new UsageError("why --connect HOST:PORT takes no PORT and no --host");
+        const { runWhyConnect } = await import("./why-connect.js");
+        done(await runWhyConnect(o.connect, !!o.json, io));
+        return;
+      }
+      if (port === undefined) throw new UsageError("why needs a PORT (or --connect HOST:PORT)");
       const { runWhy } = await import("./why.js");
       done(await runWhy({ port, host: o.host, json: !!o.json }, io));
     });
@@ -60,6 +71,21 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
     .action(async (port: number, o: { host?: string; timeout: number; withoutReuseaddr?: boolean; json?: boolean }) => {
       const { runWait } = await import("./wait.js");
       done(await runWait({ port, host: o.host, timeoutS: o.timeout, withoutReuseAddr: !!o.withoutReuseaddr, json: !!o.json }, io));
+    });
+
+  program
+    .command("free")
+    .description(
+      "show what would free PORT, and with --yes do it: destroy its TIME_WAIT/orphaned sockets (netlink SOCK_DESTROY, as ss -K), TERM then KILL the processes holding it (exit 0 bindable at the end, 1 not)",
+    )
+    .argument("<port>", "TCP port, 1-65535", (v) => portArg(v))
+    .option("--host <addr>", "only sockets that conflict with a bind to this address", addressArg)
+    .option("--yes", "do it (without: only say what would be done)")
+    .option("--grace <seconds>", "between SIGTERM and SIGKILL", (v) => secondsArg(v, "--grace"), 5)
+    .option("--json", "one JSON document on stdout")
+    .action(async (port: number, o: { host?: string; yes?: boolean; grace: number; json?: boolean }) => {
+      const { runFree } = await import("./free.js");
+      done(await runFree({ port, host: o.host, yes: !!o.yes, graceS: o.grace, json: !!o.json }, io));
     });
 
   const lsOptions = (c: Command) =>
@@ -111,6 +137,9 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   let code = 0;
   try {
     assertLinux("addrinuse");
+    // Before any command: a misspelt reader must not pass for a comparison of procfs with itself.
+    const badTable = tableSourceProblem(io.env.ADDRINUSE_TABLE);
+    if (badTable !== undefined) throw new UsageError(badTable);
     const why = plainWhy(argv);
     if (why) {
       const { runWhy } = await import("./why.js");
@@ -147,7 +176,7 @@ function plainWhy(argv: readonly string[]): WhyOptions | undefined {
   }
   if (port === undefined) return undefined;
   try {
-    return { port: portArg(port), host: host === undefined ? undefined : addressArg(host), json };
+    return { port: portArg(port), host: host === undefined || host === "localhost" ? host : addressArg(host), json };
   } catch {
     return undefined;
   }

@@ -48,7 +48,16 @@ const INET_DIAG_MSG_LEN = 72;
  * 13, TCP_BOUND_INACTIVE: bound sockets that never listened or connected, which /proc/net/tcp does
  * not list either.
  */
-const ALL_STATES = 0x1ffe;
+export const ALL_STATES = 0x1ffe;
+/**
+ * Bit 13 alone: TCP_BOUND_INACTIVE (Linux 6.5+), sockets bound to a port that never listened or
+ * connected. The kernel finds them by walking its bind hash and reports them in state CLOSE (7)
+ * with a zero remote end; only `why` asks (a bound socket holds its port like any other), and older
+ * kernels answer with nothing.
+ */
+export const BOUND_INACTIVE_STATES = 1 << 13;
+/** The attribute the kernel adds to every full AF_INET6 socket: IPV6_V6ONLY, one byte. */
+const INET_DIAG_SKV6ONLY = 11;
 
 const TIMER_KINDS: readonly TimerKind[] = ["none", "retransmit", "keepalive", "timewait", "probe"];
 
@@ -62,6 +71,8 @@ export interface DiagRequest {
   localPort?: number;
   /** Only sockets that pass this (kernel-side bytecode); ignored when localPort is given. */
   ports?: PortFilter;
+  /** Bit mask of states (1 << state number); default ALL_STATES. */
+  states?: number;
   seq: number;
 }
 
@@ -129,12 +140,12 @@ export function encodeDumpRequest(req: DiagRequest, endian: Endianness = "LE"): 
   if (req.form === "compat") {
     // inet_diag_req: family, src_len, dst_len, ext, id, states, dbs
     id = body + 4;
-    u32(ALL_STATES, body + 52);
+    u32(req.states ?? ALL_STATES, body + 52);
   } else {
     // inet_diag_req_v2: family, protocol, ext, pad, states, id
     b[body] = req.family === 6 ? AF_INET6 : AF_INET;
     b[body + 1] = IPPROTO_TCP;
-    u32(ALL_STATES, body + 4);
+    u32(req.states ?? ALL_STATES, body + 4);
     id = body + 8;
   }
   // inet_diag_sockid: all zero (no exact match) but the cookie, INET_DIAG_NOCOOKIE.
@@ -227,7 +238,14 @@ function swap32(v: number): number {
  */
 export class DiagDecoder {
   readonly rows: TcpSocket[] = [];
+  /**
+   * IPV6_V6ONLY of each owned (inode != 0) AF_INET6 socket, by inode: whether a [::] socket covers
+   * IPv4 too. Kept beside the rows, not in them, so that rows keep one shape whatever the reader.
+   */
+  readonly v6only = new Map<number, boolean>();
   private readonly swap: boolean;
+  /** Byte order of the bytes (not of this machine): rtattr headers are read by hand in it. */
+  private readonly le: boolean;
   /** Where nlmsg_type sits in the word it shares with nlmsg_flags. */
   private readonly typeShift: number;
   private readonly onlyLocalPort: number;
@@ -242,6 +260,7 @@ export class DiagDecoder {
   constructor(options: DecodeOptions = {}) {
     const le = (options.endian ?? "LE") === "LE";
     this.swap = le !== NATIVE_LE;
+    this.le = le;
     this.typeShift = le ? 0 : 16;
     this.onlyLocalPort = options.localPort ?? -1;
     this.ports = options.ports;
@@ -287,7 +306,7 @@ export class DiagDecoder {
         throw new DiagAnswerError(0, `unexpected netlink message type ${type}`);
       }
       if (len < NLMSG_HDRLEN + INET_DIAG_MSG_LEN) throw new DiagAnswerError(0, `inet_diag_msg of ${len} bytes`);
-      this.record(b, u32, off + NLMSG_HDRLEN);
+      this.record(b, u32, off + NLMSG_HDRLEN, off + len);
       // NLMSG_ALIGN: messages start on 4-byte boundaries.
       off += (len + 3) & ~3;
     }
@@ -298,7 +317,7 @@ export class DiagDecoder {
    * inet_diag_msg at byte `at`: family, state, timer, retrans; id: sport, dport (network order),
    * src[16], dst[16], if, cookie[2]; then expires, rqueue, wqueue, uid, inode (host order).
    */
-  private record(b: Uint8Array, u32: Uint32Array, at: number): void {
+  private record(b: Uint8Array, u32: Uint32Array, at: number, end: number): void {
     const family = b[at] === AF_INET6 ? 6 : 4;
     if (this.onlyFamily !== undefined && family !== this.onlyFamily) return;
     const localPort = (b[at + 4]! << 8) | b[at + 5]!;
@@ -324,6 +343,7 @@ export class DiagDecoder {
       o.kept++;
     }
     const timer = TIMER_KINDS[timerNumber] ?? "none";
+    if (family === 6 && inode !== 0) this.readV6only(b, at + INET_DIAG_MSG_LEN, end, inode);
     this.rows.push({
       family,
       localAddress: family === 4 ? this.address4(b, u32[w + 2]!, at + 8) : this.address6(b, u32, w + 2, at + 8),
@@ -341,6 +361,20 @@ export class DiagDecoder {
       uid: u32[w + 16]!,
       inode,
     });
+  }
+
+  /** Walks the rtattrs after an inet_diag_msg for INET_DIAG_SKV6ONLY. */
+  private readV6only(b: Uint8Array, at: number, end: number, inode: number): void {
+    while (at + 4 <= end) {
+      const len = this.le ? b[at]! | (b[at + 1]! << 8) : (b[at]! << 8) | b[at + 1]!;
+      const type = this.le ? b[at + 2]! | (b[at + 3]! << 8) : (b[at + 2]! << 8) | b[at + 3]!;
+      if (len < 4) return;
+      if ((type & 0x3fff) === INET_DIAG_SKV6ONLY && len >= 5) {
+        this.v6only.set(inode, b[at + 4] !== 0);
+        return;
+      }
+      at += (len + 3) & ~3;
+    }
   }
 
   private omittingFor(

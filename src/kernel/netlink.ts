@@ -27,6 +27,7 @@ interface RawNetlinkSocket {
   on(event: "error", listener: (err: Error) => void): unknown;
   send(msg: Uint8Array, options?: object, callback?: (err?: Error) => void): void;
   close(): void;
+  removeAllListeners(event: string): unknown;
 }
 
 interface NetlinkModule {
@@ -105,6 +106,15 @@ export interface NetlinkReadOptions {
   family?: 4 | 6;
   /** See DecodeOptions.ownerlessSample. */
   ownerlessSample?: number;
+  /** Bit mask of states to ask for (inet-diag.ts ALL_STATES, the default, or BOUND_INACTIVE_STATES). */
+  states?: number;
+}
+
+export interface NetlinkAnswer {
+  rows: TcpSocket[];
+  omitted: OmittedSockets[];
+  /** IPV6_V6ONLY of the owned AF_INET6 sockets, by inode (see DiagDecoder.v6only). */
+  v6only: Map<number, boolean>;
 }
 
 /**
@@ -113,11 +123,11 @@ export interface NetlinkReadOptions {
  */
 export async function readTcpSocketsNetlink(
   options: NetlinkReadOptions = {},
-): Promise<{ rows: TcpSocket[]; omitted: OmittedSockets[] }> {
+): Promise<NetlinkAnswer> {
   const nl = load();
   if (!nl) throw new Error(`netlink unavailable: ${netlinkUnavailableReason()}`);
   if (options.ports !== undefined && options.ports.local === undefined && options.ports.remote === undefined) {
-    return { rows: [], omitted: [] }; // matches nothing, so nothing to ask
+    return { rows: [], omitted: [], v6only: new Map() }; // matches nothing, so nothing to ask
   }
   const endian = endianness();
   const open = () => new nl.RawNetlinkSocket(NETLINK_SOCK_DIAG, { messagePeeking: false, msgBufferSize: RECEIVE_BUFFER });
@@ -126,8 +136,8 @@ export async function readTcpSocketsNetlink(
     const socket = open();
     try {
       const decoder = new DiagDecoder(decoding);
-      await dump(socket, encodeDumpRequest({ form, localPort: options.localPort, ports: options.ports, seq: ++seq }, endian), decoder);
-      return { rows: decoder.rows, omitted: decoder.omitted() };
+      await dump(socket, encodeDumpRequest({ form, localPort: options.localPort, ports: options.ports, states: options.states, seq: ++seq }, endian), decoder);
+      return { rows: decoder.rows, omitted: decoder.omitted(), v6only: decoder.v6only };
     } catch (e) {
       // A kernel without the old TCPDIAG_GETSOCK message: ask per family from now on.
       if (!(e instanceof DiagAnswerError && e.errno !== 0)) throw e;
@@ -142,12 +152,57 @@ export async function readTcpSocketsNetlink(
   for (const family of options.family === undefined ? ([4, 6] as const) : [options.family]) {
     const socket = open();
     try {
-      await dump(socket, encodeDumpRequest({ form: "by-family", family, localPort: options.localPort, ports: options.ports, seq: ++seq }, endian), decoder);
+      await dump(socket, encodeDumpRequest({ form: "by-family", family, localPort: options.localPort, ports: options.ports, states: options.states, seq: ++seq }, endian), decoder);
     } finally {
       socket.close();
     }
   }
-  return { rows: decoder.rows, omitted: decoder.omitted() };
+  return { rows: decoder.rows, omitted: decoder.omitted(), v6only: decoder.v6only };
+}
+
+/**
+ * Sends requests that the kernel acknowledges (NLM_F_ACK) one after another on one socket and
+ * resolves with each ack's errno, 0 for success (SOCK_DESTROY, in sock-destroy.ts). `onEach` sees
+ * every answer as it comes. Rejects when netlink is unavailable.
+ */
+export async function requestsWithAck(encoders: readonly ((seq: number) => Buffer)[], onEach?: (i: number, errno: number) => void): Promise<number[]> {
+  const nl = load();
+  if (!nl) throw new Error(`netlink unavailable: ${netlinkUnavailableReason()}`);
+  const { decodeAck } = await import("./sock-destroy.js");
+  const socket = new nl.RawNetlinkSocket(NETLINK_SOCK_DIAG, { messagePeeking: false, msgBufferSize: 8192 });
+  const out: number[] = [];
+  try {
+    for (let i = 0; i < encoders.length; i++) {
+      const errno = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no answer to a sock_diag request after ${DUMP_TIMEOUT_MS} ms`)), DUMP_TIMEOUT_MS);
+        const onMessage = (msg: Buffer) => {
+          const e = decodeAck(msg, endianness());
+          if (e !== null) {
+            clearTimeout(timer);
+            resolve(e);
+          }
+        };
+        socket.on("message", onMessage);
+        socket.on("error", (e) => {
+          clearTimeout(timer);
+          reject(e);
+        });
+        socket.send(encoders[i]!(++seq), {}, (e) => {
+          if (e) {
+            clearTimeout(timer);
+            reject(e);
+          }
+        });
+      });
+      out.push(errno);
+      onEach?.(i, errno);
+      socket.removeAllListeners("message");
+      socket.removeAllListeners("error");
+    }
+  } finally {
+    socket.close();
+  }
+  return out;
 }
 
 /** For tests: read with the per-family request form whatever this kernel accepts. */

@@ -64,6 +64,8 @@ export interface TableReadOptions {
    * Only the netlink reader summarises; procfs returns every row. Unset: every row.
    */
   ownerlessSample?: number;
+  /** Bit mask of states to ask netlink for (see inet-diag.ts); procfs always gives its own set. */
+  states?: number;
 }
 
 export interface TableSnapshot {
@@ -75,6 +77,8 @@ export interface TableSnapshot {
   source: TableSource;
   /** Sockets counted rather than returned (see TableReadOptions.ownerlessSample). */
   omitted: OmittedSockets[];
+  /** IPV6_V6ONLY by inode for owned AF_INET6 sockets; null when the reader cannot tell (procfs). */
+  v6only: Map<number, boolean> | null;
 }
 
 export function assertLinux(what: string): void {
@@ -132,13 +136,20 @@ export function readTcpSockets(
 
 /**
  * A reader named by the user (the CLI's ADDRINUSE_TABLE=procfs or =netlink, to compare them or to
- * step around one); anything else is "auto".
+ * step around one); anything else is "auto". The addrinuse CLI refuses other values first
+ * (tableSourceProblem), so that a typo does not silently compare a reader with itself.
  */
 export function tableSourceNamed(name: string | undefined): "auto" | TableSource {
   return name === "procfs" || name === "netlink" ? name : "auto";
 }
 
-export type SocketReadOptions = Pick<TableReadOptions, "localPort" | "ports" | "procRoot" | "source" | "ownerlessSample"> & {
+/** Why ADDRINUSE_TABLE's value cannot be used, or undefined when it can (unset, empty, auto, procfs, netlink). */
+export function tableSourceProblem(name: string | undefined): string | undefined {
+  if (name === undefined || name === "" || name === "auto" || name === "procfs" || name === "netlink") return undefined;
+  return `bad ADDRINUSE_TABLE '${name.replace(/[^\x20-\x7e]/g, "?").slice(0, 40)}': expected procfs, netlink or auto`;
+}
+
+export type SocketReadOptions = Pick<TableReadOptions, "localPort" | "ports" | "procRoot" | "source" | "ownerlessSample" | "states"> & {
   family?: 4 | 6;
 };
 
@@ -148,7 +159,7 @@ export type SocketReadOptions = Pick<TableReadOptions, "localPort" | "ports" | "
  */
 export async function readTcpSocketsAsync(
   options: SocketReadOptions = {},
-): Promise<{ rows: TcpSocket[]; omitted: OmittedSockets[]; source: TableSource }> {
+): Promise<{ rows: TcpSocket[]; omitted: OmittedSockets[]; source: TableSource; v6only?: Map<number, boolean> }> {
   const source = options.source ?? "auto";
   const ownNamespace = options.procRoot === undefined || options.procRoot === "/proc";
   if (source === "netlink" || (source === "auto" && ownNamespace)) {
@@ -286,28 +297,34 @@ const NO_OWNERS = Object.freeze([]) as unknown as SocketOwner[];
 
 export function readTcpTable(options: TableReadOptions = {}): TableSnapshot {
   assertLinux("addrinuse");
-  return withOwners(readTcpSockets(options), [], "procfs", options);
+  return withOwners(readTcpSockets(options), [], "procfs", options, null);
 }
 
 /** readTcpTable over netlink when it can (see TableReadOptions.source). */
 export async function readTcpTableAsync(options: TableReadOptions = {}): Promise<TableSnapshot> {
   assertLinux("addrinuse");
-  const { rows, omitted, source } = await readTcpSocketsAsync(options);
-  return withOwners(rows, omitted, source, options);
+  const { rows, omitted, source, v6only } = await readTcpSocketsAsync(options);
+  return withOwners(rows, omitted, source, options, v6only ?? null);
 }
 
-function withOwners(rows: TcpSocket[], omitted: OmittedSockets[], source: TableSource, options: TableReadOptions): TableSnapshot {
+function withOwners(
+  rows: TcpSocket[],
+  omitted: OmittedSockets[],
+  source: TableSource,
+  options: TableReadOptions,
+  v6only: Map<number, boolean> | null,
+): TableSnapshot {
   // The rows are fresh objects of one shape: adding `owners` in place is one hidden-class transition,
   // where a spread copy per row cost as much as the parse at 50,000 rows.
   const sockets = rows as OwnedSocket[];
   const wantOwners = options.owners ?? true;
   if (!wantOwners) {
     for (const s of sockets) s.owners = NO_OWNERS;
-    return { sockets, unreadableProcesses: 0, ownersComplete: false, source, omitted };
+    return { sockets, unreadableProcesses: 0, ownersComplete: false, source, omitted, v6only };
   }
   const inodes: number[] = [];
   for (const s of sockets) if (s.inode !== 0) inodes.push(s.inode);
   const { owners, unreadable } = findSocketOwners(inodes, options.procRoot);
   for (const s of sockets) s.owners = s.inode === 0 ? NO_OWNERS : (owners.get(s.inode) ?? NO_OWNERS);
-  return { sockets, unreadableProcesses: unreadable, ownersComplete: unreadable === 0, source, omitted };
+  return { sockets, unreadableProcesses: unreadable, ownersComplete: unreadable === 0, source, omitted, v6only };
 }

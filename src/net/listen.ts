@@ -9,9 +9,10 @@
  */
 import net from "node:net";
 import { AddrinuseError, ArgumentError, PortInUseError, type PortHolder } from "../errors.js";
-import { diagnose } from "../core/diagnose.js";
+import { diagnose, parsePortRanges } from "../core/diagnose.js";
 import { formatEndpoint, unmapV4 } from "../core/address.js";
 import { readTcpTable } from "../kernel/read.js";
+import { readPortSettings } from "../kernel/sysctl.js";
 import { trackConnections } from "./shutdown.js";
 
 export interface ListenOptions {
@@ -47,13 +48,19 @@ export function portInUseError(port: number, host: string | undefined, cause: No
     // Not Linux, or procfs unreadable: the bind error alone still says what happened.
     return new PortInUseError(`${where} is already in use (${cause.code}); no kernel table to name the holder`, port, wanted, [], cause);
   }
-  const d = diagnose(port, wanted, snapshot.sockets, { ok: false, errno: cause.code ?? "EADDRINUSE", message: cause.message });
+  const settings = readPortSettings();
+  const d = diagnose(port, wanted, snapshot.sockets, { ok: false, errno: cause.code ?? "EADDRINUSE", message: cause.message }, [], {
+    ephemeralRange: settings.ephemeralRange,
+    reservedPorts: parsePortRanges(settings.reservedPorts),
+    unreadableProcesses: snapshot.unreadableProcesses,
+  });
   if (cause.code === "EACCES") {
     return new AddrinuseError("ERR_NOT_ROOT", `${where}: permission denied. ${d.advice.join(" ")}`, { cause });
   }
   const rows = d.groups.flatMap((g) => g.sockets);
-  // TIME_WAIT never blocks a Node server (libuv sets SO_REUSEADDR), so it names no holder unless it
-  // is all there is.
+  // A TIME_WAIT blocks a Node server only when the socket that left it had no SO_REUSEADDR (Linux
+  // needs it on both), and a listener beside it is the likelier holder: it is named only when it is
+  // all there is.
   const blocking = rows.some((r) => r.state !== "TIME_WAIT") ? rows.filter((r) => r.state !== "TIME_WAIT") : rows;
   const holders: PortHolder[] = blocking.flatMap((r): PortHolder[] => {
     const base = {
