@@ -6,7 +6,7 @@
  * Options stop at the first non-option word, so `multi-rsh -w h ls -l` runs `ls -l`.
  */
 import { readFileSync } from "node:fs";
-import { userInfo } from "node:os";
+import { constants as osConstants, userInfo } from "node:os";
 import { dedupeHosts, expandHostList, parseHostFile } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
 import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
@@ -21,7 +21,8 @@ import { countArg, portArg, secondsArg } from "./args.js";
 import type { StatusLine } from "./display.js";
 import { reportError } from "./exit.js";
 import { packageVersion } from "./version.js";
-import { processIO, showsProgress, type CliIO } from "./io.js";
+import { guardOutput, processIO, showsProgress, type CliIO } from "./io.js";
+import { OutputGate } from "../remote/flow.js";
 import type { OutputMode, OutputSink } from "./output-sink.js";
 
 import { Command, Option } from "commander";
@@ -153,8 +154,27 @@ async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null)
   return { command, hosts: unique, duplicates };
 }
 
-export async function main(argv: readonly string[], io: CliIO = processIO()): Promise<number> {
+/** What ends a run early besides Ctrl-C: a signal to stop (as a cancel), or stdout gone (EPIPE). */
+type Stop = "SIGTERM" | "SIGHUP" | "EPIPE";
+const STOP_EXIT: Record<Stop, number> = {
+  SIGTERM: 128 + osConstants.signals.SIGTERM,
+  SIGHUP: 128 + osConstants.signals.SIGHUP,
+  // As if SIGPIPE had killed us, the way `yes | head -1` ends (Node ignores SIGPIPE and sees EPIPE).
+  EPIPE: 128 + osConstants.signals.SIGPIPE,
+};
+
+export async function main(argv: readonly string[], rawIO: CliIO = processIO()): Promise<number> {
   let demo: DemoHosts | null = null;
+  // Until a run starts there is nothing to cancel: a stop then only ends the run before it starts.
+  let stop: Stop | null = null;
+  let onStop: (why: Stop) => void = (why) => void (stop ??= why);
+  const io = guardOutput(rawIO, (stream) => {
+    if (stream === "stdout") onStop("EPIPE");
+  });
+  const onTerm = () => onStop("SIGTERM");
+  const onHup = () => onStop("SIGHUP");
+  io.signals.on("SIGTERM", onTerm);
+  io.signals.on("SIGHUP", onHup);
   try {
     let words: string[] = [];
     const program = buildProgram(io).action((w: string[]) => {
@@ -215,7 +235,10 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     const started = Date.now();
     let finishedCount = 0;
     let failedCount = 0;
+    if (stop) return STOP_EXIT[stop as Stop];
+    const gate = new OutputGate();
     const run = runHosts({
+      flow: gate,
       hosts: p.hosts,
       command: p.command,
       transport,
@@ -259,6 +282,18 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     };
     io.signals.on("SIGINT", onInt);
     io.signals.on("SIGQUIT", abort);
+    // SIGTERM and SIGHUP (a closed terminal, a supervisor, `timeout`) are a cancel, as the second
+    // Ctrl-C: every host still gets its one result, exec children are ended, temp files removed.
+    // stdout gone (EPIPE) too, quietly: nobody reads what we would say.
+    onStop = (why) => {
+      if (stop) return;
+      stop = why;
+      interrupted = true;
+      status?.clear();
+      if (why !== "EPIPE") io.stderr.write(`multi-rsh: ${why}: resetting running connections, cancelling the rest\n`);
+      run.cancel();
+      gate.resume();
+    };
 
     // What is needed only once output arrives or the run ends is loaded while the first connections
     // are in flight, not before them: every module loaded at start-up delays the first connection
@@ -281,7 +316,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     const [{ OutputSink }, { StatusLine }, { countPeerTimeWait, formatSummary, ledgerPortFilter, summarise }, { runExitCode }] = loaded;
     const line = new StatusLine(io.stderr, progress);
     status = line;
-    const ready = new OutputSink(io, mode, !o.N, line);
+    const ready = new OutputSink(io, mode, !o.N, line, gate);
     for (const e of early) {
       if ("chunk" in e) ready.output(e.host, e.stream, e.chunk);
       else ready.finish(e);
@@ -327,7 +362,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
             })
           ).rows;
     const summary = summarise(results, rows, Date.now() - started);
-    const exitCode = runExitCode(results, { largestRemote: !!o.S, interrupted });
+    const stopped = stop as Stop | null;
+    const exitCode = stopped ? STOP_EXIT[stopped] : runExitCode(results, { largestRemote: !!o.S, interrupted });
     let demoSide: { served: number; serverClosedFirst: number; hostTimeWait: number } | undefined;
     if (demo) {
       demoSide = {
@@ -337,13 +373,15 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       };
     }
     ready.flushGathered(p.hosts);
+    const dropped = ready.dropped();
     if (mode === "json") {
       const doc = {
         command: p.command,
         transport: transport.name,
         hosts: p.hosts,
         duplicates: p.duplicates,
-        results: results.map((r) => ready.record(r)),
+        // Written in parts by writeDocument, in this place.
+        results: null,
         counts: summary.counts,
         nonZeroExit: summary.nonZeroExit,
         failures: summary.failures,
@@ -352,9 +390,11 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         exitCode,
         ...(demoSide ? { demoHosts: demoSide } : {}),
         ...(transport.notices?.length ? { notices: [...transport.notices] } : {}),
+        ...(dropped ? { outputDropped: dropped } : {}),
       };
-      io.stdout.write(JSON.stringify(doc, null, 2) + "\n");
+      ready.writeDocument(doc, results);
     } else {
+      if (dropped) io.stderr.write(`multi-rsh: ${ready.droppedNotice(dropped)}\n`);
       for (const n of transport.notices ?? []) io.stderr.write(`multi-rsh: ${n}\n`);
       io.stderr.write(formatSummary(summary));
       if (demoSide) {
@@ -367,6 +407,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   } catch (err) {
     return reportError("multi-rsh", err, io);
   } finally {
+    io.signals.off("SIGTERM", onTerm);
+    io.signals.off("SIGHUP", onHup);
     await demo?.close();
   }
 }

@@ -12,6 +12,7 @@
  * whatever the transport does.
  */
 import type { ErrorCode } from "../errors.js";
+import type { OutputFlow } from "./flow.js";
 import type { ClosedBy, Transport, TransportResult } from "./transport.js";
 
 export type HostState = "queued" | "connecting" | "running" | "done" | "failed" | "timedout" | "cancelled";
@@ -44,6 +45,8 @@ export interface RunHostsOptions {
   separateStderr: boolean;
   onState?(host: string, state: HostState): void;
   onOutput?(host: string, stream: "stdout" | "stderr", chunk: Buffer): void;
+  /** Backpressure from the output's consumer, handed to every transport run (flow.ts). */
+  flow?: OutputFlow;
   /** Called once per host, as it finishes; output for that host has all been delivered. */
   onResult?(result: HostResult): void;
 }
@@ -128,6 +131,7 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         },
         onStdout: (b) => o.onOutput?.(host, "stdout", b),
         onStderr: (b) => o.onOutput?.(host, "stderr", b),
+        ...(o.flow ? { flow: o.flow } : {}),
       })
       .catch((e: unknown): TransportResult => ({
         // A transport that rejects has a bug; the host still gets its one result.

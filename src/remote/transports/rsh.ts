@@ -117,11 +117,14 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       stderrServer?.close();
     };
 
+    // Behind a slow reader rshd blocks in write(2) on a closed TCP window, not us on a heap of chunks.
+    const detachMain = req.flow?.attach(socket);
     return new Promise<TransportResult>((resolve) => {
       let settled = false;
       const finish = (error: { code: ErrorCode; message: string } | null) => {
         if (settled) return;
         settled = true;
+        detachMain?.();
         req.signal.removeEventListener("abort", onAbort);
         stdoutFilter.end();
         result.exitCode = stdoutFilter.exitCode;

@@ -609,6 +609,9 @@ class HostRun {
     const errOut = this.req.separateStderr ? this.req.onStderr : this.req.onStdout;
     stream.on("data", (d: Buffer) => this.req.onStdout(d));
     stream.stderr.on("data", (d: Buffer) => errOut(d));
+    // Paused, the channel's window is not reopened: the server stops sending (RFC 4254 §5.2).
+    const detach = [this.req.flow?.attach(stream), this.req.flow?.attach(stream.stderr)];
+    stream.once("close", () => detach.forEach((d) => d?.()));
     stream.on("exit", (code: number | null, signal?: string) => {
       if (typeof code === "number") this.exitCode = code;
       else this.exitSignal = signal ?? null;
