@@ -18,6 +18,7 @@ import { createTransport } from "../remote/transports/index.js";
 import "../remote/transports/rsh.js";
 import type { TransportOptions } from "../remote/transport.js";
 import { countArg, portArg, secondsArg } from "./args.js";
+import { secondsToMs } from "../core/timer.js";
 import type { StatusLine } from "./display.js";
 import { reportError } from "./exit.js";
 import { packageVersion } from "./version.js";
@@ -243,9 +244,10 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
       command: p.command,
       transport,
       parallel: o.p,
-      timeoutMs: Math.round(o.t * 1000),
-      connectTimeoutMs: Math.round(o.connectTimeout * 1000),
-      commandTimeoutMs: Math.round(o.commandTimeout * 1000),
+      // Never rounded to 0 (= none): -t 0.0001 times out at once, as asked.
+      timeoutMs: secondsToMs(o.t),
+      connectTimeoutMs: secondsToMs(o.connectTimeout),
+      commandTimeoutMs: secondsToMs(o.commandTimeout),
       user: o.u ?? "",
       localUser,
       separateStderr: !!o.stderr,

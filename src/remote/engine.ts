@@ -12,6 +12,7 @@
  * whatever the transport does.
  */
 import type { ErrorCode } from "../errors.js";
+import { timerDelay } from "../core/timer.js";
 import type { OutputFlow } from "./flow.js";
 import type { ClosedBy, Transport, TransportResult } from "./transport.js";
 
@@ -68,6 +69,12 @@ export interface HostsRun {
 }
 
 export function runHosts(o: RunHostsOptions): HostsRun {
+  // Checked once, before any host starts: a delay past a Node timer's range would fire at once.
+  const delays = {
+    total: timerDelay(o.timeoutMs, "timeoutMs"),
+    connect: timerDelay(o.connectTimeoutMs, "connectTimeoutMs"),
+    command: timerDelay(o.commandTimeoutMs, "commandTimeoutMs"),
+  };
   const state = new Map<string, HostState>();
   const results = new Map<string, HostResult>();
   const controllers = new Map<string, AbortController>();
@@ -103,9 +110,9 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     const abortAfter = (ms: number) => {
       if (ms > 0) timers.push(setTimeout(() => ac.abort("timeout"), ms));
     };
-    abortAfter(o.timeoutMs);
+    abortAfter(delays.total);
     let connectTimer: NodeJS.Timeout | undefined;
-    if (o.connectTimeoutMs > 0) connectTimer = setTimeout(() => ac.abort("timeout"), o.connectTimeoutMs);
+    if (delays.connect > 0) connectTimer = setTimeout(() => ac.abort("timeout"), delays.connect);
     setState(host, "connecting");
 
     let graceTimer: NodeJS.Timeout | undefined;
@@ -121,13 +128,13 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         user: o.user,
         localUser: o.localUser,
         command: o.command,
-        connectTimeoutMs: o.connectTimeoutMs,
+        connectTimeoutMs: delays.connect,
         separateStderr: o.separateStderr,
         signal: ac.signal,
         onConnected: () => {
           if (connectTimer) clearTimeout(connectTimer);
           if (state.get(host) === "connecting") setState(host, "running");
-          abortAfter(o.commandTimeoutMs);
+          abortAfter(delays.command);
         },
         onStdout: (b) => o.onOutput?.(host, "stdout", b),
         onStderr: (b) => o.onOutput?.(host, "stderr", b),
