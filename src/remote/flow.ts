@@ -24,6 +24,8 @@ export interface Pausable {
 export interface OutputFlow {
   /** Read from `stream` only while the consumer keeps up; returns the detach function. */
   attach(stream: Pausable): () => void;
+  /** Is the consumer behind right now (a timer that would cut a stream short can wait)? */
+  readonly paused: boolean;
 }
 
 export class OutputGate implements OutputFlow {
