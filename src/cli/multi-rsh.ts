@@ -5,7 +5,6 @@
  *   multi-rsh [options] -l FILE|- command args...      (also -w HOSTS, --demo)
  * Options stop at the first non-option word, so `multi-rsh -w h ls -l` runs `ls -l`.
  */
-import { readFileSync } from "node:fs";
 import { constants as osConstants, userInfo } from "node:os";
 import { dedupeHosts, expandHostList, parseHostFile } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
@@ -22,6 +21,7 @@ import { secondsToMs } from "../core/timer.js";
 import type { StatusLine } from "./display.js";
 import { reportError } from "./exit.js";
 import { packageVersion } from "./version.js";
+import { readHostFile, readHostStdin } from "./host-file.js";
 import { guardOutput, processIO, showsProgress, type CliIO } from "./io.js";
 import { OutputGate } from "../remote/flow.js";
 import type { OutputMode, OutputSink } from "./output-sink.js";
@@ -102,18 +102,9 @@ function buildProgram(io: CliIO): Command {
     .option("--demo", "run on built-in rsh hosts this command starts on 127.0.0.2-17");
 }
 
-async function readStdin(io: CliIO): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of io.stdin) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
-  return Buffer.concat(chunks).toString("utf8");
-}
-
-function readHostFile(path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (e) {
-    throw new UsageError(`cannot read host file '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "ERR_HOSTFILE");
-  }
+/** Bounded (host-file.ts): `-l /dev/zero` is a usage error, not a crash. */
+function readStdin(io: CliIO): Promise<string> {
+  return readHostStdin(io.stdin);
 }
 
 interface Plan {
