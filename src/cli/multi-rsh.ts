@@ -157,7 +157,8 @@ const STOP_EXIT: Record<Stop, number> = {
 
 export async function main(argv: readonly string[], rawIO: CliIO = processIO()): Promise<number> {
   let demo: DemoHosts | null = null;
-  // Until a run starts there is nothing to cancel: a stop then only ends the run before it starts.
+  // Until a run starts there is nothing to cancel: stdout lost then only keeps the run from starting
+  // (SIGTERM and SIGHUP keep their default action until then: nothing of ours is left to clean up).
   let stop: Stop | null = null;
   let onStop: (why: Stop) => void = (why) => void (stop ??= why);
   const io = guardOutput(rawIO, (stream) => {
@@ -165,8 +166,6 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
   });
   const onTerm = () => onStop("SIGTERM");
   const onHup = () => onStop("SIGHUP");
-  io.signals.on("SIGTERM", onTerm);
-  io.signals.on("SIGHUP", onHup);
   try {
     let words: string[] = [];
     const program = buildProgram(io).action((w: string[]) => {
@@ -287,6 +286,9 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
       run.cancel();
       gate.resume();
     };
+    // Held until main returns, so a stop while the ledger is read still ends with the summary.
+    io.signals.on("SIGTERM", onTerm);
+    io.signals.on("SIGHUP", onHup);
 
     // What is needed only once output arrives or the run ends is loaded while the first connections
     // are in flight, not before them: every module loaded at start-up delays the first connection
