@@ -27,7 +27,7 @@ export type OutputMode = "lines" | "gather" | "json" | "ndjson";
  * 256 MiB in all keeps a --json document's parts well below V8's longest string (2^29 - 24 code
  * units; ERR_STRING_TOO_LONG) even when every character needs a six-character JSON escape.
  */
-export const KEEP_PER_HOST_BYTES = 32 * 1024 * 1024;
+export const KEEP_PER_HOST_BYTES = 128 * 1024 * 1024;
 export const KEEP_TOTAL_BYTES = 256 * 1024 * 1024;
 
 interface Kept {
@@ -38,6 +38,33 @@ interface Kept {
 }
 
 export type HostRecord = HostResult & { output: string[]; stderr?: string[]; outputDroppedBytes?: number };
+
+/** JSON.stringify(value, null, 2), handed out in pieces (plain data: no toJSON, no cycles). */
+export function writeJson(v: unknown, depth: number, w: (s: string) => void): void {
+  const pad = (d: number) => "\n" + "  ".repeat(d);
+  if (Array.isArray(v)) {
+    if (v.length === 0) return w("[]");
+    w("[");
+    v.forEach((x, i) => {
+      w((i ? "," : "") + pad(depth + 1));
+      // As JSON.stringify: a value with no JSON form is null inside an array.
+      if (x === undefined || typeof x === "function") w("null");
+      else writeJson(x, depth + 1, w);
+    });
+    return w(pad(depth) + "]");
+  }
+  if (v !== null && typeof v === "object") {
+    const entries = Object.entries(v).filter(([, x]) => x !== undefined && typeof x !== "function");
+    if (entries.length === 0) return w("{}");
+    w("{");
+    entries.forEach(([k, x], i) => {
+      w((i ? "," : "") + pad(depth + 1) + JSON.stringify(k) + ": ");
+      writeJson(x, depth + 1, w);
+    });
+    return w(pad(depth) + "}");
+  }
+  w(JSON.stringify(v) ?? "null");
+}
 
 export class OutputSink {
   private readonly splitters = new Map<string, LineSplitter>();
@@ -164,17 +191,21 @@ export class OutputSink {
   }
 
   /**
-   * The --json document, written in parts: one string for all of it could pass V8's longest
+   * The --json document, written in parts of about a MiB: one string for all of it (or for one
+   * host's output, where every character may need a six-character escape) could pass V8's longest
    * string. The text is what JSON.stringify(doc, null, 2) with `results` in it would give.
    */
   writeDocument(fields: Record<string, unknown>, results: readonly HostResult[]): void {
-    const slot = "\u0000results\u0000";
-    const [head, tail] = JSON.stringify({ ...fields, results: slot }, null, 2).split(JSON.stringify(slot)) as [string, string];
-    this.write("stdout", head + (results.length ? "[" : "[]"));
-    results.forEach((r, i) => {
-      this.write("stdout", `${i ? "," : ""}\n    ${JSON.stringify(this.record(r), null, 2).replace(/\n/g, "\n    ")}`);
-    });
-    this.write("stdout", `${results.length ? "\n  ]" : ""}${tail}\n`);
+    let part = "";
+    const w = (s: string) => {
+      part += s;
+      if (part.length >= 1 << 20) {
+        this.write("stdout", part);
+        part = "";
+      }
+    };
+    writeJson({ ...fields, results: results.map((r) => this.record(r)) }, 0, w);
+    this.write("stdout", part + "\n");
   }
 
   /** At the end: the gathered blocks (-b). */

@@ -30,3 +30,25 @@ test("keepEnds keeps the start and the end of an endless ssh log, at its size", 
   assert.ok(log.startsWith("debug1: Connection established.\n"));
   assert.ok(log.endsWith("Permission denied (publickey).\n"));
 });
+
+test("writeJson writes what JSON.stringify(value, null, 2) writes, in pieces", async () => {
+  const { writeJson } = await import("../../src/cli/output-sink.js");
+  const doc = {
+    a: 1,
+    s: "x\u0000\"\\\n",
+    none: null,
+    gone: undefined,
+    empty: [],
+    obj: {},
+    list: [1, "two", null, undefined, [3, [4]], { k: [] }],
+    results: [{ host: "h", output: ["l1", "l2"], error: { code: "E", message: "m" } }],
+  };
+  let out = "";
+  let pieces = 0;
+  writeJson(doc, 0, (s) => {
+    out += s;
+    pieces++;
+  });
+  assert.equal(out, JSON.stringify(doc, null, 2));
+  assert.ok(pieces > 10);
+});
