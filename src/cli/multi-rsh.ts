@@ -155,6 +155,11 @@ const STOP_EXIT: Record<Stop, number> = {
   EPIPE: 128 + osConstants.signals.SIGPIPE,
 };
 
+/** After a stop, how long the output still queued for a pipe may delay the exit. */
+const STOP_FLUSH_MS = 2000;
+/** How the last main() was stopped, if it was (for run(), which then bounds its wait for stdout). */
+let lastStop: Stop | null = null;
+
 export async function main(argv: readonly string[], rawIO: CliIO = processIO()): Promise<number> {
   let demo: DemoHosts | null = null;
   // Until a run starts there is nothing to cancel: stdout lost then only keeps the run from starting
@@ -280,6 +285,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     onStop = (why) => {
       if (stop) return;
       stop = why;
+      lastStop = why;
       interrupted = true;
       status?.clear();
       if (why !== "EPIPE") io.stderr.write(`multi-rsh: ${why}: resetting running connections, cancelling the rest\n`);
@@ -423,6 +429,9 @@ export function run(): void {
       };
       process.stdout.write("", done);
       process.stderr.write("", done);
+      // Told to stop (SIGTERM, SIGHUP, stdout gone): a reader that never reads again must not keep
+      // us alive; what it has not taken in STOP_FLUSH_MS is given up.
+      if (lastStop !== null) setTimeout(() => process.exit(code), STOP_FLUSH_MS).unref();
     },
     (err) => {
       process.exitCode = reportError("multi-rsh", err, processIO());

@@ -116,3 +116,21 @@ describe("stdout closed by its reader (| head -1): no stack trace, children ende
     await until("no command left", () => processesWith(mark).length === 0, 3000);
   });
 });
+
+test("SIGTERM behind a reader that never reads again: the run is cancelled and the process still exits", async () => {
+  const mark = tag();
+  const c = startCli(MULTI_RSH, ["-R", "exec", "-w", "h[1-2]", "--", "sh", "-c", `yes | head -c 100000000; sleep 60; echo ${mark}`], { readStdout: false });
+  // Never read: the pipe fills and the hosts are paused behind it.
+  c.child.stdout!.pause();
+  await until("the commands running", () => processesWith(mark).length >= 2);
+  await new Promise((r) => setTimeout(r, 500));
+  c.child.kill("SIGTERM");
+  let exited = false;
+  void c.exited.then(() => (exited = true));
+  await until("the process exits", () => exited, 15_000);
+  const [code] = await c.exited;
+  assert.equal(code, 143);
+  assert.match(c.err(), /2 hosts in [\d.]+ s: 2 cancelled/);
+  await until("no command left", () => processesWith(mark).length === 0, 3000);
+  c.child.stdout!.destroy();
+});
