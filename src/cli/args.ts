@@ -2,6 +2,7 @@
 import { isIP } from "node:net";
 import { parsePort } from "../core/address.js";
 import { UsageError } from "../errors.js";
+import { MAX_TIMER_S } from "../core/timer.js";
 
 export function portArg(text: string, what = "port"): number {
   const p = parsePort(text.trim());
@@ -17,10 +18,18 @@ export function addressArg(text: string): string {
   return t;
 }
 
+/**
+ * A time in seconds, at most MAX_TIMER_S (about 24.8 days: a Node timer cannot wait longer, and a
+ * longer one would fire at once). Turn it into milliseconds with core/timer.ts secondsToMs, which
+ * never makes a positive time 0 (= none).
+ */
 export function secondsArg(text: string, what: string, { allowZero = true } = {}): number {
   const n = Number(text);
   if (text.trim() === "" || !Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) {
     throw new UsageError(`bad ${what} '${text}': expected a number of seconds${allowZero ? "" : " above 0"}`);
+  }
+  if (n > MAX_TIMER_S) {
+    throw new UsageError(`bad ${what} '${text}': at most ${MAX_TIMER_S} seconds (24.8 days, the longest timer Node can set)${allowZero ? "; 0 = none" : ""}`);
   }
   return n;
 }

@@ -5,6 +5,10 @@
 import { CommanderError } from "commander";
 import { AddrinuseError } from "../errors.js";
 import type { CliIO } from "./io.js";
+import { oneLine } from "../core/untrusted.js";
+
+/** The longest error message printed, in characters. */
+const MESSAGE_MAX = 1000;
 
 export const EXIT_OK = 0;
 export const EXIT_FAIL = 1;
@@ -35,7 +39,9 @@ export function reportError(prog: string, err: unknown, io: CliIO): number {
     return code;
   }
   if (err instanceof AddrinuseError) {
-    io.stderr.write(`${prog}: ${err.message}\n`);
+    // One line, whatever a message quotes (a file's bytes, a host's words): control characters
+    // escaped, length bounded (core/untrusted.ts).
+    io.stderr.write(`${prog}: ${oneLine(err.message, MESSAGE_MAX)}\n`);
     return code;
   }
   const e = err as Error;

@@ -3,9 +3,12 @@ import { fstatSync } from "node:fs";
 import type { Readable } from "node:stream";
 
 export interface Out {
+  /** false: over the high-water mark, wait for "drain" (a stream's backpressure). */
   write(chunk: string): unknown;
   isTTY?: boolean;
   columns?: number;
+  once?(event: "drain", listener: () => void): unknown;
+  on?(event: "error", listener: (err: Error) => void): unknown;
 }
 
 export interface CliIO {
@@ -69,4 +72,59 @@ export function processIO(): CliIO {
 /** Progress and countdowns go to stderr only when it is a terminal, and never when NO_PROGRESS is set. */
 export function showsProgress(io: CliIO): boolean {
   return io.stderr.isTTY === true && !io.env.NO_PROGRESS;
+}
+
+export type OutName = "stdout" | "stderr";
+
+/**
+ * The same streams, but one that fails (EPIPE from `| head -1`, EIO from a hung-up terminal) is
+ * written to no more, instead of throwing or queueing into a pipe nobody reads; `onLost` hears of it
+ * once per stream. Whoever waits for its "drain" is let go at once, or a paused run would wait
+ * forever.
+ */
+export function guardOutput(io: CliIO, onLost: (stream: OutName, err: Error) => void): CliIO {
+  const guard = (name: OutName, out: Out): Out => {
+    let lost = false;
+    let waiting: (() => void)[] = [];
+    const release = () => {
+      const w = waiting;
+      waiting = [];
+      for (const fn of w) fn();
+    };
+    out.on?.("error", (err: Error) => {
+      if (lost) return;
+      lost = true;
+      release();
+      onLost(name, err);
+    });
+    const g: Out = {
+      write: (chunk: string) => (lost ? true : out.write(chunk)),
+      get isTTY() {
+        return out.isTTY;
+      },
+      get columns() {
+        return out.columns;
+      },
+    };
+    if (out.once) {
+      g.once = (_event: "drain", listener: () => void) => {
+        if (lost) return listener();
+        waiting.push(listener);
+        if (waiting.length === 1) out.once?.("drain", release);
+      };
+    }
+    return g;
+  };
+  const stdout = guard("stdout", io.stdout);
+  const stderr = guard("stderr", io.stderr);
+  return {
+    stdout,
+    stderr,
+    // Still a getter: see processIO().
+    get stdin() {
+      return io.stdin;
+    },
+    env: io.env,
+    signals: io.signals,
+  };
 }

@@ -1,5 +1,6 @@
 /** `addrinuse ls` and `addrinuse watch`: which local ports hold how many sockets in which states. */
 import { setTimeout as sleep } from "node:timers/promises";
+import { secondsToMs } from "../core/timer.js";
 import { countByPort, countByState, type PortCount } from "../core/portstats.js";
 import { readTcpSocketsAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
 import type { TcpState } from "../kernel/parse.js";
@@ -80,7 +81,7 @@ export async function runWatch(opts: WatchOptions, io: CliIO): Promise<number> {
       else if (tty) io.stdout.write(`\x1b[H\x1b[2J${r.at}  (every ${opts.intervalS} s, Ctrl-C to stop)\n${formatLs(r)}`);
       else io.stdout.write(`${r.at}\n${formatLs(r)}\n`);
       if (stop || (opts.count !== 0 && i + 1 >= opts.count)) break;
-      await sleep(opts.intervalS * 1000);
+      await sleep(secondsToMs(opts.intervalS));
       if (stop) break;
     }
   } finally {

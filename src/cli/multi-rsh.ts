@@ -5,8 +5,7 @@
  *   multi-rsh [options] -l FILE|- command args...      (also -w HOSTS, --demo)
  * Options stop at the first non-option word, so `multi-rsh -w h ls -l` runs `ls -l`.
  */
-import { readFileSync } from "node:fs";
-import { userInfo } from "node:os";
+import { constants as osConstants, userInfo } from "node:os";
 import { dedupeHosts, emptySelection, parseExclusion, parseHostFile, parseHostSelection, selectHosts } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
 import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
@@ -18,13 +17,16 @@ import { createTransport } from "../remote/transports/index.js";
 import "../remote/transports/rsh.js";
 import type { TransportOptions } from "../remote/transport.js";
 import { countArg, portArg, secondsArg } from "./args.js";
+import { secondsToMs } from "../core/timer.js";
 import type { StatusLine } from "./display.js";
 import { reportError } from "./exit.js";
 import { packageVersion } from "./version.js";
 import {
   EXCLUDE_SSH_ARGS_HINT, HELP_WITH_ARGUMENTS, excludeLooksLikeSshArgs, HOSTFILE_MISSING_HINT, USER_TIMEOUT_HINT, unknownFlagHint, userLooksLikeTimeout,
 } from "./peer-flags.js";
-import { processIO, showsProgress, type CliIO } from "./io.js";
+import { readHostFile, readHostStdin } from "./host-file.js";
+import { guardOutput, processIO, showsProgress, type CliIO } from "./io.js";
+import { OutputGate } from "../remote/flow.js";
 import type { OutputMode, OutputSink } from "./output-sink.js";
 
 import { Command, Option } from "commander";
@@ -136,28 +138,18 @@ function buildProgram(io: CliIO): Command {
     );
 }
 
-async function readStdin(io: CliIO): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of io.stdin) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
-  return Buffer.concat(chunks).toString("utf8");
-}
-
-function readHostFile(path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (e) {
-    throw new UsageError(`cannot read host file '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "ERR_HOSTFILE");
-  }
+/** Bounded (host-file.ts): `-l /dev/zero` is a usage error, not a crash. */
+function readStdin(io: CliIO): Promise<string> {
+  return readHostStdin(io.stdin);
 }
 
 /** `-l FILE`: a missing file is most often a pdsh/clush/pssh user's `-l USER`: say so. */
 function readListedHostFile(path: string): string {
   try {
-    return readFileSync(path, "utf8");
+    return readHostFile(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const hint = code === "ENOENT" || code === "EISDIR" ? ` (${HOSTFILE_MISSING_HINT})` : "";
-    throw new UsageError(`cannot read host file '${path}': ${code ?? (e as Error).message}${hint}`, "ERR_HOSTFILE");
+    if (e instanceof UsageError && /: (ENOENT|EISDIR)$/.test(e.message)) throw new UsageError(`${e.message} (${HOSTFILE_MISSING_HINT})`, "ERR_HOSTFILE");
+    throw e;
   }
 }
 
@@ -224,8 +216,31 @@ async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null)
   return { command, hosts: unique, duplicates, users: sel.users };
 }
 
-export async function main(argv: readonly string[], io: CliIO = processIO()): Promise<number> {
+/** What ends a run early besides Ctrl-C: a signal to stop (as a cancel), or stdout gone (EPIPE). */
+type Stop = "SIGTERM" | "SIGHUP" | "EPIPE";
+const STOP_EXIT: Record<Stop, number> = {
+  SIGTERM: 128 + osConstants.signals.SIGTERM,
+  SIGHUP: 128 + osConstants.signals.SIGHUP,
+  // As if SIGPIPE had killed us, the way `yes | head -1` ends (Node ignores SIGPIPE and sees EPIPE).
+  EPIPE: 128 + osConstants.signals.SIGPIPE,
+};
+
+/** After a stop, how long the output still queued for a pipe may delay the exit. */
+const STOP_FLUSH_MS = 2000;
+/** How the last main() was stopped, if it was (for run(), which then bounds its wait for stdout). */
+let lastStop: Stop | null = null;
+
+export async function main(argv: readonly string[], rawIO: CliIO = processIO()): Promise<number> {
   let demo: DemoHosts | null = null;
+  // Until a run starts there is nothing to cancel: stdout lost then only keeps the run from starting
+  // (SIGTERM and SIGHUP keep their default action until then: nothing of ours is left to clean up).
+  let stop: Stop | null = null;
+  let onStop: (why: Stop) => void = (why) => void (stop ??= why);
+  const io = guardOutput(rawIO, (stream) => {
+    if (stream === "stdout") onStop("EPIPE");
+  });
+  const onTerm = () => onStop("SIGTERM");
+  const onHup = () => onStop("SIGHUP");
   try {
     let words: string[] = [];
     const program = buildProgram(io).action((w: string[]) => {
@@ -294,14 +309,18 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     const started = Date.now();
     let finishedCount = 0;
     let failedCount = 0;
+    if (stop) return STOP_EXIT[stop as Stop];
+    const gate = new OutputGate();
     const run = runHosts({
+      flow: gate,
       hosts: p.hosts,
       command: p.command,
       transport,
       parallel: o.p,
-      timeoutMs: Math.round(o.t * 1000),
-      connectTimeoutMs: Math.round(o.connectTimeout * 1000),
-      commandTimeoutMs: Math.round(o.commandTimeout * 1000),
+      // Never rounded to 0 (= none): -t 0.0001 times out at once, as asked.
+      timeoutMs: secondsToMs(o.t),
+      connectTimeoutMs: secondsToMs(o.connectTimeout),
+      commandTimeoutMs: secondsToMs(o.commandTimeout),
       user: o.user ?? "",
       users: p.users,
       localUser,
@@ -339,6 +358,22 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     };
     io.signals.on("SIGINT", onInt);
     io.signals.on("SIGQUIT", abort);
+    // SIGTERM and SIGHUP (a closed terminal, a supervisor, `timeout`) are a cancel, as the second
+    // Ctrl-C: every host still gets its one result, exec children are ended, temp files removed.
+    // stdout gone (EPIPE) too, quietly: nobody reads what we would say.
+    onStop = (why) => {
+      if (stop) return;
+      stop = why;
+      lastStop = why;
+      interrupted = true;
+      status?.clear();
+      if (why !== "EPIPE") io.stderr.write(`multi-rsh: ${why}: resetting running connections, cancelling the rest\n`);
+      run.cancel();
+      gate.resume();
+    };
+    // Held until main returns, so a stop while the ledger is read still ends with the summary.
+    io.signals.on("SIGTERM", onTerm);
+    io.signals.on("SIGHUP", onHup);
 
     // What is needed only once output arrives or the run ends is loaded while the first connections
     // are in flight, not before them: every module loaded at start-up delays the first connection
@@ -361,7 +396,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     const [{ OutputSink }, { StatusLine }, { countPeerTimeWait, formatSummary, ledgerPortFilter, summarise }, { runExitCode }] = loaded;
     const line = new StatusLine(io.stderr, progress);
     status = line;
-    const ready = new OutputSink(io, mode, !o.N, line);
+    const ready = new OutputSink(io, mode, !o.N, line, gate);
     for (const e of early) {
       if ("chunk" in e) ready.output(e.host, e.stream, e.chunk);
       else ready.finish(e);
@@ -415,7 +450,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
             })
           ).rows;
     const summary = summarise(results, rows, Date.now() - started);
-    const exitCode = runExitCode(results, { largestRemote: !!o.S, interrupted });
+    const stopped = stop as Stop | null;
+    const exitCode = stopped ? STOP_EXIT[stopped] : runExitCode(results, { largestRemote: !!o.S, interrupted });
     let demoSide: { served: number; serverClosedFirst: number; hostTimeWait: number } | undefined;
     if (demo) {
       demoSide = {
@@ -425,13 +461,15 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       };
     }
     ready.flushGathered(p.hosts);
+    const dropped = ready.dropped();
     if (mode === "json") {
       const doc = {
         command: p.command,
         transport: transport.name,
         hosts: p.hosts,
         duplicates: p.duplicates,
-        results: results.map((r) => ready.record(r)),
+        // Written in parts by writeDocument, in this place.
+        results: null,
         counts: summary.counts,
         nonZeroExit: summary.nonZeroExit,
         failures: summary.failures,
@@ -440,8 +478,9 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         exitCode,
         ...(demoSide ? { demoHosts: demoSide } : {}),
         ...(notices.length || transport.notices?.length ? { notices: [...notices, ...(transport.notices ?? [])] } : {}),
+        ...(dropped ? { outputDropped: dropped } : {}),
       };
-      io.stdout.write(JSON.stringify(doc, null, 2) + "\n");
+      ready.writeDocument(doc, results);
     } else if (mode === "ndjson") {
       // The host records went out as each ended; the run's own record closes the stream, on stdout
       // like the rest, so stderr stays quiet as with --json.
@@ -455,10 +494,12 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
           exitCode,
           ...(demoSide ? { demoHosts: demoSide } : {}),
           ...(notices.length || transport.notices?.length ? { notices: [...notices, ...(transport.notices ?? [])] } : {}),
+          ...(dropped ? { outputDropped: dropped } : {}),
         },
       };
       io.stdout.write(JSON.stringify(tail) + "\n");
     } else {
+      if (dropped) io.stderr.write(`multi-rsh: ${ready.droppedNotice(dropped)}\n`);
       for (const n of [...notices, ...(transport.notices ?? [])]) io.stderr.write(`multi-rsh: ${n}\n`);
       io.stderr.write(formatSummary(summary));
       // pdsh and clush read -t as the connect timeout: say what ours was when it cut hosts.
@@ -476,6 +517,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   } catch (err) {
     return reportError("multi-rsh", err, io);
   } finally {
+    io.signals.off("SIGTERM", onTerm);
+    io.signals.off("SIGHUP", onHup);
     await demo?.close();
   }
 }
@@ -495,6 +538,9 @@ export function run(): void {
       };
       process.stdout.write("", done);
       process.stderr.write("", done);
+      // Told to stop (SIGTERM, SIGHUP, stdout gone): a reader that never reads again must not keep
+      // us alive; what it has not taken in STOP_FLUSH_MS is given up.
+      if (lastStop !== null) setTimeout(() => process.exit(code), STOP_FLUSH_MS).unref();
     },
     (err) => {
       process.exitCode = reportError("multi-rsh", err, processIO());

@@ -3,34 +3,117 @@
  * kept for the end (-b gathering, --json), or one record per host as it finishes (--ndjson).
  * Lines from many hosts never interleave mid-line, and the live progress line on stderr is cleared
  * before any output is written.
+ *
+ * Backpressure: when stdout (or stderr) stops accepting writes, the run's OutputGate is paused until
+ * it drains, so the hosts wait (remote/flow.ts) instead of this process queueing everything they
+ * send: every byte arrives, and memory stays bounded, however slow the reader.
+ *
+ * What is kept for the end (-b, --json, --ndjson) is capped, so a host that sends gigabytes cannot
+ * take the heap down with every other host's result: KEEP_PER_HOST_BYTES per host and
+ * KEEP_TOTAL_BYTES for the run; lines past the cap are dropped and counted (`outputDroppedBytes` in
+ * the host's record, a notice on stderr). The text mode keeps nothing and has no cap.
  */
 import { LineSplitter } from "../core/lines.js";
 import { formatGathered, gatherOutputs } from "../core/gather.js";
 import type { HostResult } from "../remote/engine.js";
+import type { OutputGate } from "../remote/flow.js";
 import type { StatusLine } from "./display.js";
 import type { CliIO } from "./io.js";
 
 export type OutputMode = "lines" | "gather" | "json" | "ndjson";
 
+/**
+ * The caps on output kept in memory, in UTF-16 code units of the kept lines (about bytes for text).
+ * 256 MiB in all keeps a --json document's parts well below V8's longest string (2^29 - 24 code
+ * units; ERR_STRING_TOO_LONG) even when every character needs a six-character JSON escape.
+ */
+export const KEEP_PER_HOST_BYTES = 128 * 1024 * 1024;
+export const KEEP_TOTAL_BYTES = 256 * 1024 * 1024;
+
+interface Kept {
+  out: string[];
+  err: string[];
+  bytes: number;
+  dropped: number;
+}
+
+export type HostRecord = HostResult & { output: string[]; stderr?: string[]; outputDroppedBytes?: number };
+
+/** JSON.stringify(value, null, 2), handed out in pieces (plain data: no toJSON, no cycles). */
+export function writeJson(v: unknown, depth: number, w: (s: string) => void): void {
+  const pad = (d: number) => "\n" + "  ".repeat(d);
+  if (Array.isArray(v)) {
+    if (v.length === 0) return w("[]");
+    w("[");
+    v.forEach((x, i) => {
+      w((i ? "," : "") + pad(depth + 1));
+      // As JSON.stringify: a value with no JSON form is null inside an array.
+      if (x === undefined || typeof x === "function") w("null");
+      else writeJson(x, depth + 1, w);
+    });
+    return w(pad(depth) + "]");
+  }
+  if (v !== null && typeof v === "object") {
+    const entries = Object.entries(v).filter(([, x]) => x !== undefined && typeof x !== "function");
+    if (entries.length === 0) return w("{}");
+    w("{");
+    entries.forEach(([k, x], i) => {
+      w((i ? "," : "") + pad(depth + 1) + JSON.stringify(k) + ": ");
+      writeJson(x, depth + 1, w);
+    });
+    return w(pad(depth) + "}");
+  }
+  w(JSON.stringify(v) ?? "null");
+}
+
 export class OutputSink {
   private readonly splitters = new Map<string, LineSplitter>();
   /** Kept lines per host (gather, json, ndjson); stderr lines kept apart only with --stderr. */
-  private readonly kept = new Map<string, { out: string[]; err: string[] }>();
+  private readonly kept = new Map<string, Kept>();
+  private keptTotal = 0;
+  private droppedHosts = new Set<string>();
+  /** Which of our streams refused a write and has not drained yet. */
+  private readonly full = { stdout: false, stderr: false };
 
   constructor(
     private readonly io: CliIO,
     private readonly mode: OutputMode,
     private readonly prefix: boolean,
     private readonly status: StatusLine,
+    private readonly gate: OutputGate | null = null,
   ) {}
 
-  private keep(host: string) {
+  private keep(host: string): Kept {
     let k = this.kept.get(host);
     if (!k) {
-      k = { out: [], err: [] };
+      k = { out: [], err: [], bytes: 0, dropped: 0 };
       this.kept.set(host, k);
     }
     return k;
+  }
+
+  droppedNotice(d: { hosts: number; bytes: number }): string {
+    return `output kept for the end is capped at ${KEEP_PER_HOST_BYTES / 1048576} MiB per host and ${KEEP_TOTAL_BYTES / 1048576} MiB in all: ${d.bytes} bytes of ${d.hosts} host${d.hosts === 1 ? "" : "s"} dropped`;
+  }
+
+  /** Write, and pause the hosts while the stream's buffer is over its high-water mark. */
+  private write(stream: "stdout" | "stderr", text: string): void {
+    const out = this.io[stream];
+    if (out.write(text) !== false || !this.gate || !out.once || this.full[stream]) return;
+    this.full[stream] = true;
+    this.gate.pause();
+    out.once("drain", () => {
+      this.full[stream] = false;
+      if (!this.full.stdout && !this.full.stderr) this.gate?.resume();
+    });
+  }
+
+  /** Lines dropped past the caps, for the notice at the end; null when nothing was dropped. */
+  dropped(): { hosts: number; bytes: number } | null {
+    if (this.droppedHosts.size === 0) return null;
+    let bytes = 0;
+    for (const k of this.kept.values()) bytes += k.dropped;
+    return { hosts: this.droppedHosts.size, bytes };
   }
 
   private splitter(host: string, stream: "stdout" | "stderr"): LineSplitter {
@@ -50,6 +133,14 @@ export class OutputSink {
       return;
     }
     const k = this.keep(host);
+    const size = line.length + 1;
+    if (k.bytes + size > KEEP_PER_HOST_BYTES || this.keptTotal + size > KEEP_TOTAL_BYTES) {
+      k.dropped += Buffer.byteLength(line) + 1;
+      this.droppedHosts.add(host);
+      return;
+    }
+    k.bytes += size;
+    this.keptTotal += size;
     if (stream === "stderr" && this.mode !== "gather") k.err.push(line);
     else k.out.push(line);
   }
@@ -61,8 +152,7 @@ export class OutputSink {
     const text = this.pending.join("");
     this.pending = [];
     this.status.clear();
-    if (stream === "stderr") this.io.stderr.write(text);
-    else this.io.stdout.write(text);
+    this.write(stream, text);
   }
 
   output(host: string, stream: "stdout" | "stderr", chunk: Buffer): void {
@@ -80,16 +170,42 @@ export class OutputSink {
     }
     if (this.mode === "ndjson") {
       this.status.clear();
-      this.io.stdout.write(JSON.stringify(this.record(result)) + "\n");
-      this.kept.delete(result.host);
+      this.write("stdout", JSON.stringify(this.record(result)) + "\n");
+      const k = this.kept.get(result.host);
+      if (k) {
+        // Written: what it held no longer counts against the run's cap.
+        this.keptTotal -= k.bytes;
+        k.out = [];
+        k.err = [];
+        k.bytes = 0;
+      }
     }
   }
 
-  record(r: HostResult): HostResult & { output: string[]; stderr?: string[] } {
+  record(r: HostResult): HostRecord {
     const k = this.kept.get(r.host);
-    const rec: HostResult & { output: string[]; stderr?: string[] } = { ...r, output: k?.out ?? [] };
+    const rec: HostRecord = { ...r, output: k?.out ?? [] };
     if (k && k.err.length) rec.stderr = k.err;
+    if (k && k.dropped) rec.outputDroppedBytes = k.dropped;
     return rec;
+  }
+
+  /**
+   * The --json document, written in parts of about a MiB: one string for all of it (or for one
+   * host's output, where every character may need a six-character escape) could pass V8's longest
+   * string. The text is what JSON.stringify(doc, null, 2) with `results` in it would give.
+   */
+  writeDocument(fields: Record<string, unknown>, results: readonly HostResult[]): void {
+    let part = "";
+    const w = (s: string) => {
+      part += s;
+      if (part.length >= 1 << 20) {
+        this.write("stdout", part);
+        part = "";
+      }
+    };
+    writeJson({ ...fields, results: results.map((r) => this.record(r)) }, 0, w);
+    this.write("stdout", part + "\n");
   }
 
   /** At the end: the gathered blocks (-b). */
@@ -97,6 +213,6 @@ export class OutputSink {
     if (this.mode !== "gather") return;
     const outputs = new Map<string, string[]>();
     for (const h of hostOrder) outputs.set(h, this.kept.get(h)?.out ?? []);
-    this.io.stdout.write(formatGathered(gatherOutputs(outputs, hostOrder)));
+    this.write("stdout", formatGathered(gatherOutputs(outputs, hostOrder)));
   }
 }

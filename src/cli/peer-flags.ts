@@ -59,7 +59,7 @@ export function excludeLooksLikeSshArgs(value: string): boolean {
 }
 
 export const EXCLUDE_SSH_ARGS_HINT = (v: string): string =>
-  `-x '${v}': -x excludes hosts here (pdsh/clush); pssh's -x (extra ssh arguments) goes in an ssh config file given with -F FILE`;
+  `-x '${v}': -x excludes hosts here (pdsh/clush), so a '-' inside it would exclude from the exclusions: -x already excludes; pssh's -x (extra ssh arguments) goes in an ssh config file given with -F FILE`;
 
 export const HOSTFILE_MISSING_HINT =
   "-l is the host file here, as in the original multi-rsh; the remote user is -u USER (pdsh/clush/pssh's -l)";

@@ -24,6 +24,7 @@
  */
 import { dirname, isAbsolute, join } from "node:path";
 import { HostListError } from "../errors.js";
+import { oneLine } from "./untrusted.js";
 
 /** Largest expansion we accept from one expression: a typo like [1-99999999] must not eat memory. */
 export const MAX_HOSTS = 100_000;
@@ -273,12 +274,18 @@ function hostFile(text: string, name: string, ctx: Context, dir: string): string
     const inc = /^#include(\s+(\S+)\s*|.*)$/.exec(raw);
     if (inc) {
       const path = inc[2];
-      if (!path) throw new HostListError(`${where}bad line '${raw.trim()}': write '#include FILE'`);
+      if (!path) throw new HostListError(`${where}bad line '${oneLine(raw.trim())}': write '#include FILE'`);
       out.push(...readHosts(isAbsolute(path) || dir === "" ? path : join(dir, path), ctx, where));
       continue;
     }
     const line = raw.replace(/#.*$/, "").trim();
     if (!line) continue;
+    // The line itself is not echoed: a file given by mistake (-l /etc/shadow, a key) would print
+    // its secrets, NUL bytes or escape sequences to the terminal. Where and what is enough.
+    const bad = line.search(/[^A-Za-z0-9._:%@\-[\],^/ \t]/);
+    if (bad >= 0) {
+      throw new HostListError(`${where}bad host: unexpected character '${oneLine(line[bad]!)}' at column ${bad + 1} (the line is not shown)`);
+    }
     // pdsh reads `a,b` and `a b` on one line as two hosts.
     for (const word of line.split(/\s+/)) {
       for (const part of splitTopLevel(word)) {

@@ -8,6 +8,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { ArgumentError } from "../errors.js";
+import { timerDelay } from "../core/timer.js";
 
 export type CloseResult = { closedBy: "remote" | "local" | "reset" };
 
@@ -107,6 +108,8 @@ export function closeAfterPeer(socket: net.Socket, o: CloseAfterPeerOptions): Pr
     socket.resume();
     if (o.signal?.aborted) act();
     else o.signal?.addEventListener("abort", act, { once: true });
-    if (o.timeoutMs > 0) timer = setTimeout(act, o.timeoutMs);
+    // Clamped: past 2^31-1 ms a Node timer fires at once, and we would close first (core/timer.ts).
+    const delay = timerDelay(o.timeoutMs, "closeAfterPeer: timeoutMs");
+    if (delay > 0) timer = setTimeout(act, delay);
   });
 }

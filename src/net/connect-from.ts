@@ -29,6 +29,7 @@ import { AddrinuseError, ArgumentError, PortsExhaustedError } from "../errors.js
 import { readTcpSocketsAsync, type TableSource } from "../kernel/read.js";
 import type { TcpSocket } from "../kernel/parse.js";
 import { addressesOverlap, formatEndpoint, isWildcard, unmapV4 } from "../core/address.js";
+import { MAX_TIMER_MS } from "../core/timer.js";
 
 export interface ConnectFromOptions {
   host: string;
@@ -433,7 +434,8 @@ function attempt(
               `connecting to ${where} took longer than connectTimeoutMs=${o.connectTimeoutMs}`,
             ),
           }),
-        Math.max(0, deadline - Date.now()),
+        // Clamped: past 2^31-1 ms a Node timer fires at once (core/timer.ts).
+        Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now())),
       );
     }
   });

@@ -29,6 +29,7 @@
  * `trackConnections(server)` before the server starts accepting.
  */
 import net from "node:net";
+import { timerDelay } from "../core/timer.js";
 import http from "node:http";
 import tls from "node:tls";
 import { ArgumentError } from "../errors.js";
@@ -344,7 +345,8 @@ async function run(server: net.Server, o: ShutdownOptions): Promise<ShutdownRepo
   const graceOver = new Promise<"grace" | "abort">((resolve) => {
     if (o.signal?.aborted) return resolve("abort");
     if (o.graceMs === 0) return resolve("grace");
-    timer = setTimeout(() => resolve("grace"), o.graceMs);
+    // Clamped: past 2^31-1 ms a Node timer fires at once (core/timer.ts).
+    timer = setTimeout(() => resolve("grace"), timerDelay(o.graceMs, "shutdown: graceMs"));
     onAbort = () => resolve("abort");
     o.signal?.addEventListener("abort", onAbort, { once: true });
   });

@@ -11,6 +11,7 @@
 import net from "node:net";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { connectFrom } from "../net/connect-from.js";
 
 export interface DemoHosts {
   addresses: string[];
@@ -71,10 +72,13 @@ function serve(socket: net.Socket, host: string, reservedOnly: boolean, stats: D
     let errSock: net.Socket | null = null;
     if (parsed.req.stderrPort !== 0) {
       if (reservedOnly && parsed.req.stderrPort >= 1024) return refuse("2nd port not reserved");
-      errSock = net.connect({ port: parsed.req.stderrPort, host: socket.remoteAddress!, localAddress: host });
-      errSock.on("error", () => {});
       try {
-        await once(errSock, "connect");
+        // As rshd: from a reserved port of ours (rresvport), which the client checks, as rcmd(3) does.
+        errSock = reservedOnly
+          ? (await connectFrom({ host: socket.remoteAddress!, port: parsed.req.stderrPort, localPorts: "reserved", localAddress: host, connectTimeoutMs: 5000 })).socket
+          : net.connect({ port: parsed.req.stderrPort, host: socket.remoteAddress!, localAddress: host });
+        errSock.on("error", () => {});
+        if (errSock.connecting) await once(errSock, "connect");
       } catch {
         return refuse("can't connect to the stderr port");
       }

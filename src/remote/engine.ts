@@ -12,6 +12,8 @@
  * whatever the transport does.
  */
 import type { ErrorCode } from "../errors.js";
+import { timerDelay } from "../core/timer.js";
+import type { OutputFlow } from "./flow.js";
 import type { ClosedBy, RemoteCommandFate, Transport, TransportResult } from "./transport.js";
 
 export type HostState = "queued" | "connecting" | "running" | "done" | "failed" | "timedout" | "cancelled";
@@ -48,6 +50,8 @@ export interface RunHostsOptions {
   separateStderr: boolean;
   onState?(host: string, state: HostState): void;
   onOutput?(host: string, stream: "stdout" | "stderr", chunk: Buffer): void;
+  /** Backpressure from the output's consumer, handed to every transport run (flow.ts). */
+  flow?: OutputFlow;
   /** Called once per host, as it finishes; output for that host has all been delivered. */
   onResult?(result: HostResult): void;
 }
@@ -69,6 +73,12 @@ export interface HostsRun {
 }
 
 export function runHosts(o: RunHostsOptions): HostsRun {
+  // Checked once, before any host starts: a delay past a Node timer's range would fire at once.
+  const delays = {
+    total: timerDelay(o.timeoutMs, "timeoutMs"),
+    connect: timerDelay(o.connectTimeoutMs, "connectTimeoutMs"),
+    command: timerDelay(o.commandTimeoutMs, "commandTimeoutMs"),
+  };
   const state = new Map<string, HostState>();
   const results = new Map<string, HostResult>();
   const controllers = new Map<string, AbortController>();
@@ -104,9 +114,9 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     const abortAfter = (ms: number) => {
       if (ms > 0) timers.push(setTimeout(() => ac.abort("timeout"), ms));
     };
-    abortAfter(o.timeoutMs);
+    abortAfter(delays.total);
     let connectTimer: NodeJS.Timeout | undefined;
-    if (o.connectTimeoutMs > 0) connectTimer = setTimeout(() => ac.abort("timeout"), o.connectTimeoutMs);
+    if (delays.connect > 0) connectTimer = setTimeout(() => ac.abort("timeout"), delays.connect);
     setState(host, "connecting");
 
     let graceTimer: NodeJS.Timeout | undefined;
@@ -122,16 +132,17 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         user: o.users?.get(host) ?? o.user,
         localUser: o.localUser,
         command: o.command,
-        connectTimeoutMs: o.connectTimeoutMs,
+        connectTimeoutMs: delays.connect,
         separateStderr: o.separateStderr,
         signal: ac.signal,
         onConnected: () => {
           if (connectTimer) clearTimeout(connectTimer);
           if (state.get(host) === "connecting") setState(host, "running");
-          abortAfter(o.commandTimeoutMs);
+          abortAfter(delays.command);
         },
         onStdout: (b) => o.onOutput?.(host, "stdout", b),
         onStderr: (b) => o.onOutput?.(host, "stderr", b),
+        ...(o.flow ? { flow: o.flow } : {}),
       })
       .catch((e: unknown): TransportResult => ({
         // A transport that rejects has a bug; the host still gets its one result.

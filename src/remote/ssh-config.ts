@@ -16,6 +16,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import SSHConfig from "ssh-config";
 import { AddrinuseError } from "../errors.js";
+import { secondsToMs } from "../core/timer.js";
 import { matchPattern } from "./known-hosts.js";
 
 export type HostKeyPolicy = "strict" | "accept-new" | "off";
@@ -175,6 +176,34 @@ export function readSshConfigTexts(reader: ConfigReader, home: string, file: str
   return texts;
 }
 
+/**
+ * The first value in any block (Host, Match or none) that can never be right: a Port that is not a
+ * port number, a ConnectTimeout that is not a number of seconds. Found before the run, so that a bad
+ * file is one usage error (exit 2), not the same failure repeated for every host its block matches.
+ */
+export function badSshConfigValue(configs: readonly SSHConfig[]): string | null {
+  type Line = { type: number; param?: string; value?: unknown; config?: Line[] };
+  const walk = (lines: readonly Line[]): string | null => {
+    for (const l of lines) {
+      const v = typeof l.value === "string" ? l.value : null;
+      const param = l.param?.toLowerCase();
+      if (param === "port" && v !== null && !/^\d+$/.test(v)) return `ssh config: Port '${v}' is not a port number`;
+      if (param === "port" && v !== null && (Number(v) < 1 || Number(v) > 65535)) return `ssh config: Port '${v}' is not within 1-65535`;
+      if (param === "connecttimeout" && v !== null && v.toLowerCase() !== "none" && !(Number.isFinite(Number(v)) && Number(v) >= 0)) {
+        return `ssh config: ConnectTimeout '${v}' is not a number of seconds`;
+      }
+      const inner = l.config ? walk(l.config) : null;
+      if (inner) return inner;
+    }
+    return null;
+  };
+  for (const c of configs) {
+    const bad = walk(c as unknown as Line[]);
+    if (bad) return bad;
+  }
+  return null;
+}
+
 /** Parse the text of each config file, in reading order (user's first, or only -F's). */
 export function parseSshConfigs(texts: readonly string[]): SSHConfig[] {
   return texts.map((t) => SSHConfig.parse(t));
@@ -273,7 +302,8 @@ export function resolveSshConfig(configs: readonly SSHConfig[], host: string, ct
   if (timeoutText !== undefined && timeoutText.toLowerCase() !== "none") {
     const s = Number(timeoutText);
     if (!Number.isFinite(s) || s < 0) throw new AddrinuseError("ERR_USAGE", `ssh config: ConnectTimeout '${timeoutText}' is not a number of seconds`);
-    connectTimeoutMs = Math.round(s * 1000);
+    // Clamped and never rounded to 0 (= none): a Node timer past 2^31-1 ms would fire at once.
+    connectTimeoutMs = secondsToMs(s);
   }
 
   const splitFiles = (key: string, fallback: string[]): string[] => {

@@ -14,6 +14,7 @@
  *  - Output chunks are raw bytes as they arrive; the engine splits lines.
  */
 import type { ErrorCode } from "../errors.js";
+import type { OutputFlow } from "./flow.js";
 
 export type TransportName = "rsh" | "ssh" | "openssh" | "exec";
 export type ClosedBy = "remote" | "local" | "reset";
@@ -41,6 +42,8 @@ export interface RunRequest {
   onConnected(info: { localPort: number | null }): void;
   onStdout(chunk: Buffer): void;
   onStderr(chunk: Buffer): void;
+  /** Backpressure (flow.ts): attach every stream host output is read from; absent = read freely. */
+  flow?: OutputFlow;
 }
 
 export interface TransportResult {

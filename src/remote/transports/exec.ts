@@ -75,6 +75,8 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
     }
     const [file, ...args] = argv;
     const child = spawn(file!, args, { stdio: ["ignore", "pipe", "pipe"], detached: true, shell: false });
+    // Behind a slow reader the child blocks in write(2) on its full pipe instead of us buffering.
+    const detach = [req.flow?.attach(child.stdout!), req.flow?.attach(child.stderr!)];
     let spawned = false;
     let aborted = false;
     let settled = false;
@@ -90,6 +92,11 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
     };
     const kill = () => {
       aborted = true;
+      // A paused pipe would hold back the child's `close` (and so this host's result) until the
+      // reader catches up: what is left in it is at most a pipe's worth, let it go.
+      for (const d of detach) d?.();
+      child.stdout?.resume();
+      child.stderr?.resume();
       if (!hooks.onAbort) return killGroup();
       let timer: NodeJS.Timeout | undefined;
       const bound = new Promise<void>((r) => (timer = setTimeout(r, ABORT_HOOK_MS)));
@@ -102,6 +109,7 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
     const done = (r: TransportResult) => {
       if (settled) return;
       settled = true;
+      for (const d of detach) d?.();
       req.signal.removeEventListener("abort", kill);
       resolve(r);
     };

@@ -111,6 +111,17 @@ function socketInodes(pid: number): Set<number> {
   return inodes;
 }
 
+/**
+ * What is kept of ssh's log per host: its start (where "Connection established." and "Sending
+ * command" are) and its end (why it exited). A hostile server can make it endless (every
+ * SSH2_MSG_DEBUG it sends is a "debug1: Remote:" line), and it used to be kept whole.
+ */
+export const OPENSSH_LOG_KEEP = 1024 * 1024;
+
+export function keepEnds(text: string, max: number): string {
+  return `${text.slice(0, max / 2)}\n[...]\n${text.slice(-(max / 2))}`;
+}
+
 /** The result of a host whose ssh never ran. */
 function notStarted(code: ErrorCode, message: string): TransportResult {
   return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
@@ -239,6 +250,7 @@ export class OpenSshTransport implements Transport {
         if (n <= 0) break;
         offset += n;
         log += buf.toString("utf8", 0, n);
+        if (log.length > OPENSSH_LOG_KEEP) log = keepEnds(log, OPENSSH_LOG_KEEP);
       }
       if (!socket && log.includes("debug1: Connection established.")) findSocket();
       if (!connected && log.includes("debug1: Sending command:")) markConnected();

@@ -23,9 +23,28 @@ import { AddrinuseError, type ErrorCode } from "../../errors.js";
 import { ExitMarkerFilter, killGroupCommand, newMarker, wrapCommand } from "../../core/exit-marker.js";
 import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
+import { BoundedBytes, oneLine } from "../../core/untrusted.js";
+import { openStderrChannel, type StderrChannel } from "./rsh-stderr.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 
 export const RSH_PORT = 514;
+/**
+ * rshd's refusal is one line (rcmd(3) reads up to the newline). Of a hostile host's "message" we keep
+ * the first REFUSAL_KEEP_BYTES, and past REFUSAL_READ_BYTES we stop reading and reset: a 700 MB one
+ * used to be gathered whole and passed to Buffer#toString (ERR_STRING_TOO_LONG, every result lost).
+ */
+export const REFUSAL_KEEP_BYTES = 1024;
+export const REFUSAL_READ_BYTES = 64 * 1024;
+
+/** The refusal as one line of our message: its first line, control characters escaped, bounded. */
+export function refusalMessage(got: BoundedBytes): string {
+  const { text, dropped } = got.text();
+  const nl = text.indexOf("\n");
+  const first = (nl >= 0 ? text.slice(0, nl) : text).replace(/\0/g, "").trim();
+  const hidden = dropped + (nl >= 0 ? Buffer.byteLength(text.slice(nl + 1).trim()) : 0);
+  const more = hidden > 0 ? ` (and ${hidden} more bytes, not shown)` : "";
+  return `rshd refused: ${oneLine(first, 200) || "(no message)"}${more}`;
+}
 
 function errorOf(e: unknown, fallback: ErrorCode = "ERR_CONNECT"): { code: ErrorCode; message: string } {
   if (e instanceof AddrinuseError) return { code: e.code, message: e.message };
@@ -33,25 +52,6 @@ function errorOf(e: unknown, fallback: ErrorCode = "ERR_CONNECT"): { code: Error
   if (err?.code === "ECONNREFUSED") return { code: "ERR_CONNECT_REFUSED", message: "connection refused (no rshd listening)" };
   if (err?.code === "ECONNRESET") return { code: "ERR_CONNECTION_LOST", message: "connection reset by the remote side" };
   return { code: fallback, message: err?.message ?? String(e) };
-}
-
-/** Listens on a reserved port for rshd's stderr connection back to us (rshd refuses others). */
-async function listenReserved(host: string, range: "reserved" | [number, number]): Promise<net.Server> {
-  const [lo, hi] = range === "reserved" ? [512, 1023] : range;
-  const start = lo + Math.floor(Math.random() * (hi - lo + 1));
-  for (let i = 0; i <= hi - lo; i++) {
-    const port = lo + ((start - lo + i) % (hi - lo + 1));
-    const srv = net.createServer({ allowHalfOpen: false });
-    const ok = await new Promise<boolean>((resolve, reject) => {
-      srv.once("error", (e: NodeJS.ErrnoException) => {
-        if (e.code === "EADDRINUSE" || e.code === "EADDRNOTAVAIL") resolve(false);
-        else reject(e);
-      });
-      srv.listen({ port, host, exclusive: true, backlog: 1 }, () => resolve(true));
-    });
-    if (ok) return srv;
-  }
-  throw new AddrinuseError("ERR_PORTS_EXHAUSTED", `no free port in ${lo}-${hi} to listen on for rsh's stderr channel`);
 }
 
 /** How long an aborted host's second connection may take to end its command (inside the engine's ABORT_GRACE_MS). */
@@ -140,8 +140,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
     const marker = newMarker(randomHex(8));
     const stdoutFilter = new ExitMarkerFilter(marker.marker, (b) => req.onStdout(b));
     let ending: Promise<void> = Promise.resolve();
-    let stderrServer: net.Server | undefined;
-    let stderrSocket: net.Socket | undefined;
+    let stderrChannel: StderrChannel | undefined;
     let stderrDone: Promise<void> = Promise.resolve();
     let closedBy: ClosedBy | null = null;
     let weEnded = false;
@@ -149,15 +148,17 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
     const resetAll = () => {
       weEnded = true;
       if (!socket.destroyed) socket.resetAndDestroy();
-      if (stderrSocket && !stderrSocket.destroyed) stderrSocket.resetAndDestroy();
-      stderrServer?.close();
+      stderrChannel?.reset();
     };
 
+    // Behind a slow reader rshd blocks in write(2) on a closed TCP window, not us on a heap of chunks.
+    const detachMain = req.flow?.attach(socket);
     return new Promise<TransportResult>((resolve) => {
       let settled = false;
       const finish = (error: { code: ErrorCode; message: string } | null) => {
         if (settled) return;
         settled = true;
+        detachMain?.();
         req.signal.removeEventListener("abort", onAbort);
         stdoutFilter.end(req.signal.aborted);
         result.exitCode = stdoutFilter.exitCode;
@@ -166,7 +167,8 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         if (!error && result.exitCode === null) {
           result.error = { code: "ERR_CONNECTION_LOST", message: "the connection ended before the command's exit status arrived" };
         }
-        stderrServer?.close();
+        // The exit status is in: the stderr channel gets a bounded time to end too.
+        stderrChannel?.mainEnded();
         void Promise.all([stderrDone, ending]).then(() => {
           if (result.error && (result.error.code === "ERR_COMMAND_TIMEOUT" || result.error.code === "ERR_CANCELLED") && req.signal.aborted) {
             result.error = abortOutcome(req.signal, result);
@@ -192,21 +194,31 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       req.signal.addEventListener("abort", onAbort, { once: true });
 
       let replied = false;
-      let refusal: Buffer[] | null = null;
+      let refusal: BoundedBytes | null = null;
       socket.on("data", (chunk: Buffer) => {
         if (!replied) {
           replied = true;
           if (chunk[0] !== 0) {
-            refusal = [chunk.subarray(1)];
-            return;
+            refusal = new BoundedBytes(REFUSAL_KEEP_BYTES, REFUSAL_READ_BYTES);
+            chunk = chunk.subarray(1);
+          } else {
+            result.connected = true;
+            req.onConnected({ localPort: result.localPort });
+            chunk = chunk.subarray(1);
+            if (chunk.length === 0) return;
           }
-          result.connected = true;
-          req.onConnected({ localPort: result.localPort });
-          chunk = chunk.subarray(1);
-          if (chunk.length === 0) return;
         }
-        if (refusal) refusal.push(chunk);
-        else stdoutFilter.push(chunk);
+        if (refusal) {
+          refusal.push(chunk);
+          if (refusal.over) {
+            // Not a refusal any rshd sends: stop reading it (RST, no TIME_WAIT either side).
+            closedBy = "reset";
+            resetAll();
+            finish({ code: "ERR_REMOTE_REFUSED", message: refusalMessage(refusal) });
+          }
+          return;
+        }
+        stdoutFilter.push(chunk);
       });
       socket.on("end", () => {
         // The server closed first: the outcome we arrange for. Node's default (allowHalfOpen false)
@@ -223,8 +235,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         if (!replied) {
           finish({ code: "ERR_PROTOCOL", message: "rshd closed the connection without answering" });
         } else if (refusal) {
-          const msg = Buffer.concat(refusal).toString("utf8").replace(/\0/g, "").trim();
-          finish({ code: "ERR_REMOTE_REFUSED", message: `rshd refused: ${msg || "(no message)"}` });
+          finish({ code: "ERR_REMOTE_REFUSED", message: refusalMessage(refusal) });
         } else {
           finish(null);
         }
@@ -240,27 +251,21 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         send(0);
         return;
       }
-      // The stderr channel: rshd connects back to us; it must come from the address we talk to.
-      const localAddress = socket.localAddress ?? "0.0.0.0";
-      listenReserved(localAddress, localPorts)
-        .then((srv) => {
-          stderrServer = srv;
-          stderrDone = new Promise<void>((done) => {
-            srv.once("connection", (s: net.Socket) => {
-              stderrSocket = s;
-              srv.close();
-              s.on("data", (b: Buffer) => req.onStderr(b));
-              s.on("end", () => {
-                if (resetAfterEof && !s.destroyed) s.resetAndDestroy();
-              });
-              s.on("error", () => {});
-              s.on("close", () => done());
-            });
-            srv.once("close", () => {
-              if (!stderrSocket) done();
-            });
-          });
-          send((srv.address() as net.AddressInfo).port);
+      // The stderr channel: rshd connects back to us (rsh-stderr.ts says from where, and for how long).
+      openStderrChannel({
+        localAddress: socket.localAddress ?? "0.0.0.0",
+        localPorts,
+        peerAddress: address,
+        requireReservedPeer: localPorts === "reserved",
+        resetAfterEof,
+        onData: (b) => req.onStderr(b),
+        ...(req.flow ? { flow: req.flow } : {}),
+      })
+        .then((ch) => {
+          stderrChannel = ch;
+          stderrDone = ch.done;
+          if (settled) ch.reset();
+          else send(ch.port);
         })
         .catch((e: unknown) => {
           closedBy = "reset";

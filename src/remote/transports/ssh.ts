@@ -53,7 +53,7 @@ import {
   parseKnownHosts,
   type KnownHostEntry,
 } from "../known-hosts.js";
-import { applyAlgorithmSpec, parseSshConfigs, readSshConfigTexts, resolveSshConfig, fsConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
+import { applyAlgorithmSpec, badSshConfigValue, parseSshConfigs, readSshConfigTexts, resolveSshConfig, fsConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
 import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 
 const { Client, OpenSSHAgent, utils } = ssh2;
@@ -61,6 +61,14 @@ type SshClient = InstanceType<typeof Client>;
 
 /** How long to wait for the server's FIN after our DISCONNECT before resetting. */
 export const DEFAULT_GRACE_MS = 2000;
+/**
+ * Session setup (TCP connect, banner, key exchange, authentication) is bounded even when no timeout
+ * is set anywhere (-t 0, no --connect-timeout, no ConnectTimeout): -t 0 lets a command run as long
+ * as it likes, but a server that drips an endless banner (ssh2 caps it at 1024 lines of 8 KiB, not
+ * the time between them) or never finishes its key exchange would otherwise hold the host forever.
+ * sshd's own LoginGraceTime is 120 s; 60 s is far beyond any real handshake.
+ */
+export const HANDSHAKE_LIMIT_MS = 60_000;
 
 /** What the transport reads from its surroundings; tests replace it. */
 export interface SshEnvironment {
@@ -71,6 +79,8 @@ export interface SshEnvironment {
   /** System config read after the user's when no -F is given (default /etc/ssh/ssh_config). */
   systemConfigFile?: string | null;
   graceMs?: number;
+  /** The bound on session setup when no connect timeout is set (default HANDSHAKE_LIMIT_MS). */
+  handshakeLimitMs?: number;
 }
 
 /** Host key algorithms ssh2 supports, in its default preference (protocol/constants.js). */
@@ -242,6 +252,7 @@ export class SshTransport implements Transport {
   private readonly localUser: string;
   private readonly agentSocket: string;
   readonly graceMs: number;
+  readonly handshakeLimitMs: number;
   private readonly identities = new Map<string, Identity>();
   private readonly knownHosts = new Map<string, KnownHostEntry[]>();
   private readonly knownHostsIndexes = new Map<string, { files: readonly string[]; index: KnownHostsIndex }>();
@@ -254,6 +265,7 @@ export class SshTransport implements Transport {
     this.localUser = env.localUser ?? userInfo().username;
     this.agentSocket = env.agentSocket ?? process.env["SSH_AUTH_SOCK"] ?? "";
     this.graceMs = env.graceMs ?? DEFAULT_GRACE_MS;
+    this.handshakeLimitMs = env.handshakeLimitMs ?? HANDSHAKE_LIMIT_MS;
     let texts: string[] = [];
     try {
       const systemFile = env.systemConfigFile === undefined ? "/etc/ssh/ssh_config" : env.systemConfigFile;
@@ -267,6 +279,8 @@ export class SshTransport implements Transport {
     } catch (e) {
       throw new UsageError(`cannot parse ssh config: ${(e as Error).message}`);
     }
+    const bad = badSshConfigValue(this.configs);
+    if (bad) throw new UsageError(bad);
   }
 
   /** One host's settings; the user from RunRequest counts only when it is not the default (-u given). */
@@ -529,7 +543,7 @@ class HostRun {
 
   start(): void {
     this.req.signal.addEventListener("abort", this.onAbort, { once: true });
-    const timeoutMs = this.req.connectTimeoutMs > 0 ? this.req.connectTimeoutMs : this.cfg.connectTimeoutMs;
+    const timeoutMs = this.req.connectTimeoutMs > 0 ? this.req.connectTimeoutMs : this.cfg.connectTimeoutMs > 0 ? this.cfg.connectTimeoutMs : this.t.handshakeLimitMs;
     if (timeoutMs > 0) {
       this.connectTimer = setTimeout(() => {
         const phase = this.tcpUp ? "handshake/authentication" : "TCP connect";
@@ -706,6 +720,9 @@ class HostRun {
     const errOut = this.req.separateStderr ? this.req.onStderr : this.req.onStdout;
     stream.on("data", (d: Buffer) => this.req.onStdout(d));
     stream.stderr.on("data", (d: Buffer) => errOut(d));
+    // Paused, the channel's window is not reopened: the server stops sending (RFC 4254 §5.2).
+    const detach = [this.req.flow?.attach(stream), this.req.flow?.attach(stream.stderr)];
+    stream.once("close", () => detach.forEach((d) => d?.()));
     stream.on("exit", (code: number | null, signal?: string) => {
       if (typeof code === "number") this.exitCode = code;
       else this.exitSignal = signal ?? null;
