@@ -2,7 +2,8 @@
 import type { Readable } from "node:stream";
 
 export interface Out {
-  write(chunk: string): unknown;
+  /** Strings as UTF-8; bytes as they are (a host's output on a pipe). */
+  write(chunk: string | Uint8Array): unknown;
   isTTY?: boolean;
   columns?: number;
 }

@@ -44,6 +44,7 @@ interface Opts {
   json?: boolean;
   ndjson?: boolean;
   stderr?: boolean;
+  raw?: boolean;
   resetAfterEof?: boolean;
   demo?: boolean;
   port?: number;
@@ -92,6 +93,7 @@ function buildProgram(io: CliIO): Command {
     .option("--json", "one JSON document at the end (results, output, summary, ledger)")
     .option("--ndjson", "one JSON record per host as it finishes")
     .option("--stderr", "keep the remote stderr apart (rsh's second channel) instead of merged")
+    .option("--raw", "write the hosts' bytes as they are, even to a terminal (trusts the hosts: escape sequences act)")
     .option("--reset-after-eof", "rsh: after the remote closes, answer with RST so neither side keeps TIME_WAIT")
     .option("--port <port>", "remote port (rsh 514, ssh 22)", (v) => portArg(v))
     .option("--local-ports <from-to>", "rsh: local ports to connect from (default 512-1023, which rshd requires)", rangeArg)
@@ -281,7 +283,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     const [{ OutputSink }, { StatusLine }, { countPeerTimeWait, formatSummary, ledgerPortFilter, summarise }, { runExitCode }] = loaded;
     const line = new StatusLine(io.stderr, progress);
     status = line;
-    const ready = new OutputSink(io, mode, !o.N, line);
+    const ready = new OutputSink(io, mode, !o.N, line, !!o.raw);
     for (const e of early) {
       if ("chunk" in e) ready.output(e.host, e.stream, e.chunk);
       else ready.finish(e);

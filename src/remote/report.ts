@@ -4,6 +4,7 @@
  * TIME_WAIT afterwards (read from the kernel table, not assumed).
  */
 import { unmapV4 } from "../core/address.js";
+import { escapeTextForTerminal } from "../core/terminal-safe.js";
 import type { PortFilter, TcpSocket } from "../kernel/parse.js";
 import type { HostResult, HostState } from "./engine.js";
 
@@ -119,7 +120,8 @@ export function formatSummary(s: RunSummary): string {
     `multi-rsh: ${s.hosts} host${s.hosts === 1 ? "" : "s"} in ${(s.durationMs / 1000).toFixed(2)} s: ${parts.join(", ") || "nothing run"}` +
       (s.nonZeroExit ? ` (${s.nonZeroExit} exited non-zero)` : ""),
   );
-  for (const f of s.failures.slice(0, 50)) out.push(`  ${f.host}: ${f.state}${f.code ? ` ${f.code}` : ""}: ${f.message}`);
+  // A message may quote the host (rshd's refusal text, an ssh banner): never raw control bytes.
+  for (const f of s.failures.slice(0, 50)) out.push(`  ${f.host}: ${f.state}${f.code ? ` ${f.code}` : ""}: ${escapeTextForTerminal(f.message)}`);
   if (s.failures.length > 50) out.push(`  ... and ${s.failures.length - 50} more (see --json)`);
   const l = s.ledger;
   out.push(
