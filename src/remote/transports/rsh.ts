@@ -27,6 +27,13 @@ import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult
 
 export const RSH_PORT = 514;
 
+/**
+ * rshd closes the stderr channel with the main one (it ends when both of the command's pipes have).
+ * A host whose main connection has ended but whose stderr channel stays open (stalled, or held by a
+ * hostile host) gets this long, then that channel is reset: its status is already in.
+ */
+export const STDERR_LINGER_MS = 1000;
+
 function errorOf(e: unknown, fallback: ErrorCode = "ERR_CONNECT"): { code: ErrorCode; message: string } {
   if (e instanceof AddrinuseError) return { code: e.code, message: e.message };
   const err = e as NodeJS.ErrnoException;
@@ -131,7 +138,13 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
           result.error = { code: "ERR_CONNECTION_LOST", message: "the connection ended before the command's exit status arrived" };
         }
         stderrServer?.close();
-        void stderrDone.then(() => resolve(result));
+        const linger = setTimeout(() => {
+          if (stderrSocket && !stderrSocket.destroyed) stderrSocket.resetAndDestroy();
+        }, STDERR_LINGER_MS);
+        void stderrDone.then(() => {
+          clearTimeout(linger);
+          resolve(result);
+        });
       };
       const onAbort = () => {
         closedBy = "reset";
