@@ -47,17 +47,20 @@ async function connectBack(host: string, localAddress: string, port: number): Pr
   throw new Error("no reserved port to connect back from");
 }
 
-export async function startHostileRsh(addresses: string[], script: HostileScript): Promise<HostileRsh> {
+/** `port` 0: a free one (chosen at the first address, shared by the rest). */
+export async function startHostileRsh(addresses: string[], script: HostileScript, port = 0): Promise<HostileRsh> {
   const live = new Set<net.Socket>();
   const servers: net.Server[] = [];
   const sessions = new Map<string, number>();
-  let port = 0;
   for (const address of addresses) {
     const srv = net.createServer((s) => {
       live.add(s);
       s.on("close", () => live.delete(s));
       s.on("error", () => {});
       let got = Buffer.alloc(0);
+      // As rshd: the stderr port comes first, and the channel is connected back before the rest is
+      // read (rcmd(3) clients such as pdsh wait for it before they send the command).
+      let stderr: Promise<net.Socket | null> | null = null;
       const onData = (b: Buffer) => {
         got = Buffer.concat([got, b]);
         const fields: string[] = [];
@@ -68,34 +71,43 @@ export async function startHostileRsh(addresses: string[], script: HostileScript
             at = i + 1;
           }
         }
+        if (fields.length >= 1 && stderr === null) {
+          const stderrPort = fields[0]!;
+          stderr =
+            stderrPort === "0"
+              ? Promise.resolve(null)
+              : connectBack(s.remoteAddress!, address, Number(stderrPort)).then((e) => {
+                  live.add(e);
+                  e.on("close", () => live.delete(e));
+                  e.on("error", () => {});
+                  return e;
+                });
+        }
         if (fields.length < 4) return;
         s.off("data", onData);
-        const [stderrPort, , , command] = fields as [string, string, string, string];
+        const command = fields[3]!;
         const m = /echo "(__AIU_EXIT_)""([0-9a-f]+__)\$\?"/.exec(command);
         const marker = m ? m[1]! + m[2]! : "";
         sessions.set(address, (sessions.get(address) ?? 0) + 1);
         void (async () => {
-          let stderr: net.Socket | null = null;
-          if (stderrPort !== "0") {
-            stderr = await connectBack(s.remoteAddress!, address, Number(stderrPort));
-            live.add(stderr);
-            stderr.on("close", () => live.delete(stderr!));
-            stderr.on("error", () => {});
-          }
+          const channel = await stderr!;
           s.write(Buffer.from([0]));
           const session: HostileSession = {
             host: address,
             command,
             marker,
             socket: s,
-            stderr,
+            stderr: channel,
             exit: (code) => {
-              stderr?.end();
+              channel?.end();
               s.end(`${marker}${code}\n`);
             },
           };
           await script(session);
-        })().catch(() => s.destroy());
+        })().catch((e) => {
+          if (process.env.HOSTILE_DEBUG) console.error("hostile-rsh:", e);
+          s.destroy();
+        });
       };
       s.on("data", onData);
     });

@@ -85,7 +85,7 @@ async function runCli(args: string[], keep = false): Promise<Ran> {
         env: { ...process.env, NO_PROGRESS: "1" },
         stdio: ["ignore", fd, "pipe"],
       });
-      child.stderr.on("data", (b: Buffer) => (r.err += b.toString()));
+      child.stderr!.on("data", (b: Buffer) => (r.err += b.toString()));
       child.on("error", reject);
       child.on("close", (code) => {
         r.code = code;
