@@ -10,6 +10,7 @@ import { userInfo } from "node:os";
 import { dedupeHosts, expandHostList, parseHostFile } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
 import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
+import { ensureFdLimit } from "../kernel/fd-limit.js";
 import { runHosts, type HostResult } from "../remote/engine.js";
 import type { DemoHosts } from "../remote/demo-hosts.js";
 import { createTransport } from "../remote/transports/index.js";
@@ -28,6 +29,22 @@ import { Command, Option } from "commander";
 
 export const DEMO_COMMAND = 'echo "hello from $MULTI_RSH_HOST"; uname -sr';
 
+/**
+ * -R ssh/openssh/exec: new connections per second unless --rate says otherwise. OpenSSH's default
+ * `MaxStartups 10:30:100` starts dropping handshakes at random once one sshd has 10 connections that
+ * have not authenticated yet; at 100 a second with handshakes of up to 100 ms, hosts behind one sshd
+ * (a bastion, one machine under many names) stay under that. Distinct hosts each see one connection.
+ */
+export const SSH_DEFAULT_RATE = 100;
+
+/** Open files a host's run holds at once, per transport (rsh --stderr: its listener and channel). */
+function fdsPerHost(transport: string, separateStderr: boolean): number {
+  if (transport === "rsh") return separateStderr ? 3 : 1;
+  if (transport === "ssh") return 1;
+  // A child ssh or template: three pipes, and for the relay its socket pair and TCP connection.
+  return 7;
+}
+
 interface Opts {
   hostfile?: string;
   w?: string[];
@@ -36,6 +53,8 @@ interface Opts {
   t: number;
   connectTimeout: number;
   commandTimeout: number;
+  idleTimeout: number;
+  rate?: number;
   u?: string;
   R: string;
   b?: boolean;
@@ -85,6 +104,8 @@ function buildProgram(io: CliIO): Command {
     .option("-t <seconds>", "total time per host, connect included (0 = none)", (v) => secondsArg(v, "-t"), 15)
     .option("--connect-timeout <seconds>", "time to connect (0 = only -t)", (v) => secondsArg(v, "--connect-timeout"), 0)
     .option("--command-timeout <seconds>", "time for the command once connected (0 = only -t)", (v) => secondsArg(v, "--command-timeout"), 0)
+    .option("--idle-timeout <seconds>", "give up on a host that prints nothing for this long once running (0 = none)", (v) => secondsArg(v, "--idle-timeout"), 0)
+    .option("--rate <n>", `new connections per second at most (0 = no limit; default: rsh none, ssh ${SSH_DEFAULT_RATE})`, (v) => countArg(v, "--rate", 0, 1_000_000))
     .option("-u <user>", "remote user (default: the local user)")
     .option("-R <transport>", "rsh | ssh | openssh | exec", "rsh")
     .option("-b", "gather identical outputs under folded host lists")
@@ -188,6 +209,9 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       if (!demo.reservedOnly) transportOptions.localPorts = o.localPorts ?? [20000, 29999];
     }
     const transport = await createTransport(o.R, transportOptions);
+    // Before the first connection: a fan-out of 1,000 at the usual soft limit of 1024 dies of EMFILE.
+    const fdLimit = await ensureFdLimit(Math.min(o.p, p.hosts.length) * fdsPerHost(o.R, !!o.stderr) + 64);
+    const rate = o.rate ?? (o.R === "rsh" ? 0 : SSH_DEFAULT_RATE);
 
     const mode: OutputMode = o.json ? "json" : o.ndjson ? "ndjson" : o.b ? "gather" : "lines";
     const progress = showsProgress(io) && mode !== "json" && mode !== "ndjson";
@@ -225,6 +249,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       timeoutMs: Math.round(o.t * 1000),
       connectTimeoutMs: Math.round(o.connectTimeout * 1000),
       commandTimeoutMs: Math.round(o.commandTimeout * 1000),
+      idleTimeoutMs: Math.round(o.idleTimeout * 1000),
+      ratePerSecond: rate,
       user: o.u ?? "",
       localUser,
       separateStderr: !!o.stderr,
@@ -349,15 +375,19 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         counts: summary.counts,
         nonZeroExit: summary.nonZeroExit,
         failures: summary.failures,
+        causes: summary.causes,
         ledger: summary.ledger,
         durationMs: summary.durationMs,
         exitCode,
         ...(demoSide ? { demoHosts: demoSide } : {}),
-        ...(transport.notices?.length ? { notices: [...transport.notices] } : {}),
+        ...(transport.notices?.length || fdLimit.notice ? { notices: [...(transport.notices ?? []), ...(fdLimit.notice ? [fdLimit.notice] : [])] } : {}),
+        fdLimit: { needed: fdLimit.needed, before: fdLimit.before, after: fdLimit.after, outcome: fdLimit.outcome },
+        rate,
       };
       io.stdout.write(JSON.stringify(doc, null, 2) + "\n");
     } else {
       for (const n of transport.notices ?? []) io.stderr.write(`multi-rsh: ${n}\n`);
+      if (fdLimit.notice) io.stderr.write(`multi-rsh: ${fdLimit.notice}\n`);
       io.stderr.write(formatSummary(summary));
       if (demoSide) {
         io.stderr.write(

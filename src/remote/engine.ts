@@ -10,8 +10,15 @@
  * "cancel" and ends every queued host as `cancelled` without starting it. A transport that does not
  * settle within ABORT_GRACE_MS of an abort is given up on, so every host gets exactly one result
  * whatever the transport does.
+ *
+ * Two more limits, for fan-outs of thousands: `idleTimeoutMs` aborts a running host that has printed
+ * nothing for that long (a hung command, a stalled channel), and `ratePerSecond` spaces the starts
+ * of new connections (sshd drops handshakes beyond its MaxStartups, 10 at once by default; a burst
+ * of thousands of SYNs overflows listen queues). Every failed host carries one `cause` from the list
+ * in core/failure-cause.ts.
  */
 import type { ErrorCode } from "../errors.js";
+import { failureCause, type FailureCause, type TimerKind } from "../core/failure-cause.js";
 import type { ClosedBy, Transport, TransportResult } from "./transport.js";
 
 export type HostState = "queued" | "connecting" | "running" | "done" | "failed" | "timedout" | "cancelled";
@@ -28,6 +35,10 @@ export interface HostResult {
   localPort: number | null;
   remoteAddress?: string;
   remotePort?: number;
+  /** Why it failed, from a fixed list (core/failure-cause.ts); null when done. */
+  cause?: FailureCause | null;
+  /** Connection attempts the transport retried (ssh: a handshake dropped before the banner). */
+  retries?: number;
 }
 
 export interface RunHostsOptions {
@@ -39,6 +50,10 @@ export interface RunHostsOptions {
   timeoutMs: number;
   connectTimeoutMs: number;
   commandTimeoutMs: number;
+  /** No output for this long once running: abort (multi-rsh --idle-timeout). 0 or absent = none. */
+  idleTimeoutMs?: number;
+  /** New connections per second at most (multi-rsh --rate). 0 or absent = as fast as the fan-out allows. */
+  ratePerSecond?: number;
   user: string;
   localUser: string;
   separateStderr: boolean;
@@ -97,12 +112,27 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     const ac = new AbortController();
     controllers.set(host, ac);
     const timers: NodeJS.Timeout[] = [];
-    const abortAfter = (ms: number) => {
-      if (ms > 0) timers.push(setTimeout(() => ac.abort("timeout"), ms));
+    let firedTimer: TimerKind | null = null;
+    let connected = false;
+    const timeout = (kind: TimerKind) => () => {
+      if (ac.signal.aborted) return;
+      firedTimer = kind;
+      ac.abort("timeout");
     };
-    abortAfter(o.timeoutMs);
+    const abortAfter = (ms: number, kind: TimerKind) => {
+      if (ms > 0) timers.push(setTimeout(timeout(kind), ms));
+    };
+    abortAfter(o.timeoutMs, "total");
     let connectTimer: NodeJS.Timeout | undefined;
-    if (o.connectTimeoutMs > 0) connectTimer = setTimeout(() => ac.abort("timeout"), o.connectTimeoutMs);
+    if (o.connectTimeoutMs > 0) connectTimer = setTimeout(timeout("connect"), o.connectTimeoutMs);
+    // The idle timer restarts on every chunk of output; it runs from the command's start.
+    const idleMs = o.idleTimeoutMs ?? 0;
+    let idleTimer: NodeJS.Timeout | undefined;
+    const touch = () => {
+      if (idleMs <= 0 || !connected) return;
+      if (idleTimer) idleTimer.refresh();
+      else idleTimer = setTimeout(timeout("idle"), idleMs);
+    };
     setState(host, "connecting");
 
     let graceTimer: NodeJS.Timeout | undefined;
@@ -123,11 +153,19 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         signal: ac.signal,
         onConnected: () => {
           if (connectTimer) clearTimeout(connectTimer);
+          connected = true;
           if (state.get(host) === "connecting") setState(host, "running");
-          abortAfter(o.commandTimeoutMs);
+          abortAfter(o.commandTimeoutMs, "command");
+          touch();
         },
-        onStdout: (b) => o.onOutput?.(host, "stdout", b),
-        onStderr: (b) => o.onOutput?.(host, "stderr", b),
+        onStdout: (b) => {
+          touch();
+          o.onOutput?.(host, "stdout", b);
+        },
+        onStderr: (b) => {
+          touch();
+          o.onOutput?.(host, "stderr", b);
+        },
       })
       .catch((e: unknown): TransportResult => ({
         // A transport that rejects has a bug; the host still gets its one result.
@@ -142,6 +180,7 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     void Promise.race([run, gaveUp]).then((t) => {
       for (const tm of timers) clearTimeout(tm);
       if (connectTimer) clearTimeout(connectTimer);
+      if (idleTimer) clearTimeout(idleTimer);
       if (graceTimer) clearTimeout(graceTimer);
       controllers.delete(host);
       const reason = ac.signal.aborted ? ac.signal.reason : undefined;
@@ -150,13 +189,20 @@ export function runHosts(o: RunHostsOptions): HostsRun {
       else if (reason === "cancel") final = "cancelled";
       else if (t === null || t.error) final = "failed";
       else final = "done";
-      const error =
+      let error =
         t?.error ??
         (final === "timedout"
           ? { code: "ERR_COMMAND_TIMEOUT" as ErrorCode, message: "timed out" }
           : final === "cancelled"
             ? { code: "ERR_CANCELLED" as ErrorCode, message: "cancelled" }
             : null);
+      if (final === "timedout" && firedTimer === "idle" && error) {
+        error = { code: "ERR_IDLE_TIMEOUT", message: `no output for ${idleMs / 1000} s (--idle-timeout); connection reset` };
+      }
+      const cause =
+        final === "done"
+          ? null
+          : failureCause({ state: final, timer: firedTimer, connected: connected || !!t?.connected, code: error?.code ?? null, message: error?.message ?? "" });
       record({
         host,
         state: final,
@@ -168,6 +214,8 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         localPort: t?.localPort ?? null,
         ...(t?.remoteAddress ? { remoteAddress: t.remoteAddress } : {}),
         ...(t?.remotePort ? { remotePort: t.remotePort } : {}),
+        cause,
+        ...(t?.retries ? { retries: t.retries } : {}),
       });
       active--;
       pump();
@@ -175,8 +223,27 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     });
   };
 
+  // --rate: starts are spaced 1/rate s apart; a timer wakes the pump for the next slot.
+  const interval = (o.ratePerSecond ?? 0) > 0 ? 1000 / o.ratePerSecond! : 0;
+  let nextStartAt = 0;
+  let rateTimer: NodeJS.Timeout | undefined;
   const pump = () => {
-    while (!cancelled && active < Math.max(1, o.parallel) && next < o.hosts.length) startOne(o.hosts[next++]!);
+    while (!cancelled && active < Math.max(1, o.parallel) && next < o.hosts.length) {
+      if (interval > 0) {
+        const now = performance.now();
+        if (now < nextStartAt) {
+          if (!rateTimer) {
+            rateTimer = setTimeout(() => {
+              rateTimer = undefined;
+              pump();
+            }, Math.ceil(nextStartAt - now));
+          }
+          return;
+        }
+        nextStartAt = Math.max(now, nextStartAt) + interval;
+      }
+      startOne(o.hosts[next++]!);
+    }
   };
 
   const cancel = () => {
@@ -193,8 +260,10 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         error: { code: "ERR_CANCELLED", message: "cancelled before it started" },
         closedBy: null,
         localPort: null,
+        cause: "cancelled",
       });
     }
+    if (rateTimer) clearTimeout(rateTimer);
     for (const ac of controllers.values()) ac.abort("cancel");
     maybeFinish();
   };

@@ -21,7 +21,9 @@ export interface RunSummary {
   hosts: number;
   counts: Record<HostState, number>;
   nonZeroExit: number;
-  failures: { host: string; state: HostState; code: string | null; message: string }[];
+  failures: { host: string; state: HostState; cause: string | null; code: string | null; message: string }[];
+  /** Failed hosts by cause (core/failure-cause.ts), largest first. */
+  causes: Record<string, number>;
   ledger: Ledger;
   durationMs: number;
 }
@@ -105,12 +107,20 @@ export function summarise(results: readonly HostResult[], rows: readonly TcpSock
       .map((r) => ({
         host: r.host,
         state: r.state,
+        cause: r.cause ?? null,
         code: r.error?.code ?? null,
         message: r.error?.message ?? `exit code ${r.exitCode}`,
       })),
     ledger: computeLedger(results, rows),
     durationMs,
+    causes: countCauses(results),
   };
+}
+
+function countCauses(results: readonly HostResult[]): Record<string, number> {
+  const n = new Map<string, number>();
+  for (const r of results) if (r.cause) n.set(r.cause, (n.get(r.cause) ?? 0) + 1);
+  return Object.fromEntries([...n].sort((a, b) => b[1] - a[1]));
 }
 
 export function formatSummary(s: RunSummary): string {
@@ -121,7 +131,11 @@ export function formatSummary(s: RunSummary): string {
       (s.nonZeroExit ? ` (${s.nonZeroExit} exited non-zero)` : ""),
   );
   // A message may quote the host (rshd's refusal text, an ssh banner): never raw control bytes.
-  for (const f of s.failures.slice(0, 50)) out.push(`  ${f.host}: ${f.state}${f.code ? ` ${f.code}` : ""}: ${escapeTextForTerminal(f.message)}`);
+  const causes = Object.entries(s.causes ?? {});
+  if (causes.length) out.push(`  causes: ${causes.map(([c, n]) => `${n} ${c}`).join(", ")}`);
+  for (const f of s.failures.slice(0, 50)) {
+    out.push(`  ${f.host}: ${f.state}${f.cause ? ` (${f.cause})` : ""}${f.code ? ` ${f.code}` : ""}: ${escapeTextForTerminal(f.message)}`);
+  }
   if (s.failures.length > 50) out.push(`  ... and ${s.failures.length - 50} more (see --json)`);
   const l = s.ledger;
   out.push(
