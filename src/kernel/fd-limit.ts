@@ -1,12 +1,15 @@
 /**
- * The soft limit on open files (RLIMIT_NOFILE), raised to what a run needs. Most systems start
+ * The soft limit on open files (RLIMIT_NOFILE), checked against what a run needs. Most systems start
  * processes at a soft limit of 1024 with a far higher hard limit; a fan-out of 1,000 connections
- * then dies of EMFILE half way (parallel-ssh #311). Any process may raise its own soft limit up to
- * the hard one, but Node has no setrlimit(2). So this uses prlimit(1) from util-linux (Essential on
+ * then dies of EMFILE half way (parallel-ssh #311). Node itself raises its soft limit to the hard one
+ * as it starts (node.cc, PlatformInit), so under `ulimit -Sn 1024` the check usually finds enough
+ * already. Where it does not (an embedder, a runtime that skips that), the soft limit is raised here
+ * up to the hard one. Node has no setrlimit(2), so this runs prlimit(1) from util-linux (Essential on
  * Debian, present wherever `ip` and `ss` are) on our own pid: prlimit(2) applies to another process
- * as well as to the caller, and the new limit holds for every later open() in this process. An npm
- * binding (the `posix` package) would mean a native addon built on install for one call; a child
- * process costs ~3 ms, and only on the runs that need more than they have.
+ * as to the caller, and the new limit holds for every later open() here. An npm binding (`posix`)
+ * would be a native addon built on install for one call; the child costs ~3 ms, only when needed.
+ * Past the hard limit nothing can be done without privileges: the run says so, once, and hosts that
+ * then meet EMFILE fail with cause `local`.
  */
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
