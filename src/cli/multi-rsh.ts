@@ -376,6 +376,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         nonZeroExit: summary.nonZeroExit,
         failures: summary.failures,
         causes: summary.causes,
+        retries: summary.retries,
         ledger: summary.ledger,
         durationMs: summary.durationMs,
         exitCode,

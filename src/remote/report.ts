@@ -24,6 +24,8 @@ export interface RunSummary {
   failures: { host: string; state: HostState; cause: string | null; code: string | null; message: string }[];
   /** Failed hosts by cause (core/failure-cause.ts), largest first. */
   causes: Record<string, number>;
+  /** Connection attempts retried (ssh handshakes the server dropped before its banner), and on how many hosts. */
+  retries: { attempts: number; hosts: number };
   ledger: Ledger;
   durationMs: number;
 }
@@ -114,6 +116,10 @@ export function summarise(results: readonly HostResult[], rows: readonly TcpSock
     ledger: computeLedger(results, rows),
     durationMs,
     causes: countCauses(results),
+    retries: {
+      attempts: results.reduce((n, r) => n + (r.retries ?? 0), 0),
+      hosts: results.filter((r) => (r.retries ?? 0) > 0).length,
+    },
   };
 }
 
@@ -131,6 +137,9 @@ export function formatSummary(s: RunSummary): string {
       (s.nonZeroExit ? ` (${s.nonZeroExit} exited non-zero)` : ""),
   );
   // A message may quote the host (rshd's refusal text, an ssh banner): never raw control bytes.
+  if (s.retries?.attempts) {
+    out.push(`  retried: ${s.retries.attempts} connection${s.retries.attempts === 1 ? "" : "s"} on ${s.retries.hosts} host${s.retries.hosts === 1 ? "" : "s"} (dropped by the server before its banner)`);
+  }
   const causes = Object.entries(s.causes ?? {});
   if (causes.length) out.push(`  causes: ${causes.map(([c, n]) => `${n} ${c}`).join(", ")}`);
   for (const f of s.failures.slice(0, 50)) {

@@ -5,6 +5,8 @@
  */
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
+import net from "node:net";
+import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,9 +21,11 @@ const ACTIVE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 let srv: FaultServer;
 let dir: string;
 let config: string;
+let identityPath: string;
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "aiu-hostile-ssh-"));
   const identity = join(dir, "id_ed25519");
+  identityPath = identity;
   writeFileSync(identity, generateEd25519().private, { mode: 0o600 });
   srv = await startFaultSshServer({
     onExec: ({ channel }) => {
@@ -61,4 +65,33 @@ test("-R ssh piped: bytes kept after the prefix; --json exact with base64", asyn
   assert.deepEqual(Buffer.concat(r.outputBase64.map((b: string) => Buffer.concat([Buffer.from(b, "base64"), Buffer.from("\n")]))), OUT);
   assert.deepEqual(r.stderr, [ERR.subarray(0, -1).toString("utf8")]);
   assert.equal(r.stderrBase64, undefined);
+});
+
+test("a host whose sshd drops the first two handshakes before its banner: retried, done, counted in --json and the summary", async () => {
+  let accepted = 0;
+  const front = net.createServer((s) => {
+    s.on("error", () => {});
+    if (++accepted <= 2) return void s.end(); // as sshd past MaxStartups: close at once, no banner
+    const back = net.connect({ host: srv.address, port: srv.port });
+    back.on("error", () => s.destroy());
+    s.pipe(back).pipe(s);
+  });
+  front.listen({ port: 0, host: "127.0.0.1" });
+  await once(front, "listening");
+  try {
+    const port = (front.address() as net.AddressInfo).port;
+    const cfg = writeClientFiles(dir, "127.0.0.1", port, identityPath, srv.hostKeyLine).clientConfigPath;
+    const io = captureIO({ env: { SSH_AUTH_SOCK: "" } });
+    await main(["-R", "ssh", "-F", cfg, "--json", "-w", "127.0.0.1", "x"], io);
+    const doc = JSON.parse(io.out());
+    assert.equal(doc.results[0].exitCode, 3);
+    assert.equal(doc.results[0].retries, 2);
+    assert.deepEqual(doc.retries, { attempts: 2, hosts: 1 });
+    accepted = 0;
+    const text = captureIO({ env: { NO_PROGRESS: "1", SSH_AUTH_SOCK: "" } });
+    await main(["-R", "ssh", "-F", cfg, "-w", "127.0.0.1", "x"], text);
+    assert.match(text.err(), /retried: 2 connections on 1 host \(dropped by the server before its banner\)/);
+  } finally {
+    front.close();
+  }
 });
