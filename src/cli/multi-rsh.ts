@@ -30,7 +30,7 @@ import { Command, Option } from "commander";
 export const DEMO_COMMAND = 'echo "hello from $MULTI_RSH_HOST"; uname -sr';
 
 /**
- * -R ssh/openssh/exec: new connections per second unless --rate says otherwise. OpenSSH's default
+ * -R ssh/openssh (and an exec template of ssh): new connections per second unless --rate says otherwise. OpenSSH's default
  * `MaxStartups 10:30:100` starts dropping handshakes at random once one sshd has 10 connections that
  * have not authenticated yet; at 100 a second with handshakes of up to 100 ms, hosts behind one sshd
  * (a bastion, one machine under many names) stay under that. Distinct hosts each see one connection.
@@ -211,7 +211,9 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     const transport = await createTransport(o.R, transportOptions);
     // Before the first connection: a fan-out of 1,000 at the usual soft limit of 1024 dies of EMFILE.
     const fdLimit = await ensureFdLimit(Math.min(o.p, p.hosts.length) * fdsPerHost(o.R, !!o.stderr) + 64);
-    const rate = o.rate ?? (o.R === "rsh" ? 0 : SSH_DEFAULT_RATE);
+    // The default limit is for sshd's MaxStartups: -R ssh, -R openssh, and an exec template of ssh.
+    const sshLike = o.R === "ssh" || o.R === "openssh" || (o.R === "exec" && /(^|\/)ssh$/.test(words[0] ?? ""));
+    const rate = o.rate ?? (sshLike ? SSH_DEFAULT_RATE : 0);
 
     const mode: OutputMode = o.json ? "json" : o.ndjson ? "ndjson" : o.b ? "gather" : "lines";
     const progress = showsProgress(io) && mode !== "json" && mode !== "ndjson";
