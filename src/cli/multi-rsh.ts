@@ -37,6 +37,9 @@ export const DEMO_COMMAND = 'echo "hello from $MULTI_RSH_HOST"; uname -sr';
  */
 export const SSH_DEFAULT_RATE = 100;
 
+/** Open files kept for everything but the hosts' connections (Node itself, stdio, kernel table reads). */
+const FD_RESERVE = 64;
+
 /** Open files a host's run holds at once, per transport (rsh --stderr: its listener and channel). */
 function fdsPerHost(transport: string, separateStderr: boolean): number {
   if (transport === "rsh") return separateStderr ? 3 : 1;
@@ -210,7 +213,12 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     }
     const transport = await createTransport(o.R, transportOptions);
     // Before the first connection: a fan-out of 1,000 at the usual soft limit of 1024 dies of EMFILE.
-    const fdLimit = await ensureFdLimit(Math.min(o.p, p.hosts.length) * fdsPerHost(o.R, !!o.stderr) + 64);
+    const perHost = fdsPerHost(o.R, !!o.stderr);
+    const fdLimit = await ensureFdLimit(Math.min(o.p, p.hosts.length) * perHost + FD_RESERVE);
+    // Past the hard limit: fewer at once rather than hosts failing with EMFILE half way through.
+    const soft = fdLimit.after?.soft ?? Infinity;
+    const parallel = soft < fdLimit.needed ? Math.max(1, Math.min(o.p, Math.floor((soft - FD_RESERVE) / perHost))) : o.p;
+    if (parallel < o.p && fdLimit.notice) fdLimit.notice += `; running ${parallel} at a time instead of -p ${o.p}`;
     // The default limit is for sshd's MaxStartups: -R ssh, -R openssh, and an exec template of ssh.
     const sshLike = o.R === "ssh" || o.R === "openssh" || (o.R === "exec" && /(^|\/)ssh$/.test(words[0] ?? ""));
     const rate = o.rate ?? (sshLike ? SSH_DEFAULT_RATE : 0);
@@ -247,7 +255,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       hosts: p.hosts,
       command: p.command,
       transport,
-      parallel: o.p,
+      parallel,
       timeoutMs: Math.round(o.t * 1000),
       connectTimeoutMs: Math.round(o.connectTimeout * 1000),
       commandTimeoutMs: Math.round(o.commandTimeout * 1000),
@@ -384,7 +392,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         exitCode,
         ...(demoSide ? { demoHosts: demoSide } : {}),
         ...(transport.notices?.length || fdLimit.notice ? { notices: [...(transport.notices ?? []), ...(fdLimit.notice ? [fdLimit.notice] : [])] } : {}),
-        fdLimit: { needed: fdLimit.needed, before: fdLimit.before, after: fdLimit.after, outcome: fdLimit.outcome },
+        fdLimit: { needed: fdLimit.needed, before: fdLimit.before, after: fdLimit.after, outcome: fdLimit.outcome, parallel },
         rate,
       };
       io.stdout.write(JSON.stringify(doc, null, 2) + "\n");
