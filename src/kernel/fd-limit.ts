@@ -8,8 +8,8 @@
  * Debian, present wherever `ip` and `ss` are) on our own pid: prlimit(2) applies to another process
  * as to the caller, and the new limit holds for every later open() here. An npm binding (`posix`)
  * would be a native addon built on install for one call; the child costs ~3 ms, only when needed.
- * Past the hard limit nothing can be done without privileges: the run says so, once, and hosts that
- * then meet EMFILE fail with cause `local`.
+ * Past the hard limit nothing can be done without privileges: the run says so, once, and multi-rsh
+ * runs fewer hosts at a time (a host that still meets EMFILE fails with cause `local`).
  */
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
