@@ -77,7 +77,7 @@ export function escapeForTerminal(bytes: Uint8Array): string {
       continue;
     }
     if (b < 0x80) {
-      if (run < i) out += buf.toString("latin1", run, i);
+      if (run < i) out += buf.toString("utf8", run, i);
       out += caret(b);
       run = ++i;
       continue;

@@ -44,6 +44,7 @@ test("invalid UTF-8 is shown byte by byte; valid text, tabs and emoji pass uncha
   assert.equal(esc(Buffer.from([0x61, 0xff, 0x62, 0xc3, 0x28, 0xed, 0xa0, 0x80, 0xe2, 0x82])), "a\\xffb\\xc3(\\xed\\xa0\\x80\\xe2\\x82");
   assert.equal(esc(Buffer.from([0xc0, 0xaf])), "\\xc0\\xaf"); // overlong "/"
   assert.equal(esc(Buffer.from([0xf4, 0x90, 0x80, 0x80])), "\\xf4\\x90\\x80\\x80"); // above U+10FFFF
+  assert.equal(esc("é\x1b€\r日本"), "é^[€^M日本"); // text before and after an escape stays UTF-8
   const text = "tab\there, é, €, 𝄞, 日本語, 🙂";
   assert.equal(esc(text), text);
   assert.equal(isTerminalSafe(Buffer.from(text)), true);
