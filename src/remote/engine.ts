@@ -54,6 +54,11 @@ export interface RunHostsOptions {
   idleTimeoutMs?: number;
   /** New connections per second at most (multi-rsh --rate). 0 or absent = as fast as the fan-out allows. */
   ratePerSecond?: number;
+  /**
+   * True while the consumer of the output holds the hosts back (backpressure): a host that prints
+   * nothing because it is not being read is not idle, so the idle timer waits.
+   */
+  outputPaused?(): boolean;
   user: string;
   localUser: string;
   separateStderr: boolean;
@@ -116,6 +121,10 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     let connected = false;
     const timeout = (kind: TimerKind) => () => {
       if (ac.signal.aborted) return;
+      if (kind === "idle" && o.outputPaused?.()) {
+        idleTimer?.refresh();
+        return;
+      }
       firedTimer = kind;
       ac.abort("timeout");
     };
