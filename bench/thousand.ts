@@ -20,6 +20,16 @@
  * MemAvailable is below twice what the hosts need plus 2 GiB.
  *
  * Run (root, a few minutes): npm run build && flock /tmp/addrinuse-bench.lock npm run bench:thousand [-- --rounds 3 --hosts 1000 --fanout 256]
+ *
+ * `--ssh`: the ssh run of issue 13 instead: multi-rsh -R ssh against, in the same run, `pssh -p N`
+ * and `pdsh -R ssh -f N` (N = --fanout, 1000 there), each started under `prlimit --nofile=SOFT:HARD`
+ * (`--soft-nofile 1024`: the soft limit most systems start a login with), on a testbed whose sshd's
+ * keep OpenSSH's default MaxStartups (`--max-startups default`). Besides the counts above it records
+ * what each tool lost: hosts that did not answer once, handshakes dropped by sshd (ours: retries and
+ * `dropped-by-server` results; the peers: ssh's "kex_exchange_identification" / "Connection closed"
+ * lines), and "Too many open files". Results in bench/results/thousand-ssh.json.
+ *   flock /tmp/addrinuse-bench.lock npm run bench:thousand -- --ssh --hosts 1000 --fanout 1000 --rounds 1 \
+ *     --max-startups default --soft-nofile 1024 [--prefix P --net 10.N]
  */
 import { spawn } from "node:child_process";
 import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -30,32 +40,45 @@ import { readTcpSockets } from "../src/kernel/read.js";
 import { assertRouteOverBridge, down, hostSockets, missingRequirement, run, up, type Testbed } from "../test/testbed/testbed.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const RESULTS = join(ROOT, "bench", "results", "thousand.json");
-const MULTI_RSH = join(ROOT, "bin", "multi-rsh.js");
-const PREFIX = "aibk";
-const NET = "10.238";
-const RUN_TIMEOUT_MS = 300_000;
-const HOST_BYTES = 2.4 * 2 ** 20;
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
 }
+const SSH_MODE = process.argv.includes("--ssh");
+const RESULTS = join(ROOT, "bench", "results", SSH_MODE ? "thousand-ssh.json" : "thousand.json");
+const MULTI_RSH = join(ROOT, "bin", "multi-rsh.js");
+const PREFIX = arg("prefix", process.env.ADDRINUSE_TESTBED_PREFIX ?? "aibk");
+const NET = arg("net", process.env.ADDRINUSE_TESTBED_NET ?? "10.238");
+const RUN_TIMEOUT_MS = 300_000;
+const HOST_BYTES = 2.4 * 2 ** 20;
 
 interface Tool {
   name: string;
   ours: boolean;
-  /** --json document (ours) or `ADDR: line` text (pdsh). */
-  output: "json" | "prefix";
+  /** --json document (ours), `ADDR: line` text (pdsh), or pssh -i's `[n] time [SUCCESS] ADDR` blocks. */
+  output: "json" | "prefix" | "pssh";
   argv(hostsFile: string, fanout: number, tb: Testbed): string[];
+  env?(tb: Testbed): Record<string, string>;
 }
 
-const TOOLS: Tool[] = [
+const SSH_TOOLS: Tool[] = [
+  { name: "multi-rsh -R ssh", ours: true, output: "json", argv: (f, p, tb) => [process.execPath, MULTI_RSH, "-R", "ssh", "-F", tb.files.sshConfig, "-p", String(p), "-t", "120", "--json", "-l", f, "hostname"] },
+  { name: "pssh", ours: false, output: "pssh", argv: (f, p, tb) => ["parallel-ssh", "-i", "-p", String(p), "-t", "120", "-h", f, "-x", `-F ${tb.files.sshConfig}`, "hostname"] },
+  { name: "pdsh -R ssh", ours: false, output: "prefix", argv: (f, p) => ["pdsh", "-R", "ssh", "-f", String(p), "-w", `^${f}`, "hostname"], env: (tb) => ({ PDSH_SSH_ARGS_APPEND: `-F ${tb.files.sshConfig}` }) },
+];
+
+const RSH_TOOLS: Tool[] = [
   // -t 120: a loaded machine doing a thousand handshakes is slow, not broken (pdsh has no timeout).
   { name: "multi-rsh -R rsh", ours: true, output: "json", argv: (f, p) => [process.execPath, MULTI_RSH, "-R", "rsh", "-p", String(p), "-t", "120", "--json", "-l", f, "hostname"] },
   { name: "multi-rsh -R ssh", ours: true, output: "json", argv: (f, p, tb) => [process.execPath, MULTI_RSH, "-R", "ssh", "-F", tb.files.sshConfig, "-p", String(p), "-t", "120", "--json", "-l", f, "hostname"] },
   { name: "pdsh -R rsh", ours: false, output: "prefix", argv: (f, p) => ["pdsh", "-R", "rsh", "-f", String(p), "-w", `^${f}`, "hostname"] },
 ];
+
+const TOOLS = SSH_MODE ? SSH_TOOLS : RSH_TOOLS;
+const PEER = SSH_MODE ? "pdsh -R ssh" : "pdsh -R rsh";
+/** --soft-nofile N: every tool starts with that soft fd limit (and the hard limit this bench has). */
+const SOFT_NOFILE = arg("soft-nofile", "");
 
 interface RunRecord {
   tool: string;
@@ -76,6 +99,14 @@ interface RunRecord {
   /** Reserved ports (512-1023) held by sockets towards other networks when the run started. */
   reservedPortsBusy: number;
   stderrTail: string;
+  /** Handshakes sshd dropped: ours retried (and any dropped-by-server result); peers' ssh said so. */
+  dropped: number;
+  /** Retries ours made (dropped handshakes it recovered from). */
+  retries: number;
+  /** "Too many open files" said on stderr, or our results with cause local. */
+  emfile: number;
+  /** Ours: failed hosts by cause. */
+  causes?: Record<string, number>;
 }
 
 function median(xs: number[]): number {
@@ -139,7 +170,21 @@ async function countAnswers(tool: Tool, outFile: string, tb: Testbed): Promise<A
   const odd: string[] = [];
   let records = 0;
   let rest = "";
+  let psshHost: string | null = null;
   const take = (l: string) => {
+    if (tool.output === "pssh") {
+      const m = /^\[\d+\] \S+ \[(SUCCESS|FAILURE)\] (\S+)/.exec(l);
+      if (m) {
+        psshHost = m[1] === "SUCCESS" && names.has(m[2]!) ? m[2]! : null;
+        if (psshHost) lines.set(psshHost, lines.get(psshHost) ?? []);
+        return;
+      }
+      if (psshHost) {
+        records++;
+        lines.get(psshHost)!.push(l);
+      } else if (odd.length < 10 && l.trim()) odd.push(l.slice(0, 200));
+      return;
+    }
     const i = l.indexOf(": ");
     const h = i < 0 ? "" : l.slice(0, i);
     if (!names.has(h)) {
@@ -164,18 +209,31 @@ async function countAnswers(tool: Tool, outFile: string, tb: Testbed): Promise<A
 async function runTool(tool: Tool, tb: Testbed, hostsFile: string, fanout: number, round: number): Promise<RunRecord> {
   await cleanSockets(tb);
   const reservedPortsBusy = reservedBusy(tb.net);
-  const [cmd, ...args] = tool.argv(hostsFile, fanout, tb);
+  const [tcmd, ...targs] = tool.argv(hostsFile, fanout, tb);
+  const hard = readFileSync("/proc/self/limits", "latin1").match(/^Max open files\s+\S+\s+(\S+)/m)?.[1] ?? "unlimited";
+  const [cmd, ...args] = SOFT_NOFILE ? ["prlimit", `--nofile=${SOFT_NOFILE}:${hard}`, tcmd!, ...targs] : [tcmd!, ...targs];
   const timeFile = join(tb.files.stateDir, "thousand-time.txt");
   const outFile = join(tb.files.stateDir, "thousand-out.txt");
   const outFd = openSync(outFile, "w");
   const started = performance.now();
   const child = spawn("/usr/bin/time", ["-f", "%e %U %S %M", "-o", timeFile, cmd!, ...args], {
     stdio: ["ignore", outFd, "pipe"],
-    env: { ...process.env, NO_PROGRESS: "1" },
+    env: { ...process.env, NO_PROGRESS: "1", ...(tool.env?.(tb) ?? {}) },
   });
   let stderr = "";
-  child.stderr!.setEncoding("utf8").on("data", (s: string) => (stderr = (stderr + s).slice(-2000)));
-  // GNU time is the child; the tool is its only child.
+  let stderrDropped = 0;
+  let stderrEmfile = 0;
+  let partialErr = "";
+  child.stderr!.setEncoding("utf8").on("data", (s: string) => {
+    stderr = (stderr + s).slice(-2000);
+    const ls = (partialErr + s).split("\n");
+    partialErr = ls.pop()!;
+    for (const l of ls) {
+      if (/kex_exchange_identification|Connection closed by .* port 22|Connection reset by .* port 22|banner exchange/.test(l)) stderrDropped++;
+      if (/Too many open files|EMFILE/.test(l)) stderrEmfile++;
+    }
+  });
+  // GNU time is the child; the tool is its only child (prlimit execs it in place).
   let toolPid: number | null = null;
   let peakFds = 0;
   const sampler = setInterval(() => {
@@ -194,6 +252,21 @@ async function runTool(tool: Tool, tb: Testbed, hostsFile: string, fanout: numbe
   closeSync(outFd);
   const clientTimeWait = timeWaitTowards(tb.net);
   const counted = await countAnswers(tool, outFile, tb);
+  let dropped = stderrDropped;
+  let retries = 0;
+  let emfile = stderrEmfile;
+  let causes: Record<string, number> | undefined;
+  if (tool.output === "json") {
+    try {
+      const doc = JSON.parse(readFileSync(outFile, "utf8")) as { results: { retries?: number; cause?: string | null }[]; causes?: Record<string, number> };
+      retries = doc.results.reduce((n, r) => n + (r.retries ?? 0), 0);
+      dropped = retries + doc.results.filter((r) => r.cause === "dropped-by-server").length;
+      emfile = doc.results.filter((r) => r.cause === "local").length;
+      causes = doc.causes ?? {};
+    } catch {
+      // counted above as no document
+    }
+  }
   rmSync(outFile);
   let cpuMs = 0;
   let peakRssBytes = 0;
@@ -207,6 +280,7 @@ async function runTool(tool: Tool, tb: Testbed, hostsFile: string, fanout: numbe
   return {
     tool: tool.name, round, hosts: tb.hosts.length, fanout, wallMs, cpuMs, exitCode, peakRssBytes, peakFds,
     ...counted, clientTimeWait, reservedPortsBusy, stderrTail: stderr.trim().split("\n").slice(-3).join("\n"),
+    dropped, retries, emfile, ...(causes ? { causes } : {}),
   };
 }
 
@@ -220,6 +294,9 @@ interface Row {
   /** The worst round's. */
   answeredOnce: number;
   clientTimeWait: number;
+  /** The worst round's. */
+  dropped: number;
+  emfile: number;
   wallRatio: number | null;
   rssRatio: number | null;
   fdsRatio: number | null;
@@ -237,12 +314,14 @@ function summarise(runs: RunRecord[]): Row[] {
       peakFds: Math.max(...rs.map((r) => r.peakFds)),
       answeredOnce: Math.min(...rs.map((r) => r.answeredOnce)),
       clientTimeWait: Math.max(...rs.map((r) => r.clientTimeWait)),
+      dropped: Math.max(...rs.map((r) => r.dropped)),
+      emfile: Math.max(...rs.map((r) => r.emfile)),
       wallRatio: null,
       rssRatio: null,
       fdsRatio: null,
     };
   });
-  const peer = rows.find((r) => r.tool === "pdsh -R rsh");
+  const peer = rows.find((r) => r.tool === PEER);
   if (peer) {
     const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : null);
     for (const r of rows) {
@@ -255,18 +334,22 @@ function summarise(runs: RunRecord[]): Row[] {
 }
 
 function table(rows: Row[], hosts: number): string {
-  const head = ["tool", "rounds", "wall s (median)", "×pdsh", "cpu s", "peak RSS MiB", "×pdsh", "peak fds", "×pdsh", `answered once /${hosts}`, "client TW"];
+  const head = ["tool", "rounds", "wall s (median)", "×pdsh", "cpu s", "peak RSS MiB", "×pdsh", "peak fds", "×pdsh", `answered once /${hosts}`, "client TW", "dropped", "EMFILE"];
   const body = rows.map((r) => [
     r.tool, String(r.rounds), (r.wallMs / 1000).toFixed(2), r.wallRatio?.toFixed(2) ?? "-", (r.cpuMs / 1000).toFixed(2),
     (r.peakRssBytes / 2 ** 20).toFixed(0), r.rssRatio?.toFixed(2) ?? "-", String(r.peakFds), r.fdsRatio?.toFixed(2) ?? "-",
-    String(r.answeredOnce), String(r.clientTimeWait),
+    String(r.answeredOnce), String(r.clientTimeWait), String(r.dropped), String(r.emfile),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   return [head, ...body].map((cells) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")).join("\n");
 }
 
 async function main(): Promise<number> {
-  const why = missingRequirement() ?? (existsSync("/usr/bin/pdsh") ? null : "pdsh is missing: apt-get install pdsh") ?? (existsSync("/usr/bin/time") ? null : "GNU time is missing: apt-get install time");
+  const why =
+    missingRequirement() ??
+    (existsSync("/usr/bin/pdsh") ? null : "pdsh is missing: apt-get install pdsh") ??
+    (existsSync("/usr/bin/time") ? null : "GNU time is missing: apt-get install time") ??
+    (!SSH_MODE || existsSync("/usr/bin/parallel-ssh") ? null : "pssh is missing: apt-get install pssh");
   if (why) {
     console.error(`bench/thousand: ${why}`);
     return 2;
@@ -291,7 +374,7 @@ async function main(): Promise<number> {
   const runs: RunRecord[] = [];
   let tb: Testbed | null = null;
   try {
-    tb = await up({ hosts, prefix: PREFIX, net: NET });
+    tb = await up({ hosts, prefix: PREFIX, net: NET, maxStartups: arg("max-startups", "200:30:400") });
     assertRouteOverBridge(tb.hosts.map((h) => h.address), tb.bridge);
     console.log(`testbed: ${hosts} hosts up in ${(tb.setupMs / 1000).toFixed(1)} s, host processes ${(tb.hostPssBytes / 2 ** 20).toFixed(0)} MiB PSS; load ${loadAtStart}`);
     const hostsFile = join(tb.files.stateDir, "hosts");
@@ -302,7 +385,7 @@ async function main(): Promise<number> {
         runs.push(r);
         console.log(
           `r${round} ${tool.name.padEnd(18)} ${(r.wallMs / 1000).toFixed(2)} s, exit ${r.exitCode}, ${r.answeredOnce}/${hosts} answered once (${r.records} records), ` +
-            `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB, peak fds ${r.peakFds}, TW here ${r.clientTimeWait}` +
+            `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB, peak fds ${r.peakFds}, TW here ${r.clientTimeWait}, dropped ${r.dropped}, EMFILE ${r.emfile}` +
             (r.answeredOnce < hosts ? `\n    ${[...r.notOnce, r.stderrTail].filter(Boolean).join("\n    ")}` : ""),
         );
       }
@@ -316,10 +399,14 @@ async function main(): Promise<number> {
   }
   const rows = summarise(runs);
   const doc = {
-    bench: "thousand",
+    bench: SSH_MODE ? "thousand-ssh" : "thousand",
     date: new Date().toISOString(),
     machine: { kernel: release(), cpus: cpus().length, memoryBytes: totalmem(), loadAtStart, loadAtEnd: readFileSync("/proc/loadavg", "latin1").trim() },
-    config: { hosts, fanout, rounds, command: "hostname", prefix: PREFIX, net: NET, kex: "curve25519-sha256" },
+    config: {
+      hosts, fanout, rounds, command: "hostname", prefix: PREFIX, net: NET, kex: "curve25519-sha256",
+      maxStartups: arg("max-startups", "200:30:400"), softNofile: SOFT_NOFILE || null,
+      run: `npm run bench:thousand -- ${process.argv.slice(2).join(" ")}`,
+    },
     testbed: { setupMs: tb!.setupMs, hostPssBytes: tb!.hostPssBytes },
     rows,
     runs,

@@ -3,8 +3,9 @@ import { fstatSync } from "node:fs";
 import type { Readable } from "node:stream";
 
 export interface Out {
-  /** false: over the high-water mark, wait for "drain" (a stream's backpressure). */
-  write(chunk: string): unknown;
+  /** Strings as UTF-8; bytes as they are (a host's output on a pipe). false: over the high-water
+   * mark, wait for "drain" (a stream's backpressure). */
+  write(chunk: string | Uint8Array): unknown;
   isTTY?: boolean;
   columns?: number;
   once?(event: "drain", listener: () => void): unknown;

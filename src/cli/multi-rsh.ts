@@ -9,6 +9,7 @@ import { constants as osConstants, userInfo } from "node:os";
 import { dedupeHosts, emptySelection, parseExclusion, parseHostFile, parseHostSelection, selectHosts } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
 import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
+import { ensureFdLimit } from "../kernel/fd-limit.js";
 import { runHosts, type HostResult } from "../remote/engine.js";
 import type { DemoHosts } from "../remote/demo-hosts.js";
 import { createTransport } from "../remote/transports/index.js";
@@ -35,6 +36,28 @@ export const STDIN_NOTICE = "stdin is not sent to the hosts (their stdin is /dev
 
 export const DEMO_COMMAND = 'echo "hello from $MULTI_RSH_HOST"; uname -sr';
 
+/**
+ * -R ssh/openssh (and an exec template of ssh): new connections per second unless --rate says otherwise. OpenSSH's default
+ * `MaxStartups 10:30:100` starts dropping handshakes at random once one sshd has 10 connections that
+ * have not authenticated yet; at 100 a second with handshakes of up to 100 ms, hosts behind one sshd
+ * (a bastion, one machine under many names) stay under that. Distinct hosts each see one connection.
+ */
+export const SSH_DEFAULT_RATE = 100;
+
+/** Open files kept for everything but the hosts' connections (Node itself, stdio, kernel table reads). */
+const FD_RESERVE = 64;
+
+/**
+ * Open files a host's run holds at once, per transport (rsh --stderr: its listener and channel; rsh
+ * after a timeout: the second connection that ends the remote command).
+ */
+function fdsPerHost(transport: string, separateStderr: boolean): number {
+  if (transport === "rsh") return separateStderr ? 4 : 2;
+  if (transport === "ssh") return 1;
+  // A child ssh or template: three pipes, and for the relay its socket pair and TCP connection.
+  return 7;
+}
+
 interface Opts {
   hostfile?: string;
   w?: string[];
@@ -49,6 +72,8 @@ interface Opts {
   h?: boolean;
   nostdin?: boolean;
   P?: boolean;
+  idleTimeout: number;
+  rate?: number;
   R: string;
   b?: boolean;
   N?: boolean;
@@ -56,6 +81,7 @@ interface Opts {
   json?: boolean;
   ndjson?: boolean;
   stderr?: boolean;
+  raw?: boolean;
   resetAfterEof?: boolean;
   demo?: boolean;
   port?: number;
@@ -106,6 +132,8 @@ function buildProgram(io: CliIO): Command {
     .option("-t <seconds>", "total time per host, connect included (pssh's -t; 0 = none)", (v) => secondsArg(v, "-t"), 0)
     .option("--connect-timeout <seconds>", "time to connect (pdsh/clush's -t; 0 = only -t)", (v) => secondsArg(v, "--connect-timeout"), 10)
     .option("--command-timeout <seconds>", "time for the command once connected (pdsh/clush's -u; 0 = none)", (v) => secondsArg(v, "--command-timeout"), 0)
+    .option("--idle-timeout <seconds>", "give up on a host that prints nothing for this long once running (0 = none)", (v) => secondsArg(v, "--idle-timeout"), 0)
+    .option("--rate <n>", `new connections per second at most (0 = no limit; default: rsh none, ssh ${SSH_DEFAULT_RATE})`, (v) => countArg(v, "--rate", 0, 1_000_000))
     .option("-u, --user <user>", "remote user (default: the local user; pdsh/clush/pssh's -l)")
     .option("-R <transport>", "rsh | ssh | openssh | exec (exec: see below)", "rsh")
     .option("-b", "gather identical outputs under folded host lists")
@@ -116,6 +144,7 @@ function buildProgram(io: CliIO): Command {
     .option("--json", "one JSON document at the end (results, output, summary, ledger)")
     .option("--ndjson", "one JSON record per host as it finishes")
     .option("--stderr", "keep the remote stderr apart (rsh's second channel) instead of merged")
+    .option("--raw", "write the hosts' bytes as they are, even to a terminal (trusts the hosts: escape sequences act)")
     .option("--reset-after-eof", "rsh: after the remote closes, answer with RST so neither side keeps TIME_WAIT")
     .option("--port <port>", "remote port (rsh 514, ssh 22)", (v) => portArg(v))
     .option("--local-ports <from-to>", "rsh: local ports to connect from (default 512-1023, which rshd requires)", rangeArg)
@@ -280,6 +309,16 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
       if (!demo.reservedOnly) transportOptions.localPorts = o.localPorts ?? [20000, 29999];
     }
     const transport = await createTransport(o.R, transportOptions);
+    // Before the first connection: a fan-out of 1,000 at the usual soft limit of 1024 dies of EMFILE.
+    const perHost = fdsPerHost(o.R, !!o.stderr);
+    const fdLimit = await ensureFdLimit(Math.min(o.p, p.hosts.length) * perHost + FD_RESERVE);
+    // Past the hard limit: fewer at once rather than hosts failing with EMFILE half way through.
+    const soft = fdLimit.after?.soft ?? Infinity;
+    const parallel = soft < fdLimit.needed ? Math.max(1, Math.min(o.p, Math.floor((soft - FD_RESERVE) / perHost))) : o.p;
+    if (parallel < o.p && fdLimit.notice) fdLimit.notice += `; running ${parallel} at a time instead of -p ${o.p}`;
+    // The default limit is for sshd's MaxStartups: -R ssh, -R openssh, and an exec template of ssh.
+    const sshLike = o.R === "ssh" || o.R === "openssh" || (o.R === "exec" && /(^|\/)ssh$/.test(words[0] ?? ""));
+    const rate = o.rate ?? (sshLike ? SSH_DEFAULT_RATE : 0);
 
     const mode: OutputMode = o.json ? "json" : o.ndjson ? "ndjson" : o.b ? "gather" : "lines";
     const progress = showsProgress(io) && mode !== "json" && mode !== "ndjson";
@@ -316,11 +355,13 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
       hosts: p.hosts,
       command: p.command,
       transport,
-      parallel: o.p,
+      parallel,
       // Never rounded to 0 (= none): -t 0.0001 times out at once, as asked.
       timeoutMs: secondsToMs(o.t),
       connectTimeoutMs: secondsToMs(o.connectTimeout),
       commandTimeoutMs: secondsToMs(o.commandTimeout),
+      idleTimeoutMs: secondsToMs(o.idleTimeout),
+      ratePerSecond: rate,
       user: o.user ?? "",
       users: p.users,
       localUser,
@@ -396,7 +437,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     const [{ OutputSink }, { StatusLine }, { countPeerTimeWait, formatSummary, ledgerPortFilter, summarise }, { runExitCode }] = loaded;
     const line = new StatusLine(io.stderr, progress);
     status = line;
-    const ready = new OutputSink(io, mode, !o.N, line, gate);
+    const ready = new OutputSink(io, mode, !o.N, line, { gate, raw: !!o.raw });
     for (const e of early) {
       if ("chunk" in e) ready.output(e.host, e.stream, e.chunk);
       else ready.finish(e);
@@ -417,7 +458,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     // clush sends a piped stdin to every host; here the remote stdin is always /dev/null (see
     // core/exit-marker.ts), so data piped in would be dropped without a word. Asked while the
     // hosts run, so the wait on an idle pipe costs nothing.
-    const notices: string[] = [];
+    const notices: string[] = fdLimit.notice ? [fdLimit.notice] : [];
     const stdinChecked = o.hostfile !== "-" && !o.nostdin && io.stdinHasData
       ? io.stdinHasData().then((has) => void (has && notices.push(STDIN_NOTICE)), () => {})
       : Promise.resolve();
@@ -473,12 +514,16 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
         counts: summary.counts,
         nonZeroExit: summary.nonZeroExit,
         failures: summary.failures,
+        causes: summary.causes,
+        retries: summary.retries,
         ledger: summary.ledger,
         durationMs: summary.durationMs,
         exitCode,
         ...(demoSide ? { demoHosts: demoSide } : {}),
         ...(notices.length || transport.notices?.length ? { notices: [...notices, ...(transport.notices ?? [])] } : {}),
         ...(dropped ? { outputDropped: dropped } : {}),
+        fdLimit: { needed: fdLimit.needed, before: fdLimit.before, after: fdLimit.after, outcome: fdLimit.outcome, parallel },
+        rate,
       };
       ready.writeDocument(doc, results);
     } else if (mode === "ndjson") {

@@ -4,6 +4,12 @@
  * Lines from many hosts never interleave mid-line, and the live progress line on stderr is cleared
  * before any output is written.
  *
+ * A host's bytes are not trusted (see core/terminal-safe.ts): written to a terminal they are
+ * escaped, so every line on screen starts with the true host prefix; written to a pipe or file they
+ * are kept as they are, after our prefix; --raw trusts the hosts and writes them as they are
+ * everywhere. --json/--ndjson carry each line as a string, and, for a host with any line that is not
+ * valid UTF-8, every line's exact bytes in base64 beside it (`outputBase64`, `stderrBase64`).
+ *
  * Backpressure: when stdout (or stderr) stops accepting writes, the run's OutputGate is paused until
  * it drains, so the hosts wait (remote/flow.ts) instead of this process queueing everything they
  * send: every byte arrives, and memory stays bounded, however slow the reader.
@@ -13,8 +19,10 @@
  * KEEP_TOTAL_BYTES for the run; lines past the cap are dropped and counted (`outputDroppedBytes` in
  * the host's record, a notice on stderr). The text mode keeps nothing and has no cap.
  */
-import { LineSplitter } from "../core/lines.js";
+import { isUtf8 } from "node:buffer";
+import { LineSplitter, MAX_LINE_BYTES } from "../core/lines.js";
 import { formatGathered, gatherOutputs } from "../core/gather.js";
+import { escapeForTerminal } from "../core/terminal-safe.js";
 import type { HostResult } from "../remote/engine.js";
 import type { OutputGate } from "../remote/flow.js";
 import type { StatusLine } from "./display.js";
@@ -23,21 +31,28 @@ import type { CliIO } from "./io.js";
 export type OutputMode = "lines" | "gather" | "json" | "ndjson";
 
 /**
- * The caps on output kept in memory, in UTF-16 code units of the kept lines (about bytes for text).
- * 256 MiB in all keeps a --json document's parts well below V8's longest string (2^29 - 24 code
- * units; ERR_STRING_TOO_LONG) even when every character needs a six-character JSON escape.
+ * The caps on output kept in memory, in bytes of the kept lines. 256 MiB in all keeps a --json
+ * document's parts well below V8's longest string (2^29 - 24 code units; ERR_STRING_TOO_LONG).
  */
 export const KEEP_PER_HOST_BYTES = 128 * 1024 * 1024;
 export const KEEP_TOTAL_BYTES = 256 * 1024 * 1024;
 
 interface Kept {
-  out: string[];
-  err: string[];
+  out: Buffer[];
+  err: Buffer[];
   bytes: number;
   dropped: number;
 }
 
-export type HostRecord = HostResult & { output: string[]; stderr?: string[]; outputDroppedBytes?: number };
+export interface HostRecord extends HostResult {
+  output: string[];
+  stderr?: string[];
+  outputBase64?: string[];
+  stderrBase64?: string[];
+  outputDroppedBytes?: number;
+}
+
+const NEWLINE = Buffer.from("\n");
 
 /** JSON.stringify(value, null, 2), handed out in pieces (plain data: no toJSON, no cycles). */
 export function writeJson(v: unknown, depth: number, w: (s: string) => void): void {
@@ -74,14 +89,25 @@ export class OutputSink {
   private droppedHosts = new Set<string>();
   /** Which of our streams refused a write and has not drained yet. */
   private readonly full = { stdout: false, stderr: false };
+  private readonly prefixes = new Map<string, Buffer>();
+  /** Per destination: escape for a terminal (a TTY, and not --raw). */
+  private readonly escapeOut: boolean;
+  private readonly escapeErr: boolean;
+  private readonly gate: OutputGate | null;
+  private readonly raw: boolean;
 
   constructor(
     private readonly io: CliIO,
     private readonly mode: OutputMode,
     private readonly prefix: boolean,
     private readonly status: StatusLine,
-    private readonly gate: OutputGate | null = null,
-  ) {}
+    o: { gate?: OutputGate | null; raw?: boolean } = {},
+  ) {
+    this.gate = o.gate ?? null;
+    this.raw = o.raw ?? false;
+    this.escapeOut = !this.raw && io.stdout.isTTY === true;
+    this.escapeErr = !this.raw && io.stderr.isTTY === true;
+  }
 
   private keep(host: string): Kept {
     let k = this.kept.get(host);
@@ -97,9 +123,9 @@ export class OutputSink {
   }
 
   /** Write, and pause the hosts while the stream's buffer is over its high-water mark. */
-  private write(stream: "stdout" | "stderr", text: string): void {
+  private write(stream: "stdout" | "stderr", data: string | Uint8Array): void {
     const out = this.io[stream];
-    if (out.write(text) !== false || !this.gate || !out.once || this.full[stream]) return;
+    if (out.write(data) !== false || !this.gate || !out.once || this.full[stream]) return;
     this.full[stream] = true;
     this.gate.pause();
     out.once("drain", () => {
@@ -120,22 +146,35 @@ export class OutputSink {
     const key = `${stream}\u0000${host}`;
     let s = this.splitters.get(key);
     if (!s) {
-      s = new LineSplitter((line) => this.line(host, stream, line));
+      // Live lines are bounded (a host without newlines cannot fill memory); kept ones are whole
+      // (and capped by KEEP_PER_HOST_BYTES).
+      s = new LineSplitter((line) => this.line(host, stream, line), this.mode === "lines" ? MAX_LINE_BYTES : 0);
       this.splitters.set(key, s);
     }
     return s;
   }
 
-  private line(host: string, stream: "stdout" | "stderr", line: string): void {
+  private hostPrefix(host: string): Buffer {
+    let p = this.prefixes.get(host);
+    if (!p) {
+      p = Buffer.from(this.prefix ? `${host}: ` : "");
+      this.prefixes.set(host, p);
+    }
+    return p;
+  }
+
+  private line(host: string, stream: "stdout" | "stderr", line: Buffer): void {
     if (this.mode === "lines") {
       // Gathered per chunk and written once by output()/finish(): one write per chunk, not per line.
-      this.pending.push(this.prefix ? `${host}: ${line}\n` : `${line}\n`);
+      // The prefix is ours and starts every line: the line itself holds no newline.
+      const escape = stream === "stderr" ? this.escapeErr : this.escapeOut;
+      this.pending.push(this.hostPrefix(host), escape ? Buffer.from(escapeForTerminal(line)) : line, NEWLINE);
       return;
     }
     const k = this.keep(host);
     const size = line.length + 1;
     if (k.bytes + size > KEEP_PER_HOST_BYTES || this.keptTotal + size > KEEP_TOTAL_BYTES) {
-      k.dropped += Buffer.byteLength(line) + 1;
+      k.dropped += size;
       this.droppedHosts.add(host);
       return;
     }
@@ -145,14 +184,14 @@ export class OutputSink {
     else k.out.push(line);
   }
 
-  private pending: string[] = [];
+  private pending: Buffer[] = [];
 
   private flushPending(stream: "stdout" | "stderr"): void {
     if (this.pending.length === 0) return;
-    const text = this.pending.join("");
+    const data = Buffer.concat(this.pending);
     this.pending = [];
     this.status.clear();
-    this.write(stream, text);
+    this.write(stream, data);
   }
 
   output(host: string, stream: "stdout" | "stderr", chunk: Buffer): void {
@@ -184,8 +223,14 @@ export class OutputSink {
 
   record(r: HostResult): HostRecord {
     const k = this.kept.get(r.host);
-    const rec: HostRecord = { ...r, output: k?.out ?? [] };
-    if (k && k.err.length) rec.stderr = k.err;
+    const text = (lines: readonly Buffer[]) => lines.map((l) => l.toString("utf8"));
+    const exact = (lines: readonly Buffer[]) => (lines.every((l) => isUtf8(l)) ? null : lines.map((l) => l.toString("base64")));
+    const rec: HostRecord = { ...r, output: text(k?.out ?? []) };
+    if (k && k.err.length) rec.stderr = text(k.err);
+    const outB64 = k ? exact(k.out) : null;
+    if (outB64) rec.outputBase64 = outB64;
+    const errB64 = k && k.err.length ? exact(k.err) : null;
+    if (errB64) rec.stderrBase64 = errB64;
     if (k && k.dropped) rec.outputDroppedBytes = k.dropped;
     return rec;
   }
@@ -211,8 +256,10 @@ export class OutputSink {
   /** At the end: the gathered blocks (-b). */
   flushGathered(hostOrder: readonly string[]): void {
     if (this.mode !== "gather") return;
-    const outputs = new Map<string, string[]>();
+    const outputs = new Map<string, Buffer[]>();
     for (const h of hostOrder) outputs.set(h, this.kept.get(h)?.out ?? []);
-    this.write("stdout", formatGathered(gatherOutputs(outputs, hostOrder)));
+    // -b shows the gathered lines escaped wherever they go, unless --raw.
+    const show = this.raw ? (l: Buffer) => l.toString("utf8") : escapeForTerminal;
+    this.write("stdout", formatGathered(gatherOutputs(outputs, hostOrder), show));
   }
 }

@@ -33,15 +33,26 @@ export function killGroupCommand(pid: number): string {
   return `kill -9 -${pid}`;
 }
 
+/** `$?` of a POSIX shell is 0-255: at most three digits. More is not the wrapper's status line. */
+const MAX_CODE_DIGITS = 3;
+
 /**
- * Filters a byte stream: passes everything through except the final `MARKER<code>\n`, and reports the
- * code. Bytes that might be the start of a marker are held back until the next chunk decides.
+ * Filters a byte stream: passes everything through except the wrapper's `MARKER<code>\n`, and
+ * reports the code. The marker counts only when it is followed by one to three digits (at most 255)
+ * and a newline, as the wrapper's echo prints it; anything else that starts like it (a look-alike, a
+ * marker of another run, the marker followed by text or by a run of digits) is output, passed on
+ * unchanged, and the search goes on after it. The first status line decides; output after it comes
+ * from background jobs the command left running and is passed on.
+ *
+ * Linear: each byte is looked at a bounded number of times. Bytes that might be the start of a
+ * marker (at most its length) or of a status (at most MAX_CODE_DIGITS + 2) are held back until the
+ * next chunk decides. (The earlier version re-parsed everything after a marker on each chunk: a host
+ * printing the marker and then 100 MB of digits pinned a core and swallowed that output.)
  */
 export class ExitMarkerFilter {
   private readonly marker: Buffer;
+  /** Bytes held back: a possible start of the marker, or the marker and what follows it so far. */
   private held: Buffer = Buffer.alloc(0);
-  private found = false;
-  private codeText = "";
   exitCode: number | null = null;
   /** The remote shell's pid, from the wrapper's first line (see wrapCommand); null until seen. */
   pid: number | null = null;
@@ -51,19 +62,18 @@ export class ExitMarkerFilter {
   }
 
   push(chunk: Buffer): void {
-    if (this.found) {
-      this.codeText += chunk.toString("latin1");
-      this.settle();
+    if (this.exitCode !== null) {
+      if (chunk.length) this.emit(chunk);
       return;
     }
     let buf = this.held.length ? Buffer.concat([this.held, chunk]) : chunk;
+    this.held = Buffer.alloc(0);
     for (;;) {
       const at = buf.indexOf(this.marker);
       if (at < 0) break;
-      const after = buf.subarray(at + this.marker.length);
       // The wrapper's pid line (MARKERpid<digits>), cut out wherever it comes: a login shell may
       // print before it. Followed by digits instead, the marker is the exit status.
-      const pidLine = this.pidLine(after);
+      const pidLine = this.pidLine(buf.subarray(at + this.marker.length));
       if (pidLine === "more") {
         if (at > 0) this.emit(buf.subarray(0, at));
         this.held = Buffer.from(buf.subarray(at));
@@ -71,14 +81,26 @@ export class ExitMarkerFilter {
       }
       if (pidLine !== null) {
         if (at > 0) this.emit(buf.subarray(0, at));
-        buf = after.subarray(pidLine);
+        buf = buf.subarray(at + this.marker.length + pidLine);
+        continue;
+      }
+      const status = this.readStatus(buf, at + this.marker.length);
+      if (status === "more") {
+        // The marker is whole, its status line not yet: keep it all for the next chunk.
+        if (at > 0) this.emit(buf.subarray(0, at));
+        this.held = Buffer.from(buf.subarray(at));
+        return;
+      }
+      if (status === null) {
+        // Not the status line: output. Search again past this marker's first byte.
+        this.emit(buf.subarray(0, at + 1));
+        buf = buf.subarray(at + 1);
         continue;
       }
       if (at > 0) this.emit(buf.subarray(0, at));
-      this.found = true;
-      this.held = Buffer.alloc(0);
-      this.codeText = after.toString("latin1");
-      this.settle();
+      this.exitCode = status.code;
+      const after = buf.subarray(status.end);
+      if (after.length) this.emit(after);
       return;
     }
     // Keep the longest tail that is a prefix of the marker.
@@ -104,33 +126,51 @@ export class ExitMarkerFilter {
     return /^(p|pi|pid\d{0,10}\r?)$/.test(text) || text === "" ? "more" : null;
   }
 
-  private settle(): void {
-    if (this.exitCode !== null) {
-      // Output after the status line comes from background jobs the command left running: pass it on.
-      if (this.codeText) this.emit(Buffer.from(this.codeText, "latin1"));
-      this.codeText = "";
-      return;
+  /**
+   * The status after a marker ending at `from`: its code and where the line ends, null when what
+   * follows is not a status line, "more" when the bytes so far cannot tell.
+   */
+  private readStatus(buf: Buffer, from: number, atEnd = false): { code: number; end: number } | null | "more" {
+    let i = from;
+    while (i < buf.length && i - from < MAX_CODE_DIGITS && buf[i]! >= 0x30 && buf[i]! <= 0x39) i++;
+    const digits = i - from;
+    if (i >= buf.length) return atEnd && digits > 0 ? this.code(buf, from, i, i) : atEnd ? null : "more";
+    if (digits === 0) return null;
+    if (buf[i] === 0x0d) {
+      if (i + 1 >= buf.length) return atEnd ? this.code(buf, from, i, i + 1) : "more";
+      return buf[i + 1] === 0x0a ? this.code(buf, from, i, i + 2) : null;
     }
-    const m = /^(\d+)\r?\n/.exec(this.codeText);
-    if (m) {
-      this.exitCode = Number(m[1]);
-      this.codeText = this.codeText.slice(m[0].length);
-      if (this.codeText) this.settle();
-    }
+    return buf[i] === 0x0a ? this.code(buf, from, i, i + 1) : null;
   }
 
-  /** End of stream: anything held back was not a marker after all (see `cut`). */
+  private code(buf: Buffer, from: number, to: number, end: number): { code: number; end: number } | null {
+    const code = Number(buf.toString("latin1", from, to));
+    return code <= 255 ? { code, end } : null;
+  }
+
+  /**
+   * End of stream: a status line cut short by the end still counts; anything else held is output,
+   * unless we cut the stream (`cut`: timeout, cancel) inside our own marker or pid line (a host that
+   * drips its output): those bytes are the wrapper's, not the command's. A tail of one or two bytes
+   * ("_", "__") is as likely the command's own, and is passed on; so is everything when the stream
+   * ended by itself, where only the command can have printed a look-alike.
+   */
   end(cut = false): void {
-    // A stream we cut (timeout, cancel) may end inside our own marker or pid line (a host that
-    // drips its output): those bytes are the wrapper's, not the command's. A tail of one or two
-    // bytes ("_", "__") is as likely the command's own, and is passed on; so is everything when the
-    // stream ended by itself, where only the command can have printed a look-alike.
-    const ours = cut && this.held.length >= 3 && this.held.subarray(0, this.marker.length).equals(this.marker.subarray(0, Math.min(this.held.length, this.marker.length)));
-    if (!this.found && this.held.length && !ours) this.emit(this.held);
-    this.held = Buffer.alloc(0);
-    if (this.found && this.exitCode === null) {
-      const m = /^(\d+)/.exec(this.codeText);
-      if (m) this.exitCode = Number(m[1]);
+    if (this.exitCode === null && this.held.length) {
+      const held = this.held;
+      this.held = Buffer.alloc(0);
+      const whole = held.subarray(0, this.marker.length).equals(this.marker);
+      if (whole) {
+        const status = this.readStatus(held, this.marker.length, true);
+        if (status !== null && status !== "more") {
+          this.exitCode = status.code;
+          if (status.end < held.length) this.emit(held.subarray(status.end));
+          return;
+        }
+      }
+      const ours = cut && held.length >= 3 && (whole || this.marker.subarray(0, held.length).equals(held));
+      if (!ours) this.emit(held);
     }
+    this.held = Buffer.alloc(0);
   }
 }

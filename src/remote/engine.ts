@@ -10,9 +10,16 @@
  * "cancel" and ends every queued host as `cancelled` without starting it. A transport that does not
  * settle within ABORT_GRACE_MS of an abort is given up on, so every host gets exactly one result
  * whatever the transport does.
+ *
+ * Two more limits, for fan-outs of thousands: `idleTimeoutMs` aborts a running host that has printed
+ * nothing for that long (a hung command, a stalled channel), and `ratePerSecond` spaces the starts
+ * of new connections (sshd drops handshakes beyond its MaxStartups, 10 at once by default; a burst
+ * of thousands of SYNs overflows listen queues). Every failed host carries one `cause` from the list
+ * in core/failure-cause.ts.
  */
 import type { ErrorCode } from "../errors.js";
 import { timerDelay } from "../core/timer.js";
+import { failureCause, type FailureCause, type TimerKind } from "../core/failure-cause.js";
 import type { OutputFlow } from "./flow.js";
 import type { ClosedBy, RemoteCommandFate, Transport, TransportResult } from "./transport.js";
 
@@ -32,6 +39,10 @@ export interface HostResult {
   remotePort?: number;
   /** Timed out or cancelled after the command started: what became of it (see transport.ts). */
   remoteCommand?: RemoteCommandFate;
+  /** Why it failed, from a fixed list (core/failure-cause.ts); null when done. */
+  cause?: FailureCause | null;
+  /** Connection attempts the transport retried (ssh: a handshake dropped before the banner). */
+  retries?: number;
 }
 
 export interface RunHostsOptions {
@@ -43,6 +54,15 @@ export interface RunHostsOptions {
   timeoutMs: number;
   connectTimeoutMs: number;
   commandTimeoutMs: number;
+  /** No output for this long once running: abort (multi-rsh --idle-timeout). 0 or absent = none. */
+  idleTimeoutMs?: number;
+  /** New connections per second at most (multi-rsh --rate). 0 or absent = as fast as the fan-out allows. */
+  ratePerSecond?: number;
+  /**
+   * True while the consumer of the output holds the hosts back (backpressure): a host that prints
+   * nothing because it is not being read is not idle, so the idle timer waits.
+   */
+  outputPaused?(): boolean;
   user: string;
   /** Per-host remote users (`user@host` in -w), over `user`. */
   users?: ReadonlyMap<string, string>;
@@ -78,7 +98,10 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     total: timerDelay(o.timeoutMs, "timeoutMs"),
     connect: timerDelay(o.connectTimeoutMs, "connectTimeoutMs"),
     command: timerDelay(o.commandTimeoutMs, "commandTimeoutMs"),
+    idle: timerDelay(o.idleTimeoutMs ?? 0, "idleTimeoutMs"),
   };
+  // Output held back by a slow reader (the flow's gate, or the caller's own signal) is not idleness.
+  const outputPaused = (): boolean => o.outputPaused?.() === true || o.flow?.paused === true;
   const state = new Map<string, HostState>();
   const results = new Map<string, HostResult>();
   const controllers = new Map<string, AbortController>();
@@ -111,12 +134,31 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     const ac = new AbortController();
     controllers.set(host, ac);
     const timers: NodeJS.Timeout[] = [];
-    const abortAfter = (ms: number) => {
-      if (ms > 0) timers.push(setTimeout(() => ac.abort("timeout"), ms));
+    let firedTimer: TimerKind | null = null;
+    let connected = false;
+    const timeout = (kind: TimerKind) => () => {
+      if (ac.signal.aborted) return;
+      if (kind === "idle" && outputPaused()) {
+        idleTimer?.refresh();
+        return;
+      }
+      firedTimer = kind;
+      ac.abort("timeout");
     };
-    abortAfter(delays.total);
+    const abortAfter = (ms: number, kind: TimerKind) => {
+      if (ms > 0) timers.push(setTimeout(timeout(kind), ms));
+    };
+    abortAfter(delays.total, "total");
     let connectTimer: NodeJS.Timeout | undefined;
-    if (delays.connect > 0) connectTimer = setTimeout(() => ac.abort("timeout"), delays.connect);
+    if (delays.connect > 0) connectTimer = setTimeout(timeout("connect"), delays.connect);
+    // The idle timer restarts on every chunk of output; it runs from the command's start.
+    const idleMs = delays.idle;
+    let idleTimer: NodeJS.Timeout | undefined;
+    const touch = () => {
+      if (idleMs <= 0 || !connected) return;
+      if (idleTimer) idleTimer.refresh();
+      else idleTimer = setTimeout(timeout("idle"), idleMs);
+    };
     setState(host, "connecting");
 
     let graceTimer: NodeJS.Timeout | undefined;
@@ -137,11 +179,19 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         signal: ac.signal,
         onConnected: () => {
           if (connectTimer) clearTimeout(connectTimer);
+          connected = true;
           if (state.get(host) === "connecting") setState(host, "running");
-          abortAfter(delays.command);
+          abortAfter(delays.command, "command");
+          touch();
         },
-        onStdout: (b) => o.onOutput?.(host, "stdout", b),
-        onStderr: (b) => o.onOutput?.(host, "stderr", b),
+        onStdout: (b) => {
+          touch();
+          o.onOutput?.(host, "stdout", b);
+        },
+        onStderr: (b) => {
+          touch();
+          o.onOutput?.(host, "stderr", b);
+        },
         ...(o.flow ? { flow: o.flow } : {}),
       })
       .catch((e: unknown): TransportResult => ({
@@ -157,6 +207,7 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     void Promise.race([run, gaveUp]).then((t) => {
       for (const tm of timers) clearTimeout(tm);
       if (connectTimer) clearTimeout(connectTimer);
+      if (idleTimer) clearTimeout(idleTimer);
       if (graceTimer) clearTimeout(graceTimer);
       controllers.delete(host);
       const reason = ac.signal.aborted ? ac.signal.reason : undefined;
@@ -165,13 +216,20 @@ export function runHosts(o: RunHostsOptions): HostsRun {
       else if (reason === "cancel") final = "cancelled";
       else if (t === null || t.error) final = "failed";
       else final = "done";
-      const error =
+      let error =
         t?.error ??
         (final === "timedout"
           ? { code: "ERR_COMMAND_TIMEOUT" as ErrorCode, message: "timed out" }
           : final === "cancelled"
             ? { code: "ERR_CANCELLED" as ErrorCode, message: "cancelled" }
             : null);
+      if (final === "timedout" && firedTimer === "idle" && error) {
+        error = { code: "ERR_IDLE_TIMEOUT", message: `no output for ${idleMs / 1000} s (--idle-timeout); connection reset` };
+      }
+      const cause =
+        final === "done"
+          ? null
+          : failureCause({ state: final, timer: firedTimer, connected: connected || !!t?.connected, code: error?.code ?? null, message: error?.message ?? "" });
       record({
         host,
         state: final,
@@ -184,6 +242,8 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         ...(t?.remoteAddress ? { remoteAddress: t.remoteAddress } : {}),
         ...(t?.remotePort ? { remotePort: t.remotePort } : {}),
         ...(t?.remoteCommand && final !== "done" ? { remoteCommand: t.remoteCommand } : {}),
+        cause,
+        ...(t?.retries ? { retries: t.retries } : {}),
       });
       active--;
       pump();
@@ -191,8 +251,27 @@ export function runHosts(o: RunHostsOptions): HostsRun {
     });
   };
 
+  // --rate: starts are spaced 1/rate s apart; a timer wakes the pump for the next slot.
+  const interval = (o.ratePerSecond ?? 0) > 0 ? 1000 / o.ratePerSecond! : 0;
+  let nextStartAt = 0;
+  let rateTimer: NodeJS.Timeout | undefined;
   const pump = () => {
-    while (!cancelled && active < Math.max(1, o.parallel) && next < o.hosts.length) startOne(o.hosts[next++]!);
+    while (!cancelled && active < Math.max(1, o.parallel) && next < o.hosts.length) {
+      if (interval > 0) {
+        const now = performance.now();
+        if (now < nextStartAt) {
+          if (!rateTimer) {
+            rateTimer = setTimeout(() => {
+              rateTimer = undefined;
+              pump();
+            }, Math.ceil(nextStartAt - now));
+          }
+          return;
+        }
+        nextStartAt = Math.max(now, nextStartAt) + interval;
+      }
+      startOne(o.hosts[next++]!);
+    }
   };
 
   const cancel = () => {
@@ -209,8 +288,10 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         error: { code: "ERR_CANCELLED", message: "cancelled before it started" },
         closedBy: null,
         localPort: null,
+        cause: "cancelled",
       });
     }
+    if (rateTimer) clearTimeout(rateTimer);
     for (const ac of controllers.values()) ac.abort("cancel");
     maybeFinish();
   };

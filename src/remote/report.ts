@@ -4,6 +4,7 @@
  * TIME_WAIT afterwards (read from the kernel table, not assumed).
  */
 import { unmapV4 } from "../core/address.js";
+import { escapeTextForTerminal } from "../core/terminal-safe.js";
 import type { PortFilter, TcpSocket } from "../kernel/parse.js";
 import type { HostResult, HostState } from "./engine.js";
 
@@ -25,7 +26,11 @@ export interface RunSummary {
   hosts: number;
   counts: Record<HostState, number>;
   nonZeroExit: number;
-  failures: { host: string; state: HostState; code: string | null; message: string }[];
+  failures: { host: string; state: HostState; cause: string | null; code: string | null; message: string }[];
+  /** Failed hosts by cause (core/failure-cause.ts), largest first. */
+  causes: Record<string, number>;
+  /** Connection attempts retried (ssh handshakes the server dropped before its banner), and on how many hosts. */
+  retries: { attempts: number; hosts: number };
   ledger: Ledger;
   durationMs: number;
 }
@@ -115,12 +120,24 @@ export function summarise(results: readonly HostResult[], rows: readonly TcpSock
       .map((r) => ({
         host: r.host,
         state: r.state,
+        cause: r.cause ?? null,
         code: r.error?.code ?? null,
         message: r.error?.message ?? `exit code ${r.exitCode}`,
       })),
     ledger: computeLedger(results, rows),
     durationMs,
+    causes: countCauses(results),
+    retries: {
+      attempts: results.reduce((n, r) => n + (r.retries ?? 0), 0),
+      hosts: results.filter((r) => (r.retries ?? 0) > 0).length,
+    },
   };
+}
+
+function countCauses(results: readonly HostResult[]): Record<string, number> {
+  const n = new Map<string, number>();
+  for (const r of results) if (r.cause) n.set(r.cause, (n.get(r.cause) ?? 0) + 1);
+  return Object.fromEntries([...n].sort((a, b) => b[1] - a[1]));
 }
 
 export function formatSummary(s: RunSummary): string {
@@ -130,7 +147,15 @@ export function formatSummary(s: RunSummary): string {
     `multi-rsh: ${s.hosts} host${s.hosts === 1 ? "" : "s"} in ${(s.durationMs / 1000).toFixed(2)} s: ${parts.join(", ") || "nothing run"}` +
       (s.nonZeroExit ? ` (${s.nonZeroExit} exited non-zero)` : ""),
   );
-  for (const f of s.failures.slice(0, 50)) out.push(`  ${f.host}: ${f.state}${f.code ? ` ${f.code}` : ""}: ${f.message}`);
+  // A message may quote the host (rshd's refusal text, an ssh banner): never raw control bytes.
+  if (s.retries?.attempts) {
+    out.push(`  retried: ${s.retries.attempts} connection${s.retries.attempts === 1 ? "" : "s"} on ${s.retries.hosts} host${s.retries.hosts === 1 ? "" : "s"} (dropped by the server before its banner)`);
+  }
+  const causes = Object.entries(s.causes ?? {});
+  if (causes.length) out.push(`  causes: ${causes.map(([c, n]) => `${n} ${c}`).join(", ")}`);
+  for (const f of s.failures.slice(0, 50)) {
+    out.push(`  ${f.host}: ${f.state}${f.cause ? ` (${f.cause})` : ""}${f.code ? ` ${f.code}` : ""}: ${escapeTextForTerminal(f.message)}`);
+  }
   if (s.failures.length > 50) out.push(`  ... and ${s.failures.length - 50} more (see --json)`);
   const l = s.ledger;
   out.push(

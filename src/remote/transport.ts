@@ -59,6 +59,8 @@ export interface TransportResult {
   remotePort?: number;
   /** Did the command start on the remote side? */
   connected: boolean;
+  /** Connection attempts retried before this result (ssh: handshakes dropped before the banner). */
+  retries?: number;
   error: { code: ErrorCode; message: string } | null;
   /** Set when an abort (timeout, cancel) came after the command started. */
   remoteCommand?: RemoteCommandFate;

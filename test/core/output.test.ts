@@ -8,7 +8,7 @@ import { runExitCode } from "../../src/core/exit-policy.js";
 
 test("lines are whole however the bytes arrive; a last line without newline is kept", () => {
   const lines: [string, boolean][] = [];
-  const s = new LineSplitter((l, nl) => lines.push([l, nl]));
+  const s = new LineSplitter((l, nl) => lines.push([l.toString(), nl]));
   const long = "x".repeat(200_000);
   s.push(Buffer.from("ab"));
   s.push(Buffer.from("c\nde"));
@@ -55,10 +55,10 @@ test("the wrapped command never contains the joined marker and reads /dev/null",
 test("-b folds hosts with identical output, largest group first", () => {
   const blocks = gatherOutputs(
     new Map([
-      ["n1", ["same"]],
-      ["n2", ["same"]],
-      ["n3", ["odd"]],
-      ["n4", ["same"]],
+      ["n1", [Buffer.from("same")]],
+      ["n2", [Buffer.from("same")]],
+      ["n3", [Buffer.from("odd")]],
+      ["n4", [Buffer.from("same")]],
     ]),
     ["n1", "n2", "n3", "n4"],
   );

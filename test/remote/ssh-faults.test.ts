@@ -201,3 +201,61 @@ describe("ssh transport against faulty servers", { skip: linux }, () => {
     assert.equal(clientTimeWaits(r.result), 0);
   });
 });
+
+describe("ssh handshakes dropped before the banner (sshd MaxStartups)", { skip: linux }, () => {
+  let dir: string;
+  let identity: string;
+  const env: SshEnvironment = { agentSocket: "", systemConfigFile: null, graceMs: 2000 };
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "aissh-drop-"));
+    env.home = dir;
+    identity = join(dir, "id_ed25519");
+    writeFileSync(identity, generateEd25519().private, { mode: 0o600 });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("a server that drops the first two handshakes: retried with backoff, done, retries counted", async () => {
+    let accepted = 0;
+    const srv = await startFaultSshServer({});
+    // In front of the real (ssh2) server: the first two connections are closed at once, as sshd
+    // does past MaxStartups; the rest are passed through.
+    const net = await import("node:net");
+    const front = net.createServer((s) => {
+      s.on("error", () => {});
+      if (++accepted <= 2) return void s.end();
+      const back = net.connect({ host: srv.address, port: srv.port });
+      back.on("error", () => s.destroy());
+      s.pipe(back).pipe(s);
+    });
+    front.listen({ port: 0, host: "127.0.0.1" });
+    await new Promise((r) => front.once("listening", r));
+    const port = (front.address() as { port: number }).port;
+    try {
+      const { clientConfigPath } = writeClientFiles(dir, "127.0.0.1", port, identity, srv.hostKeyLine);
+      const t = createSshTransport({ sshConfigFile: clientConfigPath }, env);
+      const r = await runOn(t, "127.0.0.1", "x");
+      assert.equal(r.result.error, null, r.result.error?.message);
+      assert.equal(r.result.exitCode, 0);
+      assert.equal(r.result.retries, 2);
+      assert.equal(accepted, 3);
+    } finally {
+      front.close();
+      await srv.close();
+    }
+  });
+
+  test("a server that always drops: ERR_DROPPED_BY_SERVER after the retries, closed by the server each time", async () => {
+    const srv = await startRawServer(null, true);
+    try {
+      const { clientConfigPath } = writeClientFiles(dir, "127.0.0.1", srv.port, identity, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ");
+      const t = createSshTransport({ sshConfigFile: clientConfigPath }, env);
+      const r = await runOn(t, "127.0.0.1", "x");
+      assert.equal(r.result.error?.code, "ERR_DROPPED_BY_SERVER");
+      assert.equal(r.result.retries, 4);
+      assert.equal(r.result.closedBy, "remote");
+      assert.equal(clientTimeWaits(r.result), 0);
+    } finally {
+      await srv.close();
+    }
+  });
+});

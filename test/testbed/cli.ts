@@ -62,9 +62,10 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
     .option("--prefix <p>", "prefix of namespaces, links and the state dir", "aitb")
     .option("--net <10.N>", "the private /16", "10.233")
     .option("--parallel <n>", "hosts set up at once", (v) => hostsArg(v), 8)
+    .option("--max-startups <v>", "sshd MaxStartups: START:RATE:FULL, or default (OpenSSH's 10:30:100)", "200:30:400")
     .option("--json", "one JSON document on stdout")
-    .action(async (o: { hosts: number; fault: Partial<Record<Fault, number>>; prefix: string; net: string; parallel: number; json?: boolean }) => {
-      const tb = await up({ hosts: o.hosts, faults: o.fault, prefix: o.prefix, net: o.net, parallel: o.parallel });
+    .action(async (o: { hosts: number; fault: Partial<Record<Fault, number>>; prefix: string; net: string; parallel: number; maxStartups: string; json?: boolean }) => {
+      const tb = await up({ hosts: o.hosts, faults: o.fault, prefix: o.prefix, net: o.net, parallel: o.parallel, maxStartups: o.maxStartups });
       io.stdout.write(o.json ? JSON.stringify(tb, null, 2) + "\n" : describe(tb));
     });
   program

@@ -54,6 +54,11 @@ export interface TestbedOptions {
   net?: string;
   /** Host processes started at once while setting up (default 8: more only adds contention on 2 cores). */
   parallel?: number;
+  /**
+   * sshd's MaxStartups (default "200:30:400", so that a fan-out benchmark measures the client, not
+   * sshd's drops); "default" leaves OpenSSH's own 10:30:100, as a host nobody tuned has.
+   */
+  maxStartups?: string;
 }
 
 export interface TestbedHost {
@@ -256,6 +261,8 @@ function faultPlan(n: number, faults: Partial<Record<Fault, number>>): (Fault | 
 }
 
 function normalise(opts: TestbedOptions): Required<Omit<TestbedOptions, "parallel">> {
+  const maxStartups = opts.maxStartups ?? "200:30:400";
+  if (maxStartups !== "default" && !/^\d+(:\d+:\d+)?$/.test(maxStartups)) fail(`bad MaxStartups '${maxStartups}': expected N, START:RATE:FULL or default`);
   const prefix = opts.prefix ?? "aitb";
   const net = opts.net ?? "10.233";
   if (!Number.isInteger(opts.hosts) || opts.hosts < 1 || opts.hosts > MAX_HOSTS) fail(`--hosts must be 1-${MAX_HOSTS}, not ${opts.hosts}`);
@@ -267,7 +274,7 @@ function normalise(opts: TestbedOptions): Required<Omit<TestbedOptions, "paralle
     if (!Number.isInteger(v) || v! < 0) fail(`bad count for fault ${k}: ${v}`);
     if (v) faults[k as Fault] = v;
   }
-  return { hosts: opts.hosts, faults, prefix, net };
+  return { hosts: opts.hosts, faults, prefix, net, maxStartups };
 }
 
 const SHELL_DRIP = `#!/bin/sh
@@ -329,7 +336,7 @@ case $fault in
 esac
 `;
 
-function sshdConfig(hostKey: string): string {
+function sshdConfig(hostKey: string, maxStartups: string): string {
   return [
     "Port 22",
     `HostKey ${hostKey}`,
@@ -341,7 +348,7 @@ function sshdConfig(hostKey: string): string {
     "AuthorizedKeysFile .ssh/authorized_keys",
     "UsePAM no",
     "UseDNS no",
-    "MaxStartups 200:30:400",
+    ...(maxStartups === "default" ? [] : [`MaxStartups ${maxStartups}`]),
     "MaxSessions 64",
     "PrintMotd no",
     "PrintLastLog no",
@@ -383,8 +390,8 @@ function writeStateFiles(o: Required<Omit<TestbedOptions, "parallel">>, hosts: T
   writeFile(join(dir, "etc", "nsswitch.conf"), "passwd: files\ngroup: files\nshadow: files\nhosts: files\nservices: files\nprotocols: files\n");
   writeFile(join(dir, "etc", "inetd.conf"), "shell stream tcp nowait root /usr/sbin/in.rshd in.rshd\n");
   writeFile(join(dir, "etc", "inetd-hang.conf"), "shell stream tcp nowait root /bin/sleep sleep 3600\nssh stream tcp nowait root /bin/sleep sleep 3600\n");
-  writeFile(join(dir, "etc", "sshd_config"), sshdConfig(join(dir, "keys", "ssh_host_ed25519_key")));
-  writeFile(join(dir, "etc", "sshd_config.badkey"), sshdConfig(join(dir, "keys", "bad_host_key")));
+  writeFile(join(dir, "etc", "sshd_config"), sshdConfig(join(dir, "keys", "ssh_host_ed25519_key"), o.maxStartups));
+  writeFile(join(dir, "etc", "sshd_config.badkey"), sshdConfig(join(dir, "keys", "bad_host_key"), o.maxStartups));
   const passwd = readFileSync("/etc/passwd", "utf8");
   for (const [fault, body] of [["drip", SHELL_DRIP], ["flood", SHELL_FLOOD], ["killed", SHELL_KILLED]] as const) {
     const shell = join(dir, "bin", `${fault}-shell`);

@@ -383,8 +383,35 @@ export class SshTransport implements Transport {
       }
     }
     if (req.signal.aborted) return failed(abortCode(req.signal, false), abortMessage(req.signal));
-    return new Promise((resolve) => new HostRun(this, req, cfg, algorithms, resolve).start());
+    // sshd drops a handshake beyond its MaxStartups before it sends its banner: try again a few
+    // times, backing off, and count it. Each dropped attempt was closed by the server first.
+    for (let retries = 0; ; retries++) {
+      const r = await new Promise<TransportResult>((resolve) => new HostRun(this, req, cfg, algorithms, resolve).start());
+      if (r.error?.code !== "ERR_DROPPED_BY_SERVER" || retries >= SSH_DROP_RETRIES || req.signal.aborted) {
+        return retries > 0 ? { ...r, retries } : r;
+      }
+      if (!(await backoff(retries, req.signal))) return { ...r, retries };
+    }
   }
+}
+
+/** Retries of a handshake the server dropped before its banner (sshd MaxStartups, LoginGraceTime). */
+export const SSH_DROP_RETRIES = 4;
+
+/** Waits 250 ms, 500 ms, 1 s, 2 s (each up to twice that, at random, so retries spread out). */
+function backoff(attempt: number, signal: AbortSignal): Promise<boolean> {
+  const ms = 250 * 2 ** attempt * (1 + Math.random());
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(true);
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      resolve(false);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 function failed(code: ErrorCode, message: string): TransportResult {
@@ -473,6 +500,8 @@ class HostRun {
   private serverMethods: string[] | null = null;
   private agentProblem: string | null = null;
   private skippedEncrypted: string[] = [];
+  /** The server's first bytes (up to 256): did its banner come before it closed? */
+  private firstBytes: Buffer = Buffer.alloc(0);
 
   constructor(
     private readonly t: SshTransport,
@@ -559,6 +588,12 @@ class HostRun {
     sock.on("end", () => {
       this.remoteFin = true;
       if (this.graceTimer) clearTimeout(this.graceTimer);
+      if (!this.commandDone && this.droppedBeforeBanner()) {
+        this.fail(
+          "ERR_DROPPED_BY_SERVER",
+          `${this.target}: the server closed the connection before its banner (sshd drops handshakes beyond MaxStartups)`,
+        );
+      }
       if (!this.commandDone) {
         this.fail(
           "ERR_CONNECTION_LOST",
@@ -577,6 +612,11 @@ class HostRun {
     this.tcpUp = true;
     this.localPort = sock.localPort ?? null;
     this.remoteAddress = sock.remoteAddress ?? null;
+    const keep = (d: Buffer) => {
+      this.firstBytes = Buffer.concat([this.firstBytes, d]).subarray(0, 256);
+      if (this.firstBytes.length >= 256 || this.firstBytes.includes("SSH-")) sock.off("data", keep);
+    };
+    sock.on("data", keep);
     const view = new SocketView(sock);
     this.view = view;
     const client = new Client();
@@ -763,6 +803,9 @@ class HostRun {
       return;
     }
     if (e.code === "ECONNRESET") this.peerReset = true;
+    if (!this.commandDone && this.droppedBeforeBanner()) {
+      this.fail("ERR_DROPPED_BY_SERVER", `${this.target}: the server reset the connection before its banner (${e.code ?? e.message})`);
+    }
     if (!this.commandDone) this.fail("ERR_CONNECTION_LOST", `${this.target}: connection lost: ${e.code ?? e.message}`);
   }
 
@@ -792,6 +835,16 @@ class HostRun {
       // ours is being sent: no TIME_WAIT on our side either way.
       sock.destroy();
     }
+  }
+
+  /**
+   * Connected, and the server ended it before its `SSH-` banner having said nothing at all (sshd's
+   * drop past MaxStartups: close or reset right after accept) or only that it is over MaxStartups
+   * (some builds write "Exceeded MaxStartups"). Anything else said first (an HTTP server) is not a drop.
+   */
+  private droppedBeforeBanner(): boolean {
+    if (!this.tcpUp || this.started || this.firstBytes.includes("SSH-")) return false;
+    return this.firstBytes.length === 0 || this.firstBytes.includes("MaxStartups");
   }
 
   private fail(code: ErrorCode, message: string): void {
