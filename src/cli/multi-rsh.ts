@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { userInfo } from "node:os";
-import { dedupeHosts, expandHostList, parseHostFile } from "../core/hostlist.js";
+import { dedupeHosts, expandHostList, parseHostFile, splitTopLevel } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
 import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
 import { runHosts, type HostResult } from "../remote/engine.js";
@@ -23,6 +23,8 @@ import { reportError } from "./exit.js";
 import { packageVersion } from "./version.js";
 import { processIO, showsProgress, type CliIO } from "./io.js";
 import type { OutputMode, OutputSink } from "./output-sink.js";
+import type { OutputDirs } from "./output-dir.js";
+import type { Transfer } from "./transfer.js";
 
 import { Command, Option } from "commander";
 
@@ -50,6 +52,18 @@ interface Opts {
   localPorts?: [number, number];
   F?: string;
   hostKeyChecking?: "strict" | "accept-new" | "off";
+  g?: string[];
+  a?: boolean;
+  groups?: string;
+  o?: string;
+  e?: string;
+  copy?: string[];
+  rcopy?: string[];
+  dest?: string;
+  r?: boolean;
+  preserve?: boolean;
+  I?: boolean;
+  sendInput?: boolean;
 }
 
 function collect(v: string, prev: string[] | undefined): string[] {
@@ -97,7 +111,18 @@ function buildProgram(io: CliIO): Command {
     .option("--local-ports <from-to>", "rsh: local ports to connect from (default 512-1023, which rshd requires)", rangeArg)
     .option("-F <file>", "ssh: config file instead of ~/.ssh/config")
     .addOption(new Option("--host-key-checking <mode>", "ssh: strict | accept-new | off").choices(["strict", "accept-new", "off"]))
-    .option("--demo", "run on built-in rsh hosts this command starts on 127.0.0.2-17");
+    .option("--demo", "run on built-in rsh hosts this command starts on 127.0.0.2-17")
+    .option("-g <groups>", "hosts of these groups (comma list; ClusterShell and dshgroup files, --groups); repeatable", collect)
+    .option("-a", "all hosts: the group 'all', else every group")
+    .option("--groups <file>", "group file read first: NAME.yaml (ClusterShell groups.d) or 'name: nodeset' lines")
+    .option("-o <dir>", "each host's output in DIR/HOST (stdout, or both streams without --stderr), not on the terminal")
+    .option("-e <dir>", "each host's stderr in DIR/HOST (implies --stderr)")
+    .option("--copy <src...>", "copy these local files to every host's --dest (rcp over rsh, scp otherwise)")
+    .option("--rcopy <src...>", "copy these remote files from every host into --dest as NAME.HOST")
+    .option("--dest <dir>", "--copy: the directory on the hosts; --rcopy: the local directory")
+    .option("-r", "--copy/--rcopy: directories too, recursively")
+    .option("--preserve", "--copy/--rcopy: keep modification times and modes")
+    .option("-I, --send-input", "read stdin once (64 MiB at most) and send it to the command on every host (pssh's -I)");
 }
 
 async function readStdin(io: CliIO): Promise<string> {
@@ -120,11 +145,19 @@ interface Plan {
   duplicates: string[];
 }
 
-async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null): Promise<Plan> {
+async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null, transferCommand: string | null): Promise<Plan> {
   let command = "";
   const hosts: string[] = [];
-  const listed = o.hostfile !== undefined || (o.w?.length ?? 0) > 0 || demo !== null;
-  if (o.R === "exec") {
+  const listed = o.hostfile !== undefined || (o.w?.length ?? 0) > 0 || (o.g?.length ?? 0) > 0 || !!o.a || demo !== null;
+  // Groups are read only when asked for (-g, -a, @NAME): the reader and its YAML parser stay off the start-up path.
+  const wantsGroups = (o.g?.length ?? 0) > 0 || !!o.a || [...(o.w ?? []), ...(o.x ?? [])].some((t) => splitTopLevel(t).some((p) => p.startsWith("@")));
+  const groups = wantsGroups ? (await import("./groups-reader.js")).groupResolver(io.env, o.groups, readHostFile) : null;
+  const expand = (t: string) => (groups ? groups.expand(t) : expandHostList(t, readHostFile));
+  if (transferCommand !== null) {
+    // --copy/--rcopy: the command is the transfer's; every word is the exec template, if any.
+    if (!listed) throw new UsageError("--copy/--rcopy take their hosts from -w, -l, -g or -a");
+    command = transferCommand;
+  } else if (o.R === "exec") {
     // -R exec -w HOSTS -- TEMPLATE... COMMAND: the last word is the command, the rest the template.
     if (!listed) throw new UsageError("-R exec takes its hosts from -w or -l: multi-rsh -R exec -w HOSTS -- docker exec %h sh -c 'CMD'");
     if (words.length < 2) throw new UsageError("-R exec needs a template and a command: -- docker exec %h sh -c 'CMD'");
@@ -137,7 +170,9 @@ async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null)
       const text = o.hostfile === "-" ? await readStdin(io) : readHostFile(o.hostfile);
       hosts.push(...parseHostFile(text, o.hostfile === "-" ? "stdin" : o.hostfile));
     }
-    for (const w of o.w ?? []) hosts.push(...expandHostList(w, readHostFile));
+    for (const w of o.w ?? []) hosts.push(...expand(w));
+    for (const g of o.g ?? []) for (const name of splitTopLevel(g)) hosts.push(...groups!.resolve(name.replace(/^@/, "")));
+    if (o.a) hosts.push(...groups!.all());
     if (demo) hosts.push(...demo.addresses);
     if (!command && demo) command = DEMO_COMMAND;
   } else {
@@ -147,7 +182,7 @@ async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null)
   }
   if (!command.trim()) throw new UsageError("no command to run");
   const excluded = new Set<string>();
-  for (const x of o.x ?? []) for (const h of expandHostList(x, readHostFile)) excluded.add(h);
+  for (const x of o.x ?? []) for (const h of expand(x)) excluded.add(h);
   const { hosts: unique, duplicates } = dedupeHosts(hosts.filter((h) => !excluded.has(h)));
   if (unique.length === 0) throw new UsageError("no hosts to run on (give hosts, -w, -l or --demo)");
   return { command, hosts: unique, duplicates };
@@ -162,6 +197,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     });
     await program.parseAsync([...argv], { from: "user" });
     const o = program.opts<Opts>();
+    if (o.sendInput) o.I = true;
     if (o.json && o.ndjson) throw new UsageError("--json and --ndjson: choose one");
     if (o.b && (o.json || o.ndjson)) throw new UsageError("-b gathers text output; with --json the output is in the document");
     if (o.demo && o.R !== "rsh") throw new UsageError("--demo hosts speak rsh: drop -R or use -R rsh");
@@ -169,9 +205,28 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     if (o.R === "rsh" && !o.demo && !o.localPorts && process.getuid?.() !== 0) {
       throw new AddrinuseError("ERR_NOT_ROOT", "rsh needs root: rshd only trusts connections from reserved ports (512-1023), which only root may bind");
     }
+    // --copy, --rcopy, -I and -o/-e: loaded only when asked for, and checked before any host is contacted.
+    let transfer: Transfer | null = null;
+    if (o.copy || o.rcopy || o.I || o.dest !== undefined || o.r || o.preserve) {
+      const t = await import("./transfer.js");
+      t.checkTransferOptions(o, o.hostfile === "-", o.copy || o.rcopy ? words.length - (o.R === "exec" ? words.length : 0) : 0);
+      const stdinBytes = o.I ? await t.readStdinForAll(io.stdin) : null;
+      transfer = t.planTransfer(o, o.R === "rsh" ? "rcp" : "scp", stdinBytes);
+      // A copy takes as long as its bytes do: -t's 15 s default is for commands (-t still applies when given).
+      if (transfer.kind !== "stdin" && program.getOptionValueSource("t") === "default") o.t = 0;
+    }
+    let outDirs: OutputDirs | null = null;
+    if (o.o !== undefined || o.e !== undefined) {
+      const d = await import("./output-dir.js");
+      outDirs = new d.OutputDirs({
+        ...(o.o !== undefined ? { stdout: d.prepareOutputDir(o.o, "-o") } : {}),
+        ...(o.e !== undefined ? { stderr: d.prepareOutputDir(o.e, "-e") } : {}),
+      });
+      if (o.e !== undefined) o.stderr = true;
+    }
     // Loaded only for --demo: every module on the start-up path delays the first connection.
     if (o.demo) demo = await (await import("../remote/demo-hosts.js")).startDemoHosts();
-    const p = await plan(words, o, io, demo);
+    const p = await plan(words, o, io, demo, transfer?.command ?? null);
 
     const transportOptions: TransportOptions = {
       resetAfterEof: !!o.resetAfterEof,
@@ -179,7 +234,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       ...(o.localPorts ? { localPorts: o.localPorts } : {}),
       ...(o.F ? { sshConfigFile: o.F } : {}),
       ...(o.hostKeyChecking ? { hostKeyChecking: o.hostKeyChecking } : {}),
-      ...(o.R === "exec" ? { template: words.slice(0, -1) } : {}),
+      ...(o.R === "exec" ? { template: transfer?.command ? words : words.slice(0, -1) } : {}),
     };
     if (demo) {
       transportOptions.port = demo.port;
@@ -226,11 +281,16 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       user: o.u ?? "",
       localUser,
       separateStderr: !!o.stderr,
+      ...(transfer ? { inputFor: (h: string) => transfer.inputFor(h) } : {}),
       onOutput: (h, s, b) => {
+        if (s === "stdout" && transfer?.onStdout(h, b)) return;
+        if (outDirs?.output(h, s, b)) return;
         if (sink) sink.output(h, s, b);
         else early.push({ host: h, stream: s, chunk: b });
       },
-      onResult: (r) => {
+      onResult: (res) => {
+        const r = transfer ? transfer.result(res) : res;
+        outDirs?.finish(r.host);
         finishedCount++;
         if (r.state !== "done" || (r.exitCode ?? 0) !== 0) failedCount++;
         if (sink) sink.finish(r);
@@ -302,7 +362,9 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     let results: HostResult[];
     try {
       results = await run.done;
+      if (transfer) results = results.map((r) => transfer.result(r));
     } finally {
+      outDirs?.closeAll();
       if (ticker) clearInterval(ticker);
       line.clear();
       io.signals.off("SIGINT", onInt);
@@ -352,10 +414,14 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         exitCode,
         ...(demoSide ? { demoHosts: demoSide } : {}),
         ...(transport.notices?.length ? { notices: [...transport.notices] } : {}),
+        ...(transfer ? transfer.json(results) : {}),
+        ...(outDirs ? { outputDirs: { ...(o.o !== undefined ? { stdout: o.o } : {}), ...(o.e !== undefined ? { stderr: o.e } : {}) }, ...(outDirs.problems.length ? { outputProblems: outDirs.problems } : {}) } : {}),
       };
       io.stdout.write(JSON.stringify(doc, null, 2) + "\n");
     } else {
       for (const n of transport.notices ?? []) io.stderr.write(`multi-rsh: ${n}\n`);
+      for (const n of outDirs?.problems.slice(0, 10) ?? []) io.stderr.write(`multi-rsh: ${n}\n`);
+      if (transfer) io.stderr.write(transfer.describe(results));
       io.stderr.write(formatSummary(summary));
       if (demoSide) {
         io.stderr.write(

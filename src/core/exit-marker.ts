@@ -14,10 +14,19 @@ export function newMarker(id: string): { marker: string; head: string; tail: str
   return { marker: head + tail, head, tail };
 }
 
-/** The command as sent to the remote shell (sh, bash, dash and busybox sh). */
-export function wrapCommand(command: string, m: { head: string; tail: string }): string {
+/**
+ * The command as sent to the remote shell (sh, bash, dash and busybox sh). `input` (see
+ * remote/transport.ts RemoteInput): `{ length }` makes the command read exactly that many bytes of the
+ * connection (`head -c N`, then what the command left unread is drained, so the host reads every byte
+ * we send and still closes first); "protocol" gives it the connection itself (rcp -t/-f end the
+ * exchange on their own).
+ */
+export function wrapCommand(command: string, m: { head: string; tail: string }, input?: { length: number } | "protocol"): string {
+  const status = `echo "${m.head}""${m.tail}$?"`;
   // The newline before ")" keeps a trailing "# comment" in the user's command from eating the wrapper.
-  return `(${command}\n) </dev/null; echo "${m.head}""${m.tail}$?"`;
+  if (input === undefined) return `(${command}\n) </dev/null; ${status}`;
+  if (input === "protocol") return `(${command}\n); ${status}`;
+  return `head -c ${Math.floor(input.length)} | { (${command}\n); r=$?; cat >/dev/null; exit $r; }; ${status}`;
 }
 
 /**

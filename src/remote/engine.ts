@@ -12,7 +12,7 @@
  * whatever the transport does.
  */
 import type { ErrorCode } from "../errors.js";
-import type { ClosedBy, Transport, TransportResult } from "./transport.js";
+import type { ClosedBy, RemoteInput, Transport, TransportResult } from "./transport.js";
 
 export type HostState = "queued" | "connecting" | "running" | "done" | "failed" | "timedout" | "cancelled";
 export const FINAL_STATES: readonly HostState[] = ["done", "failed", "timedout", "cancelled"];
@@ -42,6 +42,8 @@ export interface RunHostsOptions {
   user: string;
   localUser: string;
   separateStderr: boolean;
+  /** Input for a host's remote command (-I, --copy, --rcopy), asked for as the host starts. */
+  inputFor?(host: string): RemoteInput | undefined;
   onState?(host: string, state: HostState): void;
   onOutput?(host: string, stream: "stdout" | "stderr", chunk: Buffer): void;
   /** Called once per host, as it finishes; output for that host has all been delivered. */
@@ -112,8 +114,10 @@ export function runHosts(o: RunHostsOptions): HostsRun {
       });
     });
 
+    const input = o.inputFor?.(host);
     const run = o.transport
       .run({
+        ...(input ? { input } : {}),
         host,
         user: o.user,
         localUser: o.localUser,

@@ -23,7 +23,7 @@ import { AddrinuseError, type ErrorCode } from "../../errors.js";
 import { ExitMarkerFilter, newMarker, wrapCommand } from "../../core/exit-marker.js";
 import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
-import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
+import { writableStdin, type ClosedBy, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 
 export const RSH_PORT = 514;
 
@@ -155,6 +155,8 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
           }
           result.connected = true;
           req.onConnected({ localPort: result.localPort });
+          // end() sends nothing: the wrapper tells the remote where the input ends (never our FIN first).
+          req.input?.start(writableStdin(socket, () => {}));
           chunk = chunk.subarray(1);
           if (chunk.length === 0) return;
         }
@@ -184,7 +186,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       });
 
       const send = (stderrPort: number) => {
-        const wrapped = wrapCommand(req.command, marker);
+        const wrapped = wrapCommand(req.command, marker, req.input?.framing);
         // No -u: rshd is asked for the same user as the local one, as rsh(1) does.
         socket.write(`${stderrPort}\0${req.localUser}\0${req.user || req.localUser}\0${wrapped}\0`);
       };
