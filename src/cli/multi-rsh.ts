@@ -64,6 +64,7 @@ interface Opts {
   preserve?: boolean;
   I?: boolean;
   sendInput?: boolean;
+  rcpPath?: string;
 }
 
 function collect(v: string, prev: string[] | undefined): string[] {
@@ -122,6 +123,7 @@ function buildProgram(io: CliIO): Command {
     .option("--dest <dir>", "--copy: the directory on the hosts; --rcopy: the local directory")
     .option("-r", "--copy/--rcopy: directories too, recursively")
     .option("--preserve", "--copy/--rcopy: keep modification times and modes")
+    .option("--rcp-path <path>", "--copy/--rcopy: the program on the hosts (default rcp over rsh, scp otherwise; pdcp's -e)")
     .option("-I, --send-input", "read stdin once (64 MiB at most) and send it to the command on every host (pssh's -I)");
 }
 
@@ -207,11 +209,11 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     }
     // --copy, --rcopy, -I and -o/-e: loaded only when asked for, and checked before any host is contacted.
     let transfer: Transfer | null = null;
-    if (o.copy || o.rcopy || o.I || o.dest !== undefined || o.r || o.preserve) {
+    if (o.copy || o.rcopy || o.I || o.dest !== undefined || o.r || o.preserve || o.rcpPath !== undefined) {
       const t = await import("./transfer.js");
       t.checkTransferOptions(o, o.hostfile === "-", o.copy || o.rcopy ? words.length - (o.R === "exec" ? words.length : 0) : 0);
       const stdinBytes = o.I ? await t.readStdinForAll(io.stdin) : null;
-      transfer = t.planTransfer(o, o.R === "rsh" ? "rcp" : "scp", stdinBytes);
+      transfer = t.planTransfer(o, o.rcpPath ?? (o.R === "rsh" ? "rcp" : "scp"), stdinBytes);
       // A copy takes as long as its bytes do: -t's 15 s default is for commands (-t still applies when given).
       if (transfer.kind !== "stdin" && program.getOptionValueSource("t") === "default") o.t = 0;
     }

@@ -21,6 +21,7 @@ export interface TransferOptions {
   r?: boolean;
   preserve?: boolean;
   I?: boolean;
+  rcpPath?: string;
 }
 
 export interface Transfer {
@@ -46,6 +47,8 @@ export function checkTransferOptions(o: TransferOptions, hostfileFromStdin: bool
   if (o.copy && o.rcopy) throw new UsageError("--copy and --rcopy: choose one");
   if (copying && o.dest === undefined) throw new UsageError(`${o.copy ? "--copy" : "--rcopy"} needs --dest DIR`);
   if (!copying && o.dest !== undefined) throw new UsageError("--dest goes with --copy or --rcopy");
+  if (!copying && o.rcpPath !== undefined) throw new UsageError("--rcp-path goes with --copy or --rcopy");
+  if (o.rcpPath !== undefined && !/^[A-Za-z0-9_./+-]+$/.test(o.rcpPath)) throw new UsageError(`--rcp-path '${o.rcpPath}': a program name or path, without spaces or shell characters`);
   if (!copying && (o.r || o.preserve)) throw new UsageError(`${o.r ? "-r" : "--preserve"} goes with --copy or --rcopy`);
   if (copying && commandWords > 0) throw new UsageError(`${o.copy ? "--copy" : "--rcopy"} runs no command: put the files after it and the hosts in -w/-l/-g`);
   if (o.I && copying) throw new UsageError("-I sends stdin to a command; --copy sends files: choose one");

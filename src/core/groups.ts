@@ -110,10 +110,12 @@ export class GroupResolver {
 
   /** The hosts of one group (`name` or `source:name`). */
   resolve(name: string, seen: readonly string[] = []): string[] {
-    if (seen.includes(name)) throw new GroupError(`group '${name}' includes itself (${[...seen, name].join(" -> ")})`);
     const f = this.find(name);
     if (!f) throw new GroupError(`unknown group '${name}'${this.sources.length ? "" : " (no group files found)"}`);
-    return this.expand(f.text, [...seen, name], f.source.name);
+    // Named with its source, so that `a` and `s:a` are seen as the same group.
+    const full = `${f.source.name}:${name.includes(":") ? name.slice(name.indexOf(":") + 1) : name}`;
+    if (seen.includes(full)) throw new GroupError(`group '${name}' includes itself (${[...seen, full].join(" -> ")})`);
+    return this.expand(f.text, [...seen, full], f.source.name);
   }
 
   /** Every group's hosts: the group "all" when there is one, else the union of all groups. */

@@ -123,11 +123,11 @@ export function planCopy(sources: readonly string[], flags: CopyFlags): CopyPlan
   return plan;
 }
 
-/** The program on the host: `rcp` over rsh (rcp(1) runs it there the same way), `scp` otherwise. */
-export type RcpProgram = "rcp" | "scp";
+/** The program on the host: `rcp` over rsh (rcp(1) runs it there the same way), `scp` otherwise, or the user's (--rcp-path). */
+export type RcpProgram = string;
 
 export function copyToCommand(program: RcpProgram, plan: CopyPlan, dest: string): string {
-  const flags = [plan.recursive ? "-r" : "", plan.preserve ? "-p" : "", plan.entries.length > 1 ? "-d" : ""].filter(Boolean);
+  const flags = [plan.recursive ? "-r" : "", plan.preserve ? "-p" : "", "-d"].filter(Boolean);
   return [program, ...flags, "-t", "--", shellQuote(dest)].join(" ");
 }
 
