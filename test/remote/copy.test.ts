@@ -212,3 +212,18 @@ test("bad input: one line naming the problem, exit 2, and no host contacted", as
   }
   assert.equal(existsSync(base), false, "no host was contacted");
 });
+
+test("-o files are complete up to a Ctrl-C twice: what arrived is on disk, every host has its file", async (t) => {
+  const d = scratch(t);
+  const out = join(d, "out");
+  const io = captureIO();
+  const running = main(["-R", "exec", "-w", HOSTS.join(","), "-o", out, "--", "sh", "-c", 'echo "first $1"; exec sleep 30', "sh", "%h", "x"], io);
+  // Wait (bounded) until every host's first line is on disk, then Ctrl-C twice.
+  for (let i = 0; i < 200 && !HOSTS.every((h) => existsSync(join(out, h)) && readFileSync(join(out, h), "utf8").includes("first")); i++) {
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  io.signals.emit("SIGINT");
+  io.signals.emit("SIGINT");
+  assert.equal(await running, 130, io.err());
+  for (const h of HOSTS) assert.equal(readFileSync(join(out, h), "utf8"), `first ${h}\n`);
+});
