@@ -215,7 +215,11 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       const stdinBytes = o.I ? await t.readStdinForAll(io.stdin) : null;
       transfer = t.planTransfer(o, o.rcpPath ?? (o.R === "rsh" ? "rcp" : "scp"), stdinBytes);
       // A copy takes as long as its bytes do: -t's 15 s default is for commands (-t still applies when given).
-      if (transfer.kind !== "stdin" && program.getOptionValueSource("t") === "default") o.t = 0;
+      // Connecting still has a bound (10 s, clush's and pdsh's), or a host that never answers would hold the run.
+      if (transfer.kind !== "stdin" && program.getOptionValueSource("t") === "default") {
+        o.t = 0;
+        if (program.getOptionValueSource("connectTimeout") === "default") o.connectTimeout = 10;
+      }
     }
     let outDirs: OutputDirs | null = null;
     if (o.o !== undefined || o.e !== undefined) {

@@ -1,7 +1,7 @@
 /**
  * --copy, --rcopy, -I and groups on the testbed's real daemons (Debian in.rshd under openbsd-inetd
  * with netkit rcp, OpenSSH sshd with scp), through the installed CLI (`node bin/multi-rsh.js`, built
- * by `npm run build`) as a user runs it. 50 good hosts, plus one refusing connections and one
+ * by `npm run build`) as a user runs it, over -R rsh, -R ssh and -R openssh (the system's ssh and scp -t). 50 good hosts, plus one refusing connections and one
  * refusing the login; among the good ones one host has no room for the file (its target is a link
  * to /dev/full, so the host's own rcp/scp meets ENOSPC). Each host has its own /run (a bind mount of
  * STATE/host/N/run), which is where files go, so what landed is checked here straight from the disk.
@@ -20,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readTcpSockets } from "../../src/kernel/read.js";
+import { findShuttle } from "../../src/remote/relay.js";
 import { assertRouteOverBridge, down, missingRequirement, up, type Testbed, type TestbedHost } from "../testbed/testbed.js";
 
 const PREFIX = process.env.ADDRINUSE_TESTBED_PREFIX ?? "aitbc";
@@ -117,9 +118,14 @@ function assertNoLocalTimeWait(doc: Doc): void {
   assert.deepEqual(timeWaitTowardsTestbed(), [], "the kernel's table: TIME_WAIT on this machine towards the testbed");
 }
 
-for (const transport of ["rsh", "ssh"] as const) {
-  describe(`multi-rsh -R ${transport}: copies on ${GOOD} real hosts`, { skip: needs ?? false }, () => {
-    const base = () => ["-R", transport, ...(transport === "ssh" ? ["-F", tb!.files.sshConfig] : []), "-p", "32", "--json"];
+// openssh: the system's ssh runs scp -t on the host, through the relay (netcat-openbsd), which is
+// what keeps its TCP connection ours; without the relay it closes first, so the case is skipped.
+const RELAY = findShuttle() !== null;
+
+for (const transport of ["rsh", "ssh", "openssh"] as const) {
+  const skip = needs ?? (transport === "openssh" && !RELAY ? "no netcat-openbsd: -R openssh runs without the relay" : false);
+  describe(`multi-rsh -R ${transport}: copies on ${GOOD} real hosts`, { skip }, () => {
+    const base = () => ["-R", transport, ...(transport !== "rsh" ? ["-F", tb!.files.sshConfig] : []), "-p", "32", "--json"];
     const all = () => ["-w", tb!.hosts.map((h) => h.address).join(",")];
 
     test("--copy of a 10 MB file and a tree: the same bytes on every good host, the failing hosts each say why, no TIME_WAIT here", async () => {

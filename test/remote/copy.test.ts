@@ -188,6 +188,8 @@ test("bad input: one line naming the problem, exit 2, and no host contacted", as
     [[...w, "--copy", join(d, "missing"), "--dest", ".", ...execHosts(base)], /cannot copy '.*missing': no such file or directory/],
     [[...w, "--copy", join(d, "f"), join(d, "fifo"), "--dest", ".", ...execHosts(base)], /cannot copy '.*fifo': not a regular file/],
     [[...w, "--copy", join(d, "dir"), "--dest", ".", ...execHosts(base)], /a directory \(add -r\)/],
+    // Unreadable even for root: reading /proc/self/mem at address 0 fails (EIO).
+    [[...w, "--copy", "/proc/self/mem", "--dest", ".", ...execHosts(base)], /cannot copy '\/proc\/self\/mem': EIO/],
     [[...w, "--copy", join(d, "f"), ...execHosts(base)], /--copy needs --dest DIR/],
     [[...w, "--rcopy", "f", "--dest", join(d, "nowhere"), ...execHosts(base)], /--rcopy --dest '.*nowhere': not a directory here/],
     [["-R", "exec", "-g", "nosuchgroup", "--copy", join(d, "f"), "--dest", ".", ...execHosts(base)], /unknown group 'nosuchgroup'/],
@@ -226,4 +228,11 @@ test("-o files are complete up to a Ctrl-C twice: what arrived is on disk, every
   io.signals.emit("SIGINT");
   assert.equal(await running, 130, io.err());
   for (const h of HOSTS) assert.equal(readFileSync(join(out, h), "utf8"), `first ${h}\n`);
+});
+
+test("-I refuses stdin beyond its memory limit with a one-line reason (64 MiB by default)", async () => {
+  const { MAX_STDIN_BYTES, readStdinForAll } = await import("../../src/cli/transfer.js");
+  assert.equal(MAX_STDIN_BYTES, 64 * 1024 * 1024);
+  await assert.rejects(readStdinForAll(Readable.from([Buffer.alloc(600), Buffer.alloc(600)]), 1000), /-I: stdin is larger than 1000 B/);
+  assert.equal((await readStdinForAll(Readable.from([Buffer.alloc(600)]), 1000)).length, 600);
 });
