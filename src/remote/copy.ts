@@ -179,19 +179,25 @@ export class CopySource {
     } catch (e) {
       return this.pad(entry.size, 0, why(e), send);
     }
+    const buf = Buffer.alloc(Math.min(CHUNK, Math.max(1, entry.size)));
+    let at = 0;
     try {
-      const buf = Buffer.alloc(Math.min(CHUNK, Math.max(1, entry.size)));
-      let at = 0;
       while (at < entry.size) {
-        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, entry.size - at), at);
-        if (bytesRead === 0) return this.pad(entry.size, at, "the file shrank while being copied", send);
+        let bytesRead: number;
+        try {
+          ({ bytesRead } = await fh.read(buf, 0, Math.min(buf.length, entry.size - at), at));
+        } catch (e) {
+          // The record promised `size` bytes: keep the protocol in step and let the host report the file.
+          return await this.pad(entry.size, at, why(e), send);
+        }
+        if (bytesRead === 0) return await this.pad(entry.size, at, "the file shrank while being copied", send);
         // A copy: the buffer is reused for the next read while the transport may still hold this one.
         if (!(await send(Buffer.from(buf.subarray(0, bytesRead))))) return { sent: at, readError: null, aborted: true };
         at += bytesRead;
       }
       return { sent: at, readError: null, aborted: false };
     } finally {
-      await fh.close();
+      await fh.close().catch(() => {});
     }
   }
 
@@ -238,7 +244,15 @@ export class CopyToSession {
     private readonly source: CopySource,
     private readonly program: RcpProgram,
   ) {
-    this.input = { framing: "protocol", start: (stdin) => void this.run(stdin) };
+    this.input = {
+      framing: "protocol",
+      start: (stdin) =>
+        void this.run(stdin).catch((e: unknown) => {
+          // Not expected (file errors are sent as the file's status); the host still gets one result.
+          this.fatal ??= `multi-rsh: ${(e as Error)?.message ?? String(e)}`;
+          stdin.end();
+        }),
+    };
   }
 
   onStdout(chunk: Buffer): void {
@@ -398,9 +412,20 @@ export class CopyFromSession {
   }
 
   onStdout(chunk: Buffer): void {
-    if (this.broken) return;
+    if (this.broken !== null) return;
+    try {
+      this.take(chunk);
+    } catch (e) {
+      // A local file operation we did not foresee failing: this host stops, the others go on.
+      this.errors.push(`${this.filePath || this.dest}: ${why(e)}`);
+      this.broken = "";
+      this.reply(errorStatus(`multi-rsh: ${why(e)}`, true));
+    }
+  }
+
+  private take(chunk: Buffer): void {
     for (const ev of this.parser.push(chunk)) {
-      if (this.broken) return;
+      if (this.broken !== null) return;
       switch (ev.kind) {
         case "time":
           this.times = { mtime: ev.mtime, atime: ev.atime };
@@ -510,6 +535,7 @@ export class CopyFromSession {
   }
 
   outcome(): CopyOutcome {
+    // broken === "": stopped for a local error, which is in errors.
     const error = this.broken
       ? { code: "ERR_PROTOCOL" as ErrorCode, message: `not the rcp protocol from the host: ${this.broken}` }
       : this.errors.length
