@@ -236,3 +236,24 @@ test("-I refuses stdin beyond its memory limit with a one-line reason (64 MiB by
   await assert.rejects(readStdinForAll(Readable.from([Buffer.alloc(600), Buffer.alloc(600)]), 1000), /-I: stdin is larger than 1000 B/);
   assert.equal((await readStdinForAll(Readable.from([Buffer.alloc(600)]), 1000)).length, 600);
 });
+
+test("rsh's -I wrapper: the command sees EOF after N bytes while our side stays open, keeps its exit code, and every byte is read", async () => {
+  const { newMarker, wrapCommand } = await import("../../src/core/exit-marker.js");
+  const { spawn } = await import("node:child_process");
+  const m = newMarker("t0");
+  const runWrapped = (command: string, input: Buffer) =>
+    new Promise<string>((resolve) => {
+      // stdin is never ended: as over rsh, where a half-close would be our FIN first.
+      const child = spawn("sh", ["-c", wrapCommand(command, m, { length: input.length })], { stdio: ["pipe", "pipe", "inherit"] });
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      child.stdin.write(input);
+      child.on("close", () => {
+        child.stdin.destroy();
+        resolve(out);
+      });
+    });
+  assert.equal(await runWrapped("wc -c", Buffer.alloc(70_000, 1)), `70000\n${m.marker}0\n`);
+  // A command that reads nothing still lets the shell read (and drop) every byte, and keeps its status.
+  assert.equal(await runWrapped("exit 3", Buffer.alloc(200_000, 2)), `${m.marker}3\n`);
+});
