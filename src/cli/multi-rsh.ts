@@ -211,7 +211,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     let transfer: Transfer | null = null;
     if (o.copy || o.rcopy || o.I || o.dest !== undefined || o.r || o.preserve || o.rcpPath !== undefined) {
       const t = await import("./transfer.js");
-      t.checkTransferOptions(o, o.hostfile === "-", o.copy || o.rcopy ? words.length - (o.R === "exec" ? words.length : 0) : 0);
+      // Words that would be a command (with -R exec every word is the template).
+      t.checkTransferOptions(o, o.hostfile === "-", o.R === "exec" ? 0 : words.length);
       const stdinBytes = o.I ? await t.readStdinForAll(io.stdin) : null;
       transfer = t.planTransfer(o, o.rcpPath ?? (o.R === "rsh" ? "rcp" : "scp"), stdinBytes);
       // A copy takes as long as its bytes do: -t's 15 s default is for commands (-t still applies when given).
@@ -221,6 +222,10 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         if (program.getOptionValueSource("connectTimeout") === "default") o.connectTimeout = 10;
       }
     }
+    // Loaded only for --demo: every module on the start-up path delays the first connection.
+    if (o.demo) demo = await (await import("../remote/demo-hosts.js")).startDemoHosts();
+    const p = await plan(words, o, io, demo, transfer?.command ?? null);
+    // After the plan: a bad host list or group leaves no folder behind.
     let outDirs: OutputDirs | null = null;
     if (o.o !== undefined || o.e !== undefined) {
       const d = await import("./output-dir.js");
@@ -230,9 +235,6 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
       });
       if (o.e !== undefined) o.stderr = true;
     }
-    // Loaded only for --demo: every module on the start-up path delays the first connection.
-    if (o.demo) demo = await (await import("../remote/demo-hosts.js")).startDemoHosts();
-    const p = await plan(words, o, io, demo, transfer?.command ?? null);
 
     const transportOptions: TransportOptions = {
       resetAfterEof: !!o.resetAfterEof,
