@@ -3,7 +3,7 @@
  * bin/*.js load. Start-up is part of every run: Node 20 takes ~30 ms to resolve, link and evaluate the
  * ESM tree of ~30 modules behind a CLI, and ~10 ms for the same code as one CommonJS file (measured
  * with `--version`, `node -e 0` being ~20 ms). Modules the CLI imports lazily stay lazy: esbuild wraps
- * them in functions that run on first import. Native and heavy packages (ssh2, netlink) stay outside,
+ * them in functions that run on first import. Native and heavy packages (ssh2, netlink, yaml for -g) stay outside,
  * required when a transport or reader first needs them.
  */
 import { build } from "esbuild";
@@ -22,7 +22,7 @@ for (const cli of ["multi-rsh", "addrinuse"]) {
     platform: "node",
     format: "cjs",
     target: "node20",
-    external: ["ssh2", "netlink", "cpu-features"],
+    external: ["ssh2", "netlink", "cpu-features", "yaml"],
     // No import() may be left in the bundle: bin/load.js compiles it with vm.Script, and a script
     // compiled from V8's code cache has no dynamic-import callback ("A dynamic import callback was
     // not specified"), whatever importModuleDynamically says. esbuild turns each import() into a

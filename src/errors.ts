@@ -29,7 +29,10 @@ export type ErrorCode =
   | "ERR_CANCELLED"
   | "ERR_TRANSPORT"
   | "ERR_LAB"
-  | "ERR_TESTBED";
+  | "ERR_TESTBED"
+  | "ERR_COPY"
+  | "ERR_STDIN"
+  | "ERR_GROUP";
 
 export class AddrinuseError extends Error {
   readonly code: ErrorCode;

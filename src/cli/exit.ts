@@ -3,7 +3,7 @@
  * a stack trace; an error that is not ours is a bug, and says so.
  */
 import { CommanderError } from "commander";
-import { AddrinuseError } from "../errors.js";
+import { AddrinuseError, UsageError } from "../errors.js";
 import type { CliIO } from "./io.js";
 import { oneLine } from "../core/untrusted.js";
 
@@ -28,6 +28,8 @@ const USAGE_CODES = new Set([
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+  // A UsageError is a user mistake whatever its code (ERR_COPY for a missing source, ERR_GROUP...).
+  if (err instanceof UsageError) return EXIT_USAGE;
   if (err instanceof AddrinuseError) return USAGE_CODES.has(err.code) ? EXIT_USAGE : EXIT_FAIL;
   return EXIT_FAIL;
 }

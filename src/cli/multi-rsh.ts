@@ -6,7 +6,7 @@
  * Options stop at the first non-option word, so `multi-rsh -w h ls -l` runs `ls -l`.
  */
 import { constants as osConstants, userInfo } from "node:os";
-import { dedupeHosts, emptySelection, parseExclusion, parseHostFile, parseHostSelection, selectHosts } from "../core/hostlist.js";
+import { dedupeHosts, emptySelection, parseExclusion, parseHostFile, parseHostSelection, selectHosts, splitTopLevel, type HostListOptions } from "../core/hostlist.js";
 import { AddrinuseError, UsageError } from "../errors.js";
 import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
 import { ensureFdLimit } from "../kernel/fd-limit.js";
@@ -29,6 +29,8 @@ import { readHostFile, readHostStdin } from "./host-file.js";
 import { guardOutput, processIO, showsProgress, type CliIO } from "./io.js";
 import { OutputGate } from "../remote/flow.js";
 import type { OutputMode, OutputSink } from "./output-sink.js";
+import type { OutputDirs } from "./output-dir.js";
+import type { Transfer } from "./transfer.js";
 
 import { Command, Option } from "commander";
 
@@ -88,6 +90,19 @@ interface Opts {
   localPorts?: [number, number];
   F?: string;
   hostKeyChecking?: "strict" | "accept-new" | "off";
+  g?: string[];
+  a?: boolean;
+  groups?: string;
+  o?: string;
+  e?: string;
+  copy?: string[];
+  rcopy?: string[];
+  dest?: string;
+  r?: boolean;
+  preserve?: boolean;
+  I?: boolean;
+  sendInput?: boolean;
+  rcpPath?: string;
 }
 
 function collect(v: string, prev: string[] | undefined): string[] {
@@ -151,6 +166,18 @@ function buildProgram(io: CliIO): Command {
     .option("-F <file>", "ssh: config file instead of ~/.ssh/config")
     .addOption(new Option("--host-key-checking <mode>", "ssh: strict | accept-new | off").choices(["strict", "accept-new", "off"]))
     .option("--demo", "run on built-in rsh hosts this command starts on 127.0.0.2-17")
+    .option("-g <groups>", "hosts of these groups (comma list; ClusterShell and dshgroup files, --groups); repeatable", collect)
+    .option("-a", "all hosts: the group 'all', else every group")
+    .option("--groups <file>", "group file read first: NAME.yaml (ClusterShell groups.d) or 'name: nodeset' lines")
+    .option("-o <dir>", "each host's output in DIR/HOST (stdout, or both streams without --stderr), not on the terminal")
+    .option("-e <dir>", "each host's stderr in DIR/HOST (implies --stderr)")
+    .option("--copy <src...>", "copy these local files to every host's --dest (rcp over rsh, scp otherwise)")
+    .option("--rcopy <src...>", "copy these remote files from every host into --dest as NAME.HOST")
+    .option("--dest <dir>", "--copy: the directory on the hosts; --rcopy: the local directory")
+    .option("-r", "--copy/--rcopy: directories too, recursively")
+    .option("--preserve", "--copy/--rcopy: keep modification times and modes")
+    .option("--rcp-path <path>", "--copy/--rcopy: the program on the hosts (default rcp over rsh, scp otherwise; pdcp's -e)")
+    .option("-I, --send-input", "read stdin once (64 MiB at most) and send it to the command on every host (pssh's -I)")
     .addHelpText(
       "after",
       [
@@ -210,12 +237,21 @@ interface Plan {
   users: Map<string, string>;
 }
 
-async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null): Promise<Plan> {
+async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null, transferCommand: string | null): Promise<Plan> {
   let command = "";
   // Exclusions (`-host`, -x) and filters (`/re/`) apply to every host, wherever they come from, as in pdsh.
   const sel = emptySelection();
-  const listed = o.hostfile !== undefined || (o.w?.length ?? 0) > 0 || (o.H?.length ?? 0) > 0 || demo !== null;
-  if (o.R === "exec") {
+  const listed = o.hostfile !== undefined || (o.w?.length ?? 0) > 0 || (o.H?.length ?? 0) > 0 || (o.g?.length ?? 0) > 0 || !!o.a || demo !== null;
+  // Groups are read only when asked for (-g, -a, @NAME, -@NAME): the reader and its YAML parser stay off the start-up path.
+  const terms = [...(o.w ?? []), ...(o.x ?? []), ...(o.H ?? []), ...(listed ? [] : words.slice(1))];
+  const wantsGroups = (o.g?.length ?? 0) > 0 || !!o.a || terms.some((t) => splitTopLevel(t).some((p) => /^-?@/.test(p)));
+  const groups = wantsGroups ? (await import("./groups-reader.js")).groupResolver(io.env, o.groups, readHostFile) : null;
+  const lists: HostListOptions = { readFile: readHostFile, ...(groups ? { resolveGroup: (name: string) => groups.resolve(name) } : {}) };
+  if (transferCommand !== null) {
+    // --copy/--rcopy: the command is the transfer's; every word is the exec template, if any.
+    if (!listed) throw new UsageError("--copy/--rcopy take their hosts from -w, -l, -g or -a");
+    command = transferCommand;
+  } else if (o.R === "exec") {
     // -R exec -w HOSTS -- TEMPLATE... COMMAND: the last word is the command, the rest the template.
     if (!listed) throw new UsageError("-R exec takes its hosts from -w or -l: multi-rsh -R exec -w HOSTS -- docker exec %h sh -c 'CMD'");
     if (words.length < 2) throw new UsageError("-R exec needs a template and a command: -- docker exec %h sh -c 'CMD'");
@@ -228,18 +264,20 @@ async function plan(words: string[], o: Opts, io: CliIO, demo: DemoHosts | null)
       const text = o.hostfile === "-" ? await readStdin(io) : readListedHostFile(o.hostfile);
       sel.include.push(...parseHostFile(text, o.hostfile === "-" ? "stdin" : o.hostfile, readHostFile));
     }
-    for (const w of o.w ?? []) parseHostSelection(w, readHostFile, sel);
-    for (const h of o.H ?? []) for (const word of h.split(/\s+/).filter(Boolean)) parseHostSelection(word, readHostFile, sel);
+    for (const w of o.w ?? []) parseHostSelection(w, lists, sel);
+    for (const h of o.H ?? []) for (const word of h.split(/\s+/).filter(Boolean)) parseHostSelection(word, lists, sel);
+    for (const g of o.g ?? []) for (const name of splitTopLevel(g)) sel.include.push(...groups!.resolve(name.replace(/^@/, "")));
+    if (o.a) sel.include.push(...groups!.all());
     if (demo) sel.include.push(...demo.addresses);
     if (!command && demo) command = DEMO_COMMAND;
   } else {
     if (words.length === 0) throw new UsageError('no command: multi-rsh [options] "command" host...  (or -l FILE / -w HOSTS)');
     command = words[0]!;
-    for (const h of words.slice(1)) parseHostSelection(h, readHostFile, sel);
+    for (const h of words.slice(1)) parseHostSelection(h, lists, sel);
   }
   if (!command.trim()) throw new UsageError("no command to run");
   for (const x of o.x ?? []) if (excludeLooksLikeSshArgs(x)) throw new UsageError(EXCLUDE_SSH_ARGS_HINT(x));
-  for (const x of o.x ?? []) parseExclusion(x, readHostFile, sel);
+  for (const x of o.x ?? []) parseExclusion(x, lists, sel);
   const { hosts: unique, duplicates } = dedupeHosts(selectHosts(sel));
   if (unique.length === 0) throw new UsageError("no hosts to run on (give hosts, -w, -l or --demo)");
   return { command, hosts: unique, duplicates, users: sel.users };
@@ -285,6 +323,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     const given = (name: string) => program.getOptionValueSource(name) === "cli";
     checkOptions(o, given);
     if (o.fanout !== undefined) o.p = o.fanout;
+    if (o.sendInput) o.I = true;
     if (o.json && o.ndjson) throw new UsageError("--json and --ndjson: choose one");
     if (o.b && (o.json || o.ndjson)) throw new UsageError("-b gathers text output; with --json the output is in the document");
     if (o.demo && o.R !== "rsh") throw new UsageError("--demo hosts speak rsh: drop -R or use -R rsh");
@@ -292,9 +331,34 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     if (o.R === "rsh" && !o.demo && !o.localPorts && process.getuid?.() !== 0) {
       throw new AddrinuseError("ERR_NOT_ROOT", "rsh needs root: rshd only trusts connections from reserved ports (512-1023), which only root may bind");
     }
+    // --copy, --rcopy, -I and -o/-e: loaded only when asked for, and checked before any host is contacted.
+    let transfer: Transfer | null = null;
+    if (o.copy || o.rcopy || o.I || o.dest !== undefined || o.r || o.preserve || o.rcpPath !== undefined) {
+      const t = await import("./transfer.js");
+      // Words that would be a command (with -R exec every word is the template).
+      t.checkTransferOptions(o, o.hostfile === "-", o.R === "exec" ? 0 : words.length);
+      const stdinBytes = o.I ? await t.readStdinForAll(io.stdin) : null;
+      transfer = t.planTransfer(o, o.rcpPath ?? (o.R === "rsh" ? "rcp" : "scp"), stdinBytes);
+      // A copy takes as long as its bytes do: -t's 15 s default is for commands (-t still applies when given).
+      // Connecting still has a bound (10 s, clush's and pdsh's), or a host that never answers would hold the run.
+      if (transfer.kind !== "stdin" && program.getOptionValueSource("t") === "default") {
+        o.t = 0;
+        if (program.getOptionValueSource("connectTimeout") === "default") o.connectTimeout = 10;
+      }
+    }
     // Loaded only for --demo: every module on the start-up path delays the first connection.
     if (o.demo) demo = await (await import("../remote/demo-hosts.js")).startDemoHosts();
-    const p = await plan(words, o, io, demo);
+    const p = await plan(words, o, io, demo, transfer?.command ?? null);
+    // After the plan: a bad host list or group leaves no folder behind.
+    let outDirs: OutputDirs | null = null;
+    if (o.o !== undefined || o.e !== undefined) {
+      const d = await import("./output-dir.js");
+      outDirs = new d.OutputDirs({
+        ...(o.o !== undefined ? { stdout: d.prepareOutputDir(o.o, "-o") } : {}),
+        ...(o.e !== undefined ? { stderr: d.prepareOutputDir(o.e, "-e") } : {}),
+      });
+      if (o.e !== undefined) o.stderr = true;
+    }
 
     const transportOptions: TransportOptions = {
       resetAfterEof: !!o.resetAfterEof,
@@ -302,7 +366,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
       ...(o.localPorts ? { localPorts: o.localPorts } : {}),
       ...(o.F ? { sshConfigFile: o.F } : {}),
       ...(o.hostKeyChecking ? { hostKeyChecking: o.hostKeyChecking } : {}),
-      ...(o.R === "exec" ? { template: words.slice(0, -1) } : {}),
+      ...(o.R === "exec" ? { template: transfer?.command ? words : words.slice(0, -1) } : {}),
     };
     if (demo) {
       transportOptions.port = demo.port;
@@ -366,11 +430,16 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
       users: p.users,
       localUser,
       separateStderr: !!o.stderr,
+      ...(transfer ? { inputFor: (h: string) => transfer.inputFor(h) } : {}),
       onOutput: (h, s, b) => {
+        if (s === "stdout" && transfer?.onStdout(h, b)) return;
+        if (outDirs?.output(h, s, b)) return;
         if (sink) sink.output(h, s, b);
         else early.push({ host: h, stream: s, chunk: b });
       },
-      onResult: (r) => {
+      onResult: (res) => {
+        const r = transfer ? transfer.result(res) : res;
+        outDirs?.finish(r.host);
         finishedCount++;
         if (r.state !== "done" || (r.exitCode ?? 0) !== 0) failedCount++;
         if (sink) sink.finish(r);
@@ -466,7 +535,9 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     try {
       results = await run.done;
       await stdinChecked;
+      if (transfer) results = results.map((r) => transfer.result(r));
     } finally {
+      outDirs?.closeAll();
       if (ticker) clearInterval(ticker);
       line.clear();
       io.signals.off("SIGINT", onInt);
@@ -524,6 +595,8 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
         ...(dropped ? { outputDropped: dropped } : {}),
         fdLimit: { needed: fdLimit.needed, before: fdLimit.before, after: fdLimit.after, outcome: fdLimit.outcome, parallel },
         rate,
+        ...(transfer ? transfer.json(results) : {}),
+        ...(outDirs ? { outputDirs: { ...(o.o !== undefined ? { stdout: o.o } : {}), ...(o.e !== undefined ? { stderr: o.e } : {}) }, ...(outDirs.problems.length ? { outputProblems: outDirs.problems } : {}) } : {}),
       };
       ready.writeDocument(doc, results);
     } else if (mode === "ndjson") {
@@ -546,6 +619,8 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     } else {
       if (dropped) io.stderr.write(`multi-rsh: ${ready.droppedNotice(dropped)}\n`);
       for (const n of [...notices, ...(transport.notices ?? [])]) io.stderr.write(`multi-rsh: ${n}\n`);
+      for (const n of outDirs?.problems.slice(0, 10) ?? []) io.stderr.write(`multi-rsh: ${n}\n`);
+      if (transfer) io.stderr.write(transfer.describe(results));
       io.stderr.write(formatSummary(summary));
       // pdsh and clush read -t as the connect timeout: say what ours was when it cut hosts.
       const cutByT = given("t") && o.t > 0 && results.some((r) => r.state === "timedout" && r.durationMs >= o.t * 1000 - 100);

@@ -37,6 +37,13 @@ const UNKNOWN_FLAG_HINTS: Readonly<Record<string, string>> = {
   "--command_timeout": "spelt --command-timeout here",
   "--options": "ssh options go in a config file given with -F FILE (-R ssh or -R openssh)",
   "--askpass": "multi-rsh never prompts for a password: load keys into ssh-agent",
+  "-c": "copies are --copy SRC... --dest DIR (clush's -c/--copy), from the hosts --rcopy",
+  "--rcopy_dest": "--rcopy SRC... --dest DIR puts each host's file in DIR/NAME.HOST",
+  "--outdir": "each host's output in DIR/HOST is -o DIR (pssh's --outdir), its stderr -e DIR",
+  "--errdir": "each host's stderr in DIR/HOST is -e DIR (pssh's --errdir)",
+  "--inline-stdout": "output is printed as it arrives, 'host: line'; -b gathers identical outputs per host list",
+  "--group": "node groups are -g NAME or @NAME in -w (clush's --group)",
+  "--all": "all hosts is -a (clush's --all)",
 };
 
 /** The hint for an option commander did not know, or null. `-vq` and `--par=5` are looked up as `-v`, `--par`. */

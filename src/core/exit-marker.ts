@@ -15,6 +15,7 @@ export function newMarker(id: string): { marker: string; head: string; tail: str
 }
 
 /**
+/**
  * The command as sent to the remote shell (sh, bash, dash and busybox sh).
  *
  * It first prints the marker, "pid" and its shell's pid (`$$`, a builtin: no fork), which
@@ -22,10 +23,19 @@ export function newMarker(id: string): { marker: string; head: string; tail: str
  * when the client gives up on a host (timeout, Ctrl-C) it can end the command and everything it
  * started with `kill -9 -PID` over a second connection: rsh itself has no way to, and a command that
  * is not writing (`sleep 25`) never notices that its connection was reset.
+ *
+ * `input` (see remote/transport.ts RemoteInput): `{ length }` makes the command read exactly that many
+ * bytes of the connection (`head -c N`, then what the command left unread is drained, so the host
+ * reads every byte we send and still closes first); "protocol" gives it the connection itself (rcp
+ * -t/-f end the exchange on their own; the pid line comes before anything they say, and is cut first).
  */
-export function wrapCommand(command: string, m: { head: string; tail: string }): string {
+export function wrapCommand(command: string, m: { head: string; tail: string }, input?: { length: number } | "protocol"): string {
+  const pid = `echo "${m.head}""${m.tail}pid$$"`;
+  const status = `echo "${m.head}""${m.tail}$?"`;
   // The newline before ")" keeps a trailing "# comment" in the user's command from eating the wrapper.
-  return `echo "${m.head}""${m.tail}pid$$"; (${command}\n) </dev/null; echo "${m.head}""${m.tail}$?"`;
+  if (input === undefined) return `${pid}; (${command}\n) </dev/null; ${status}`;
+  if (input === "protocol") return `${pid}; (${command}\n); ${status}`;
+  return `${pid}; head -c ${Math.floor(input.length)} | { (${command}\n); r=$?; cat >/dev/null; exit $r; }; ${status}`;
 }
 
 /** The command that ends the process group `pid` leads; exit 0 only when there was one to end. */

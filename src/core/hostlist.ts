@@ -182,10 +182,15 @@ function readHosts(path: string, ctx: Context, where: string): string[] {
   return hostFile(text, path, { ...ctx, depth: ctx.depth + 1, open: [...ctx.open, path] }, dirname(path));
 }
 
-function groupHosts(name: string, ctx: Context, where: string): string[] {
+/** `@NAME`, or ClusterShell's `@NAME!ITEM!...` (the group but not these hosts or `@groups`). */
+function groupHosts(spec: string, ctx: Context, where: string): string[] {
+  const [name = "", ...minus] = spec.split("!");
   if (!/^[A-Za-z0-9._:-]+$/.test(name)) throw new HostListError(`${where}bad group name '@${name}'`);
   if (!ctx.resolveGroup) throw new HostListError(`${where}'@${name}': node groups are not available here`);
-  return [...ctx.resolveGroup(name)];
+  const hosts = [...ctx.resolveGroup(name)];
+  if (minus.length === 0) return hosts;
+  const removed = new Set(minus.flatMap((m) => (m.startsWith("@") ? groupHosts(m.slice(1), ctx, where) : hostsOfPattern(m, m, where))));
+  return hosts.filter((h) => !removed.has(h));
 }
 
 /** One term of a `-w` list, added to `sel`. */

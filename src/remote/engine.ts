@@ -21,7 +21,7 @@ import type { ErrorCode } from "../errors.js";
 import { timerDelay } from "../core/timer.js";
 import { failureCause, type FailureCause, type TimerKind } from "../core/failure-cause.js";
 import type { OutputFlow } from "./flow.js";
-import type { ClosedBy, RemoteCommandFate, Transport, TransportResult } from "./transport.js";
+import type { ClosedBy, RemoteCommandFate, RemoteInput, Transport, TransportResult } from "./transport.js";
 
 export type HostState = "queued" | "connecting" | "running" | "done" | "failed" | "timedout" | "cancelled";
 export const FINAL_STATES: readonly HostState[] = ["done", "failed", "timedout", "cancelled"];
@@ -68,6 +68,8 @@ export interface RunHostsOptions {
   users?: ReadonlyMap<string, string>;
   localUser: string;
   separateStderr: boolean;
+  /** Input for a host's remote command (-I, --copy, --rcopy), asked for as the host starts. */
+  inputFor?(host: string): RemoteInput | undefined;
   onState?(host: string, state: HostState): void;
   onOutput?(host: string, stream: "stdout" | "stderr", chunk: Buffer): void;
   /** Backpressure from the output's consumer, handed to every transport run (flow.ts). */
@@ -168,8 +170,10 @@ export function runHosts(o: RunHostsOptions): HostsRun {
       });
     });
 
+    const input = o.inputFor?.(host);
     const run = o.transport
       .run({
+        ...(input ? { input } : {}),
         host,
         user: o.users?.get(host) ?? o.user,
         localUser: o.localUser,

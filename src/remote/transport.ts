@@ -44,6 +44,51 @@ export interface RunRequest {
   onStderr(chunk: Buffer): void;
   /** Backpressure (flow.ts): attach every stream host output is read from; absent = read freely. */
   flow?: OutputFlow;
+  /** Bytes for the remote command's stdin (-I, --copy, --rcopy); without it the remote stdin is at EOF. */
+  input?: RemoteInput;
+}
+
+/**
+ * Input for a remote command, sent so that the client still never closes first. Over rsh a half-close
+ * would be our FIN first (TIME_WAIT here), so the remote side must know where the input ends:
+ *  - `{ length: N }`: exactly N bytes; rsh wraps the command so that it reads N bytes and then sees EOF.
+ *  - `"protocol"`: the remote program ends the exchange itself (rcp -t ends at its top-level `E`,
+ *    rcp -f when its files are sent); rsh gives it the connection as its stdin.
+ * Over ssh `end()` is a channel EOF and over a local program a pipe's close: neither touches TCP's order.
+ */
+export interface RemoteInput {
+  framing: { length: number } | "protocol";
+  /** Called once, when the command has started on the remote side. */
+  start(stdin: RemoteStdin): void;
+}
+
+export interface RemoteStdin {
+  /** Resolves once more may be written (backpressure); false when the connection or pipe is gone. */
+  write(chunk: Buffer): Promise<boolean>;
+  /** No more input: ssh sends channel EOF, a local program's stdin closes; rsh sends nothing. */
+  end(): void;
+}
+
+/** A RemoteStdin over any Node writable (socket, channel, pipe). */
+export function writableStdin(w: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean }, onEnd: () => void): RemoteStdin {
+  return {
+    write(chunk: Buffer): Promise<boolean> {
+      if (w.destroyed || w.writableEnded) return Promise.resolve(false);
+      if (w.write(chunk)) return Promise.resolve(true);
+      return new Promise<boolean>((resolve) => {
+        const done = (ok: boolean) => {
+          w.removeListener("drain", onDrain);
+          w.removeListener("close", onClose);
+          resolve(ok);
+        };
+        const onDrain = () => done(true);
+        const onClose = () => done(false);
+        w.on("drain", onDrain);
+        w.on("close", onClose);
+      });
+    },
+    end: onEnd,
+  };
 }
 
 export interface TransportResult {

@@ -21,7 +21,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { UsageError, type ErrorCode } from "../../errors.js";
-import type { RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
+import { writableStdin, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 import { homedir } from "node:os";
 import type SSHConfig from "ssh-config";
 import {
@@ -74,7 +74,9 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
       return;
     }
     const [file, ...args] = argv;
-    const child = spawn(file!, args, { stdio: ["ignore", "pipe", "pipe"], detached: true, shell: false });
+    const child = spawn(file!, args, { stdio: [req.input ? "pipe" : "ignore", "pipe", "pipe"], detached: true, shell: false });
+    // A program that exits without reading all its input: EPIPE is its business, not an error here.
+    child.stdin?.on("error", () => {});
     // Behind a slow reader the child blocks in write(2) on its full pipe instead of us buffering.
     const detach = [req.flow?.attach(child.stdout!), req.flow?.attach(child.stderr!)];
     let spawned = false;
@@ -116,6 +118,7 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
     child.on("spawn", () => {
       spawned = true;
       hooks.onSpawn?.(child);
+      if (req.input && child.stdin) req.input.start(writableStdin(child.stdin, () => child.stdin!.end()));
     });
     const errOut = req.separateStderr ? req.onStderr : req.onStdout;
     child.stdout!.on("data", (d: Buffer) => {

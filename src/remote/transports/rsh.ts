@@ -25,7 +25,7 @@ import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
 import { BoundedBytes, oneLine } from "../../core/untrusted.js";
 import { openStderrChannel, type StderrChannel } from "./rsh-stderr.js";
-import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
+import { writableStdin, type ClosedBy, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 
 export const RSH_PORT = 514;
 /**
@@ -204,6 +204,8 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
           } else {
             result.connected = true;
             req.onConnected({ localPort: result.localPort });
+            // end() sends nothing: the wrapper tells the remote where the input ends (never our FIN first).
+            req.input?.start(writableStdin(socket, () => {}));
             chunk = chunk.subarray(1);
             if (chunk.length === 0) return;
           }
@@ -242,7 +244,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       });
 
       const send = (stderrPort: number) => {
-        const wrapped = wrapCommand(req.command, marker);
+        const wrapped = wrapCommand(req.command, marker, req.input?.framing);
         // No -u: rshd is asked for the same user as the local one, as rsh(1) does.
         socket.write(`${stderrPort}\0${req.localUser}\0${req.user || req.localUser}\0${wrapped}\0`);
       };

@@ -54,7 +54,7 @@ import {
   type KnownHostEntry,
 } from "../known-hosts.js";
 import { applyAlgorithmSpec, badSshConfigValue, parseSshConfigs, readSshConfigTexts, resolveSshConfig, fsConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
-import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
+import { writableStdin, type ClosedBy, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 
 const { Client, OpenSSHAgent, utils } = ssh2;
 type SshClient = InstanceType<typeof Client>;
@@ -777,8 +777,9 @@ class HostRun {
       }
       this.endPolitely();
     });
-    // The remote stdin gets EOF now (CHANNEL_EOF); the TCP connection stays open.
-    stream.end();
+    // The remote stdin gets EOF now, or after the input (CHANNEL_EOF); the TCP connection stays open.
+    if (this.req.input) this.req.input.start(writableStdin(stream, () => stream.end()));
+    else stream.end();
   }
 
   private onClientError(e: ClientError): void {

@@ -1,0 +1,166 @@
+/**
+ * The glue between multi-rsh's options and remote/copy.ts: --copy, --rcopy and -I turn into a remote
+ * command, an input for each host, a filter on the host's stdout (protocol bytes are not output) and
+ * a rewrite of each host's result (a command that ran but whose file failed is not "done"). Every
+ * check on the user's input happens here, before any host is contacted.
+ */
+import { statSync } from "node:fs";
+import type { Readable } from "node:stream";
+import { UsageError } from "../errors.js";
+import type { HostResult } from "../remote/engine.js";
+import { CopyFromSession, CopySource, CopyToSession, copyFromCommand, copyToCommand, planCopy, stdinInput, type CopyPlan, type RcpProgram } from "../remote/copy.js";
+import type { RemoteInput } from "../remote/transport.js";
+
+/** -I keeps stdin in memory once (every host is sent the same buffer): at most this much. */
+export const MAX_STDIN_BYTES = 64 * 1024 * 1024;
+
+export interface TransferOptions {
+  copy?: string[];
+  rcopy?: string[];
+  dest?: string;
+  r?: boolean;
+  preserve?: boolean;
+  I?: boolean;
+  rcpPath?: string;
+}
+
+export interface Transfer {
+  kind: "copy" | "rcopy" | "stdin";
+  /** The remote command for --copy/--rcopy; null: the user's command (-I). */
+  command: string | null;
+  inputFor(host: string): RemoteInput;
+  /** True when the bytes were the protocol's, not output to show. */
+  onStdout(host: string, chunk: Buffer): boolean;
+  result(r: HostResult): HostResult;
+  /** One line for the summary. */
+  describe(results: readonly HostResult[]): string;
+  json(results: readonly HostResult[]): Record<string, unknown>;
+}
+
+function mib(bytes: number): string {
+  return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${bytes} B`;
+}
+
+/** Throws a UsageError for a combination that cannot work; null when no transfer was asked for. */
+export function checkTransferOptions(o: TransferOptions, hostfileFromStdin: boolean, commandWords: number): void {
+  const copying = o.copy !== undefined || o.rcopy !== undefined;
+  if (o.copy && o.rcopy) throw new UsageError("--copy and --rcopy: choose one");
+  if (copying && o.dest === undefined) throw new UsageError(`${o.copy ? "--copy" : "--rcopy"} needs --dest DIR`);
+  if (!copying && o.dest !== undefined) throw new UsageError("--dest goes with --copy or --rcopy");
+  if (!copying && o.rcpPath !== undefined) throw new UsageError("--rcp-path goes with --copy or --rcopy");
+  if (o.rcpPath !== undefined && !/^[A-Za-z0-9_./+-]+$/.test(o.rcpPath)) throw new UsageError(`--rcp-path '${o.rcpPath}': a program name or path, without spaces or shell characters`);
+  if (!copying && (o.r || o.preserve)) throw new UsageError(`${o.r ? "-r" : "--preserve"} goes with --copy or --rcopy`);
+  if (copying && commandWords > 0) throw new UsageError(`${o.copy ? "--copy" : "--rcopy"} runs no command: put the files after it and the hosts in -w/-l/-g`);
+  if (o.I && copying) throw new UsageError("-I sends stdin to a command; --copy sends files: choose one");
+  if (o.I && hostfileFromStdin) throw new UsageError("-I and -l -: stdin can carry the input or the host list, not both");
+}
+
+export async function readStdinForAll(stdin: Readable, limit = MAX_STDIN_BYTES): Promise<Buffer> {
+  if ((stdin as { isTTY?: boolean }).isTTY) {
+    throw new UsageError("-I sends stdin to every host, but stdin is a terminal: pipe or redirect it (... | multi-rsh -I ...)", "ERR_STDIN");
+  }
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of stdin) {
+    const b = Buffer.isBuffer(c) ? c : Buffer.from(String(c));
+    n += b.length;
+    if (n > limit) {
+      stdin.destroy();
+      throw new UsageError(`-I: stdin is larger than ${mib(limit)}, which is what -I keeps in memory to send to every host (use --copy for files)`, "ERR_STDIN");
+    }
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks);
+}
+
+export function planTransfer(o: TransferOptions, program: RcpProgram, stdinBytes: Buffer | null): Transfer {
+  const adjusted = new Map<string, HostResult>();
+  if (o.I) {
+    const bytes = stdinBytes ?? Buffer.alloc(0);
+    return {
+      kind: "stdin",
+      command: null,
+      inputFor: () => stdinInput(bytes),
+      onStdout: () => false,
+      result: (r) => r,
+      describe: (results) => `multi-rsh: -I: ${mib(bytes.length)} of stdin sent to ${results.filter((r) => r.state === "done").length} of ${results.length} hosts\n`,
+      json: () => ({ stdinBytes: bytes.length }),
+    };
+  }
+  const flags = { recursive: !!o.r, preserve: !!o.preserve };
+  const dest = o.dest!;
+  if (dest.trim() === "") throw new UsageError("--dest: empty");
+  if (o.copy) {
+    const plan: CopyPlan = planCopy(o.copy, flags);
+    const source = new CopySource(plan);
+    const sessions = new Map<string, CopyToSession>();
+    const command = copyToCommand(program, plan, dest);
+    return {
+      kind: "copy",
+      command,
+      inputFor: (host) => {
+        const s = new CopyToSession(plan, source, program);
+        sessions.set(host, s);
+        return s.input;
+      },
+      onStdout: (host, chunk) => {
+        sessions.get(host)?.onStdout(chunk);
+        return true;
+      },
+      result: (r) => {
+        const have = adjusted.get(r.host);
+        if (have) return have;
+        const s = sessions.get(r.host);
+        s?.close();
+        const out = s ? s.result(r) : r;
+        adjusted.set(r.host, out);
+        return out;
+      },
+      describe: (results) =>
+        `multi-rsh: --copy: ${plan.files} file${plan.files === 1 ? "" : "s"} (${mib(plan.bytes)}) to ${dest} on ${results.filter((r) => r.state === "done").length} of ${results.length} hosts\n`,
+      json: (results) => ({
+        copy: { sources: o.copy, dest, files: plan.files, bytes: plan.bytes, hostsDone: results.filter((r) => r.state === "done").length },
+      }),
+    };
+  }
+  try {
+    if (!statSync(dest).isDirectory()) throw new Error("not a directory");
+  } catch {
+    throw new UsageError(`--rcopy --dest '${dest}': not a directory here (files land as DIR/NAME.HOST)`, "ERR_COPY");
+  }
+  const sources = o.rcopy!;
+  if (sources.length === 0) throw new UsageError("--rcopy needs at least one remote path", "ERR_COPY");
+  const sessions = new Map<string, CopyFromSession>();
+  const command = copyFromCommand(program, sources, flags);
+  let files = 0;
+  let bytes = 0;
+  return {
+    kind: "rcopy",
+    command,
+    inputFor: (host) => {
+      const s = new CopyFromSession(host, dest, sources, flags, program);
+      sessions.set(host, s);
+      return s.input;
+    },
+    onStdout: (host, chunk) => {
+      sessions.get(host)?.onStdout(chunk);
+      return true;
+    },
+    result: (r) => {
+      const have = adjusted.get(r.host);
+      if (have) return have;
+      const s = sessions.get(r.host);
+      s?.close();
+      const out = s ? s.result(r) : r;
+      if (s) {
+        const oc = s.outcome();
+        files += oc.files;
+        bytes += oc.bytes;
+      }
+      adjusted.set(r.host, out);
+      return out;
+    },
+    describe: (results) => `multi-rsh: --rcopy: ${files} file${files === 1 ? "" : "s"} (${mib(bytes)}) into ${dest} from ${results.filter((r) => r.state === "done").length} of ${results.length} hosts\n`,
+    json: (results) => ({ rcopy: { sources, dest, files, bytes, hostsDone: results.filter((r) => r.state === "done").length } }),
+  };
+}
