@@ -99,7 +99,7 @@ export function guardOutput(io: CliIO, onLost: (stream: OutName, err: Error) => 
       onLost(name, err);
     });
     const g: Out = {
-      write: (chunk: string) => (lost ? true : out.write(chunk)),
+      write: (chunk: string | Uint8Array) => (lost ? true : out.write(chunk)),
       get isTTY() {
         return out.isTTY;
       },
@@ -127,5 +127,6 @@ export function guardOutput(io: CliIO, onLost: (stream: OutName, err: Error) => 
     },
     env: io.env,
     signals: io.signals,
+    ...(io.stdinHasData ? { stdinHasData: () => io.stdinHasData!() } : {}),
   };
 }

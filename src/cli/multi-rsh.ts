@@ -34,7 +34,7 @@ import type { Transfer } from "./transfer.js";
 
 import { Command, Option } from "commander";
 
-export const STDIN_NOTICE = "stdin is not sent to the hosts (their stdin is /dev/null); -n to go without this notice";
+export const STDIN_NOTICE = "stdin is not sent to the hosts (their stdin is /dev/null): -I sends it to every host; -n to go without this notice";
 
 export const DEMO_COMMAND = 'echo "hello from $MULTI_RSH_HOST"; uname -sr';
 
@@ -50,11 +50,11 @@ export const SSH_DEFAULT_RATE = 100;
 const FD_RESERVE = 64;
 
 /**
- * Open files a host's run holds at once, per transport (rsh --stderr: its listener and channel; rsh
- * after a timeout: the second connection that ends the remote command).
+ * Open files a host's run holds at once, per transport (rsh --stderr: its listener and channel; the
+ * connection that ends a timed-out command opens after the main one is reset, so it adds none).
  */
 function fdsPerHost(transport: string, separateStderr: boolean): number {
-  if (transport === "rsh") return separateStderr ? 4 : 2;
+  if (transport === "rsh") return separateStderr ? 3 : 1;
   if (transport === "ssh") return 1;
   // A child ssh or template: three pipes, and for the relay its socket pair and TCP connection.
   return 7;
@@ -528,7 +528,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     // core/exit-marker.ts), so data piped in would be dropped without a word. Asked while the
     // hosts run, so the wait on an idle pipe costs nothing.
     const notices: string[] = fdLimit.notice ? [fdLimit.notice] : [];
-    const stdinChecked = o.hostfile !== "-" && !o.nostdin && io.stdinHasData
+    const stdinChecked = o.hostfile !== "-" && !o.nostdin && !o.I && io.stdinHasData
       ? io.stdinHasData().then((has) => void (has && notices.push(STDIN_NOTICE)), () => {})
       : Promise.resolve();
     let results: HostResult[];

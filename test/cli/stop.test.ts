@@ -90,7 +90,8 @@ describe("SIGTERM and SIGHUP are a cancel: one result per host, no child left, n
           c.child.kill(signal);
           const [exit] = await c.exited;
           assert.equal(exit, code, c.err());
-          const records = c.out().trim().split("\n").map((l) => JSON.parse(l) as { host: string; state: string });
+          // The host records, then the run's summary record (which has no host).
+          const records = c.out().trim().split("\n").map((l) => JSON.parse(l) as { host: string; state: string }).filter((r) => r.host !== undefined);
           assert.deepEqual(records.map((r) => [r.host, r.state]), [[sshd.address, "cancelled"]]);
           await until("ssh gone", () => !processesWith(mark).some((pid) => comm(pid) === "ssh"), 3000);
           assert.deepEqual(readdirSync(tmp), [], "no temp file left");

@@ -104,7 +104,7 @@ test("the wrapper's pid line is cut from the output and its pid kept, wherever i
     }
   }
   // Not a pid line: passed on as output or read as the status, never taken as a pid.
-  assert.deepEqual(run([`${m.marker}pid12x\n`]), { out: "", pid: null, exitCode: null });
+  assert.deepEqual(run([`${m.marker}pid12x\n`]), { out: `${m.marker}pid12x\n`, pid: null, exitCode: null });
   assert.deepEqual(run([`${m.marker}0\n`]), { out: "", pid: null, exitCode: 0 });
   // A stream cut inside the wrapper's own marker or pid line (a dripping host timed out) shows none of it.
   assert.deepEqual(run([`x${m.marker.slice(0, 5)}`], true), { out: "x", pid: null, exitCode: null });

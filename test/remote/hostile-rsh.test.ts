@@ -101,7 +101,10 @@ test("-b compares the bytes and shows them escaped", { skip }, async () => {
 test("--ndjson: one record per host, each exact (base64 beside the host with invalid UTF-8)", { skip }, async () => {
   const io = captureIO();
   await main([...hostArgs(), "--ndjson", "true"], io);
-  const recs = io.out().trim().split("\n").map((l) => JSON.parse(l) as { host: string; output: string[]; outputBase64?: string[] });
+  const lines = io.out().trim().split("\n").map((l) => JSON.parse(l) as { host: string; output: string[]; outputBase64?: string[]; summary?: unknown });
+  // One record per host, then the run's summary record.
+  assert.ok(lines.at(-1)!.summary);
+  const recs = lines.slice(0, -1);
   assert.deepEqual(recs.map((r) => r.host).sort(), names.map((_, i) => addr(i)).sort());
   const bad = recs.find((r) => hostOf.get(r.host) === "utf8")!;
   assert.deepEqual(Buffer.from(bad.outputBase64![0]!, "base64"), Buffer.from(KINDS.utf8!, "latin1").subarray(0, -1));
