@@ -182,7 +182,20 @@ function plainWhy(argv: readonly string[]): WhyOptions | undefined {
   }
 }
 
+/** What `| head -c 100` does to us when the reader goes: exit as SIGPIPE would (141), quietly. */
+const STDOUT_LOST_EXIT = 141;
+
 export function run(): void {
+  // A reader that goes away mid-document (`ls --json | head -c 50`) gives EPIPE. Unhandled, its error
+  // event was thrown from inside the netlink addon's callback scope and aborted the process
+  // ("terminate called ... Napi::Error"). Commands with something to clean up (lab) listen
+  // themselves; this is the fallback for the rest.
+  for (const s of [process.stdout, process.stderr]) {
+    s.on("error", (e: NodeJS.ErrnoException) => {
+      if (s.listenerCount("error") > 1) return;
+      process.exit(e.code === "EPIPE" ? STDOUT_LOST_EXIT : 1);
+    });
+  }
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

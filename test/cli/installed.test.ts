@@ -13,7 +13,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startDemoHosts, type DemoHosts } from "../../src/remote/demo-hosts.js";
@@ -122,6 +122,16 @@ test("every addrinuse subcommand runs from the bundle with --json", async () => 
   }
 });
 
+test("a reader that goes away (| true): addrinuse exits 141 quietly, not an abort from inside the netlink addon", async () => {
+  // It was "terminate called after throwing an instance of 'Napi::Error' what(): write EPIPE", exit 134.
+  for (const args of [["ls", "--json"], ["why", "1", "--host", "127.0.0.1", "--json"]]) {
+    const bash = spawnSync("bash", ["-c", 'node "$0" "$@" | true; echo "${PIPESTATUS[0]}"', join(root, "bin", "addrinuse.js"), ...args], { encoding: "utf8", timeout: 30_000 });
+    assert.doesNotMatch(bash.stderr, /terminate called|Napi::Error|\n\s+at /, `${args.join(" ")}: ${bash.stderr}`);
+    assert.ok(["0", "141"].includes(bash.stdout.trim()), `${args.join(" ")}: exit ${bash.stdout.trim()}: ${bash.stderr}`);
+    assert.equal(bash.stderr, "", args.join(" "));
+  }
+});
+
 describe("multi-rsh from the bundle reaches hosts given by name, on every transport", () => {
   let demo: DemoHosts;
   let sshd: Sshd | undefined;
@@ -167,6 +177,21 @@ describe("multi-rsh from the bundle reaches hosts given by name, on every transp
       assert.doesNotMatch(r.err, /dynamic import|Warning/, r.err);
     }
     assert.ok(readdirSync(bundleDir).some((f) => f.startsWith("multi-rsh.") && f.endsWith(".v8cache")), "the second run had a code cache to load");
+  });
+
+  test("-R rsh -w '[::1]': the bracketed IPv6 literal as users type it, and user@[::1]", async () => {
+    const r = await runBin("multi-rsh", ["--json", "-R", "rsh", ...rshArgs(), "-w", "[::1]", "echo via-$MULTI_RSH_HOST"]);
+    const [res] = resultsOf(r);
+    assert.equal(res!.host, "::1", JSON.stringify(res));
+    assert.equal(res!.state, "done", JSON.stringify(res));
+    assert.equal(res!.closedBy, "remote");
+    assert.match(outputText(res!), /via-::1/);
+    const me = userInfo().username;
+    const u = await runBin("multi-rsh", ["--json", "-R", "rsh", ...rshArgs(), "-w", `${me}@[::1]`, "id -un"]);
+    const [ures] = resultsOf(u);
+    assert.equal(ures!.host, "::1", JSON.stringify(ures));
+    assert.equal(ures!.state, "done", JSON.stringify(ures));
+    assert.match(outputText(ures!), new RegExp(`"${me}"`));
   });
 
   test("-R rsh: names from a hosts file, IPv4 and IPv6", { skip: namesSkip ?? false }, async () => {

@@ -253,7 +253,11 @@ test("rsh's -I wrapper: the command sees EOF after N bytes while our side stays 
         resolve(out);
       });
     });
-  assert.equal(await runWrapped("wc -c", Buffer.alloc(70_000, 1)), `70000\n${m.marker}0\n`);
+  // The wrapper's pid line first (the remote kill on timeout needs it), then the command's output.
+  const pidLine = new RegExp(`^${m.marker}pid\\d+\\n`);
+  const wc = await runWrapped("wc -c", Buffer.alloc(70_000, 1));
+  assert.match(wc, pidLine);
+  assert.equal(wc.replace(pidLine, ""), `70000\n${m.marker}0\n`);
   // A command that reads nothing still lets the shell read (and drop) every byte, and keeps its status.
-  assert.equal(await runWrapped("exit 3", Buffer.alloc(200_000, 2)), `${m.marker}3\n`);
+  assert.equal((await runWrapped("exit 3", Buffer.alloc(200_000, 2))).replace(pidLine, ""), `${m.marker}3\n`);
 });

@@ -89,7 +89,7 @@ test("forms we do not take: exit 2, one line naming the problem, nothing run", a
     [["-w", "-"], /'-l -'/],
     [["-w", "n1", "-x", "-n1"], /already excludes/],
     [["-w", "n[1-3],/a(/"], /bad regular expression/],
-    [["-w", "@rack1"], /node groups/],
+    [["-w", "@rack1", "--groups", "/dev/null"], /unknown group 'rack1'/],
     [["-w", "n[1-99999999999999999999]"], /more than 100000 hosts/],
   ] as [string[], RegExp][]) {
     const r = await cli(["-R", "exec", ...args, "--", "echo", "%h"]);
