@@ -19,6 +19,7 @@
  * against the best peer that lost no host (all peers, and the peers of the same protocol).
  *
  * Run (root): npm run build && npm run bench:copy [-- --hosts 100 --rounds 3 --fanout 32 --prefix aibc --net 10.237]
+ *   --only REGEX  a subset of the tools (by name);  --cipher NAME  every ssh tool on that cipher
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -48,16 +49,16 @@ interface Tool {
   family: Family;
   ours: boolean;
   needs: string;
-  argv(c: { hostsFile: string; src: string; fanout: number; tb: Testbed }): string[];
+  argv(c: { hostsFile: string; src: string; fanout: number; tb: Testbed; sshConfig: string }): string[];
 }
 
 const TOOLS: Tool[] = [
   { name: "pdcp -R rsh", family: "rsh", ours: false, needs: "/usr/bin/pdcp", argv: (c) => ["pdcp", "-R", "rsh", "-f", String(c.fanout), "-w", `^${c.hostsFile}`, c.src, DEST] },
   { name: "clush -R rsh --copy", family: "rsh", ours: false, needs: "/usr/bin/clush", argv: (c) => ["clush", "-R", "rsh", "-f", String(c.fanout), "-l", "root", "--hostfile", c.hostsFile, "--copy", c.src, "--dest", DEST] },
   { name: "multi-rsh -R rsh --copy", family: "rsh", ours: true, needs: MULTI_RSH, argv: (c) => [process.execPath, MULTI_RSH, "-R", "rsh", "-p", String(c.fanout), "-l", c.hostsFile, "--copy", c.src, "--dest", DEST] },
-  { name: "clush --copy (scp)", family: "ssh", ours: false, needs: "/usr/bin/clush", argv: (c) => ["clush", "-f", String(c.fanout), "-o", `-F ${c.tb.files.sshConfig}`, "-O", `scp_options=-O -F ${c.tb.files.sshConfig}`, "--hostfile", c.hostsFile, "--copy", c.src, "--dest", DEST] },
-  { name: "pscp.pssh", family: "ssh", ours: false, needs: "/usr/bin/parallel-scp", argv: (c) => ["parallel-scp", "-p", String(c.fanout), "-t", "120", "-h", c.hostsFile, "-x", `-F ${c.tb.files.sshConfig} -O`, c.src, DEST] },
-  { name: "multi-rsh -R ssh --copy", family: "ssh", ours: true, needs: MULTI_RSH, argv: (c) => [process.execPath, MULTI_RSH, "-R", "ssh", "-F", c.tb.files.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, "--copy", c.src, "--dest", DEST] },
+  { name: "clush --copy (scp)", family: "ssh", ours: false, needs: "/usr/bin/clush", argv: (c) => ["clush", "-f", String(c.fanout), "-o", `-F ${c.sshConfig}`, "-O", `scp_options=-O -F ${c.sshConfig}`, "--hostfile", c.hostsFile, "--copy", c.src, "--dest", DEST] },
+  { name: "pscp.pssh", family: "ssh", ours: false, needs: "/usr/bin/parallel-scp", argv: (c) => ["parallel-scp", "-p", String(c.fanout), "-t", "120", "-h", c.hostsFile, "-x", `-F ${c.sshConfig} -O`, c.src, DEST] },
+  { name: "multi-rsh -R ssh --copy", family: "ssh", ours: true, needs: MULTI_RSH, argv: (c) => [process.execPath, MULTI_RSH, "-R", "ssh", "-F", c.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, "--copy", c.src, "--dest", DEST] },
 ];
 
 interface RunRecord {
@@ -98,6 +99,19 @@ function clientTimeWait(net: string): number {
   return readTcpSockets().filter((s) => s.state === "TIME_WAIT" && s.remoteAddress.startsWith(`${net}.`)).length;
 }
 
+/**
+ * --cipher NAME: every ssh tool on that one cipher (a like-for-like row: by default OpenSSH takes
+ * chacha20-poly1305 and ours AES-GCM, and the hosts' sshd pays differently for each).
+ */
+const CIPHER = process.argv.includes("--cipher") ? arg("cipher", "") : null;
+
+function sshConfigFor(tb: Testbed): string {
+  if (!CIPHER) return tb.files.sshConfig;
+  const path = join(tb.files.stateDir, `ssh_config.${CIPHER.replace(/[^A-Za-z0-9.-]/g, "_")}`);
+  if (!existsSync(path)) writeFileSync(path, readFileSync(tb.files.sshConfig, "utf8").replace(/^(\s*KexAlgorithms .*)$/m, `$1\n  Ciphers ${CIPHER}`));
+  return path;
+}
+
 function hostDest(tb: Testbed, index: number): string {
   return join(tb.files.stateDir, "host", String(index), "run", "copy-dst");
 }
@@ -109,7 +123,7 @@ async function runTool(tool: Tool, tb: Testbed, src: string, want: string, fanou
   }
   await run("ss", ["-t", "-K", "state", "all", "dst", `${tb.net}.0.0/16`], { timeoutMs: 30_000 });
   const timeFile = join(tb.files.stateDir, "bench-copy-time.txt");
-  const [cmd, ...args] = tool.argv({ hostsFile: tb.files.hosts, src, fanout, tb });
+  const [cmd, ...args] = tool.argv({ hostsFile: tb.files.hosts, src, fanout, tb, sshConfig: sshConfigFor(tb) });
   const started = performance.now();
   const child = spawn("/usr/bin/time", ["-f", "%e %U %S", "-o", timeFile, cmd!, ...args], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, NO_PROGRESS: "1" } });
   let stderr = "";
@@ -187,8 +201,13 @@ async function main(): Promise<void> {
   const fanout = Number(arg("fanout", "32"));
   const prefix = arg("prefix", "aibc");
   const net = arg("net", "10.237");
-  const tools = TOOLS.filter((t) => existsSync(t.needs));
-  const skipped = TOOLS.filter((t) => !existsSync(t.needs)).map((t) => `${t.name}: ${t.needs} not installed`);
+  // --only REGEX: a subset of the tools (e.g. --only ssh), written to copy-only.json, not copy.json.
+  const only = process.argv.includes("--only") ? new RegExp(arg("only", "")) : null;
+  const wanted = only ? TOOLS.filter((t) => only.test(t.name)) : TOOLS;
+  const tools = wanted.filter((t) => existsSync(t.needs));
+  const skipped = wanted.filter((t) => !existsSync(t.needs)).map((t) => `${t.name}: ${t.needs} not installed`);
+  // A subset or a pinned cipher is written beside copy.json, never over it.
+  const results = only || CIPHER ? RESULTS.replace(/\.json$/, `${only ? "-only" : ""}${CIPHER ? `-${CIPHER.replace(/[^A-Za-z0-9.-]/g, "_")}` : ""}.json`) : RESULTS;
   const tb = await up({ hosts, prefix, net });
   try {
     assertRouteOverBridge(tb.hosts.map((h) => h.address), tb.bridge);
@@ -211,17 +230,17 @@ async function main(): Promise<void> {
       bench: "copy",
       date: new Date().toISOString(),
       machine: { kernel: release(), cpus: cpus().length, memoryBytes: totalmem() },
-      config: { hosts, rounds, fanout, bytes: SIZE, kex: "curve25519-sha256", dest: DEST },
+      config: { hosts, rounds, fanout, bytes: SIZE, kex: "curve25519-sha256", dest: DEST, ...(only ? { only: only.source } : {}), ...(CIPHER ? { cipher: CIPHER } : {}) },
       testbed: { hosts: tb.hosts.length, setupMs: tb.setupMs },
       rows,
       runs,
       skipped,
     };
     mkdirSync(dirname(RESULTS), { recursive: true });
-    writeFileSync(RESULTS, JSON.stringify(doc, null, 2) + "\n");
+    writeFileSync(results, JSON.stringify(doc, null, 2) + "\n");
     process.stdout.write(`${hosts} hosts, ${SIZE / 1e6} MB each, fan-out ${fanout}, medians of ${rounds}\n${table(rows)}\n`);
     for (const s of skipped) process.stdout.write(`skipped: ${s}\n`);
-    process.stdout.write(`written: ${RESULTS}\n`);
+    process.stdout.write(`written: ${results}\n`);
   } finally {
     for (const h of tb.hosts) rmSync(hostDest(tb, h.index), { recursive: true, force: true });
     await down({ prefix });
