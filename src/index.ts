@@ -12,5 +12,5 @@ export { listen, portInUseError } from "./net/listen.js";
 export type { ListenOptions } from "./net/listen.js";
 export { shutdown, trackConnections } from "./net/shutdown.js";
 export type { ShutdownOptions, ShutdownReport } from "./net/shutdown.js";
-export { closeAfterPeer, abort } from "./net/close.js";
+export { closeAfterPeer, endAfterPeer, abort, type ClosedBy } from "./net/close.js";
 export type { CloseAfterPeerOptions, CloseResult } from "./net/close.js";

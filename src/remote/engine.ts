@@ -17,11 +17,10 @@
  * of thousands of SYNs overflows listen queues). Every failed host carries one `cause` from the list
  * in core/failure-cause.ts.
  */
-import type { ErrorCode } from "../errors.js";
 import { timerDelay } from "../core/timer.js";
 import { failureCause, type FailureCause, type TimerKind } from "../core/failure-cause.js";
 import type { OutputFlow } from "./flow.js";
-import type { ClosedBy, RemoteCommandFate, RemoteInput, Transport, TransportResult } from "./transport.js";
+import { notStarted, type ClosedBy, type HostError, type RemoteCommandFate, type RemoteInput, type Transport, type TransportResult } from "./transport.js";
 
 export type HostState = "queued" | "connecting" | "running" | "done" | "failed" | "timedout" | "cancelled";
 export const FINAL_STATES: readonly HostState[] = ["done", "failed", "timedout", "cancelled"];
@@ -32,7 +31,7 @@ export interface HostResult {
   exitCode: number | null;
   signal: string | null;
   durationMs: number;
-  error: { code: ErrorCode; message: string } | null;
+  error: HostError | null;
   closedBy: ClosedBy | null;
   localPort: number | null;
   remoteAddress?: string;
@@ -79,6 +78,26 @@ export interface RunHostsOptions {
 }
 
 export const ABORT_GRACE_MS = 2000;
+
+const FATE: Record<RemoteCommandFate, string> = {
+  ended: "; the remote command was ended",
+  signalled: "; the remote command was told to end (not confirmed)",
+  "left-running": "; the remote command could not be ended",
+};
+
+/**
+ * The error of a host that a timer or a cancel aborted, named here for every transport (the
+ * transport only resets and says how far it got). `t` is null when the transport did not settle
+ * within ABORT_GRACE_MS.
+ */
+export function abortError(reason: "timeout" | "cancel", timer: TimerKind | null, idleMs: number, connected: boolean, t: TransportResult | null): HostError {
+  const how = t === null ? `; the transport did not end within ${ABORT_GRACE_MS / 1000} s` : t.closedBy === "reset" ? "; connection reset" : "";
+  const fate = t?.remoteCommand ? FATE[t.remoteCommand] : "";
+  if (reason === "cancel") return { code: "ERR_CANCELLED", message: `cancelled${connected ? "" : " while connecting"}${how}${fate}` };
+  if (timer === "idle") return { code: "ERR_IDLE_TIMEOUT", message: `no output for ${idleMs / 1000} s (--idle-timeout)${how}${fate}` };
+  if (!connected) return { code: "ERR_CONNECT_TIMEOUT", message: `timed out while connecting${how}` };
+  return { code: "ERR_COMMAND_TIMEOUT", message: `timed out${how}${fate}` };
+}
 
 export interface RunStatus {
   queued: string[];
@@ -198,15 +217,8 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         },
         ...(o.flow ? { flow: o.flow } : {}),
       })
-      .catch((e: unknown): TransportResult => ({
-        // A transport that rejects has a bug; the host still gets its one result.
-        exitCode: null,
-        signal: null,
-        closedBy: null,
-        localPort: null,
-        connected: false,
-        error: { code: "ERR_TRANSPORT" as ErrorCode, message: `transport error: ${(e as Error)?.message ?? String(e)}` },
-      }));
+      // A transport that rejects has a bug; the host still gets its one result.
+      .catch((e: unknown): TransportResult => notStarted("ERR_TRANSPORT", `transport error: ${(e as Error)?.message ?? String(e)}`));
 
     void Promise.race([run, gaveUp]).then((t) => {
       for (const tm of timers) clearTimeout(tm);
@@ -220,27 +232,19 @@ export function runHosts(o: RunHostsOptions): HostsRun {
       else if (reason === "cancel") final = "cancelled";
       else if (t === null || t.error) final = "failed";
       else final = "done";
-      let error =
-        t?.error ??
-        (final === "timedout"
-          ? { code: "ERR_COMMAND_TIMEOUT" as ErrorCode, message: "timed out" }
-          : final === "cancelled"
-            ? { code: "ERR_CANCELLED" as ErrorCode, message: "cancelled" }
-            : null);
-      if (final === "timedout" && firedTimer === "idle" && error) {
-        error = { code: "ERR_IDLE_TIMEOUT", message: `no output for ${idleMs / 1000} s (--idle-timeout); connection reset` };
-      }
+      const wasConnected = connected || !!t?.connected;
+      const error = final === "timedout" || final === "cancelled" ? abortError(reason as "timeout" | "cancel", firedTimer, idleMs, wasConnected, t) : (t?.error ?? null);
       const cause =
         final === "done"
           ? null
-          : failureCause({ state: final, timer: firedTimer, connected: connected || !!t?.connected, code: error?.code ?? null, message: error?.message ?? "" });
+          : failureCause({ state: final, timer: firedTimer, connected: wasConnected, code: error?.code ?? null, message: error?.message ?? "" });
       record({
         host,
         state: final,
         exitCode: t?.exitCode ?? null,
         signal: t?.signal ?? null,
         durationMs: Date.now() - started,
-        error: final === "done" ? null : error,
+        error: final === "done" ? null : (error ?? { code: "ERR_TRANSPORT", message: "the transport gave no result" }),
         closedBy: t?.closedBy ?? (t === null ? "reset" : null),
         localPort: t?.localPort ?? null,
         ...(t?.remoteAddress ? { remoteAddress: t.remoteAddress } : {}),

@@ -7,17 +7,33 @@
  *  - `run` never rejects for a host problem: per-host failures come back as `error` in the result
  *    (refused, timeout, protocol, auth...). A rejection is a bug.
  *  - `signal` aborting means stop now: reset the connection(s) (RST, no TIME_WAIT on either side)
- *    and resolve promptly with `closedBy: "reset"`. The engine tells timeout from cancel by
- *    `signal.reason` ("timeout" | "cancel"); the transport need not care.
+ *    and resolve promptly with `closedBy: "reset"`. The engine names the error of an aborted host
+ *    (timeout or cancel, from `signal.reason`; connected or not; what became of the command): the
+ *    transport need not care, and whatever error it returns for an aborted host is replaced.
+ *  - Who closed first is decided in one place, net/close.ts `endAfterPeer`, for every transport
+ *    that owns its TCP connection; `END_GRACE_MS` is how long the peer has to close after we are done.
  *  - `onConnected` is called once, when the command is about to start on the remote side
  *    (connecting -> running in the engine's state machine).
  *  - Output chunks are raw bytes as they arrive; the engine splits lines.
  */
 import type { ErrorCode } from "../errors.js";
+import type { ClosedBy } from "../net/close.js";
 import type { OutputFlow } from "./flow.js";
 
+export type { ClosedBy };
 export type TransportName = "rsh" | "ssh" | "openssh" | "exec";
-export type ClosedBy = "remote" | "local" | "reset";
+
+/**
+ * After our side of a session is done (ssh's DISCONNECT, the relay's proxy closed), how long the host
+ * has to send its FIN before we reset. Every transport uses this one.
+ */
+export const END_GRACE_MS = 2000;
+
+/** Why one host failed, as a transport reports it (the engine adds the cause; see core/failure-cause.ts). */
+export interface HostError {
+  code: ErrorCode;
+  message: string;
+}
 /**
  * What became of the remote command when the host timed out or was cancelled after it started:
  * "ended" the host confirmed it (rsh: `kill -9` of its process group succeeded over a second
@@ -106,9 +122,14 @@ export interface TransportResult {
   connected: boolean;
   /** Connection attempts retried before this result (ssh: handshakes dropped before the banner). */
   retries?: number;
-  error: { code: ErrorCode; message: string } | null;
+  error: HostError | null;
   /** Set when an abort (timeout, cancel) came after the command started. */
   remoteCommand?: RemoteCommandFate;
+}
+
+/** The result of a host whose command never started: nothing connected, nothing to close. */
+export function notStarted(code: ErrorCode, message: string): TransportResult {
+  return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
 }
 
 export interface Transport {

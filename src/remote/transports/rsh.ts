@@ -23,9 +23,10 @@ import { AddrinuseError, type ErrorCode } from "../../errors.js";
 import { ExitMarkerFilter, killGroupCommand, newMarker, wrapCommand } from "../../core/exit-marker.js";
 import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
+import { abort, endAfterPeer } from "../../net/close.js";
 import { BoundedBytes, oneLine } from "../../core/untrusted.js";
 import { openStderrChannel, type StderrChannel } from "./rsh-stderr.js";
-import { writableStdin, type ClosedBy, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
+import { notStarted, writableStdin, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 
 export const RSH_PORT = 514;
 /**
@@ -46,7 +47,7 @@ export function refusalMessage(got: BoundedBytes): string {
   return `rshd refused: ${oneLine(first, 200) || "(no message)"}${more}`;
 }
 
-function errorOf(e: unknown, fallback: ErrorCode = "ERR_CONNECT"): { code: ErrorCode; message: string } {
+function errorOf(e: unknown, fallback: ErrorCode = "ERR_CONNECT"): HostError {
   if (e instanceof AddrinuseError) return { code: e.code, message: e.message };
   const err = e as NodeJS.ErrnoException;
   if (err?.code === "ECONNREFUSED") return { code: "ERR_CONNECT_REFUSED", message: "connection refused (no rshd listening)" };
@@ -56,16 +57,6 @@ function errorOf(e: unknown, fallback: ErrorCode = "ERR_CONNECT"): { code: Error
 
 /** How long an aborted host's second connection may take to end its command (inside the engine's ABORT_GRACE_MS). */
 export const KILL_WAIT_MS = 1000;
-
-/** The error of a host aborted by timeout or cancel, once its connection is reset. */
-function abortOutcome(signal: AbortSignal, result: TransportResult): { code: ErrorCode; message: string } {
-  const timeout = signal.reason === "timeout";
-  const what = timeout ? "timed out" : "cancelled";
-  if (!result.connected) return { code: timeout ? "ERR_CONNECT_TIMEOUT" : "ERR_CANCELLED", message: `${what}; connection reset` };
-  const fate =
-    result.remoteCommand === "ended" ? "; the remote command was ended (kill -9 of its process group)" : result.remoteCommand === "left-running" ? "; the remote command could not be ended" : "";
-  return { code: timeout ? "ERR_COMMAND_TIMEOUT" : "ERR_CANCELLED", message: `${what}; connection reset${fate}` };
-}
 
 export function createRshTransport(options: TransportOptions = {}): Transport {
   const port = options.port ?? RSH_PORT;
@@ -95,11 +86,9 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
   const run = (req: RunRequest): Promise<TransportResult> => runOne(req, true);
 
   async function runOne(req: RunRequest, endOnAbort: boolean): Promise<TransportResult> {
-    const result: TransportResult = { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: null };
-    if (req.signal.aborted) {
-      result.error = { code: "ERR_CANCELLED", message: "cancelled before connecting" };
-      return result;
-    }
+    if (req.signal.aborted) return notStarted("ERR_CANCELLED", "cancelled before connecting");
+    const result: TransportResult = notStarted("ERR_CONNECT", "");
+    result.error = null;
     let address = req.host;
     if (net.isIP(address) === 0) {
       try {
@@ -107,8 +96,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         const { lookup } = await import("node:dns/promises");
         address = (await lookup(req.host)).address;
       } catch (e) {
-        result.error = { code: "ERR_CONNECT", message: `cannot resolve '${req.host}': ${(e as Error).message}` };
-        return result;
+        return notStarted("ERR_CONNECT", `cannot resolve '${req.host}': ${(e as Error).message}`);
       }
     }
     let socket: net.Socket;
@@ -129,12 +117,8 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       result.remoteAddress = address;
       result.remotePort = port;
     } catch (e) {
-      if (req.signal.aborted) {
-        result.error = { code: req.signal.reason === "timeout" ? "ERR_CONNECT_TIMEOUT" : "ERR_CANCELLED", message: req.signal.reason === "timeout" ? "timed out while connecting" : "cancelled while connecting" };
-        return result;
-      }
-      result.error = errorOf(e);
-      return result;
+      // Aborted while connecting: the engine names the error.
+      return { ...result, error: errorOf(e) };
     }
 
     const marker = newMarker(randomHex(8));
@@ -142,12 +126,10 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
     let ending: Promise<void> = Promise.resolve();
     let stderrChannel: StderrChannel | undefined;
     let stderrDone: Promise<void> = Promise.resolve();
-    let closedBy: ClosedBy | null = null;
-    let weEnded = false;
+    let closing: Promise<ClosedBy> = Promise.resolve("reset");
 
     const resetAll = () => {
-      weEnded = true;
-      if (!socket.destroyed) socket.resetAndDestroy();
+      abort(socket);
       stderrChannel?.reset();
     };
 
@@ -155,29 +137,25 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
     const detachMain = req.flow?.attach(socket);
     return new Promise<TransportResult>((resolve) => {
       let settled = false;
-      const finish = (error: { code: ErrorCode; message: string } | null) => {
+      const finish = (error: HostError | null) => {
         if (settled) return;
         settled = true;
         detachMain?.();
         req.signal.removeEventListener("abort", onAbort);
         stdoutFilter.end(req.signal.aborted);
         result.exitCode = stdoutFilter.exitCode;
-        result.closedBy = closedBy;
         result.error = error;
         if (!error && result.exitCode === null) {
           result.error = { code: "ERR_CONNECTION_LOST", message: "the connection ended before the command's exit status arrived" };
         }
         // The exit status is in: the stderr channel gets a bounded time to end too.
         stderrChannel?.mainEnded();
-        void Promise.all([stderrDone, ending]).then(() => {
-          if (result.error && (result.error.code === "ERR_COMMAND_TIMEOUT" || result.error.code === "ERR_CANCELLED") && req.signal.aborted) {
-            result.error = abortOutcome(req.signal, result);
-          }
+        void Promise.all([stderrDone, ending, closing]).then(([, , closedBy]) => {
+          result.closedBy = closedBy;
           resolve(result);
         });
       };
       const onAbort = () => {
-        closedBy = "reset";
         resetAll();
         if (result.connected && endOnAbort) {
           const pid = stdoutFilter.pid;
@@ -189,7 +167,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
                   () => void (result.remoteCommand = "left-running"),
                 );
         }
-        finish(abortOutcome(req.signal, result));
+        finish({ code: "ERR_CANCELLED", message: "aborted" });
       };
       req.signal.addEventListener("abort", onAbort, { once: true });
 
@@ -214,7 +192,6 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
           refusal.push(chunk);
           if (refusal.over) {
             // Not a refusal any rshd sends: stop reading it (RST, no TIME_WAIT either side).
-            closedBy = "reset";
             resetAll();
             finish({ code: "ERR_REMOTE_REFUSED", message: refusalMessage(refusal) });
           }
@@ -222,18 +199,13 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         }
         stdoutFilter.push(chunk);
       });
-      socket.on("end", () => {
-        // The server closed first: the outcome we arrange for. Node's default (allowHalfOpen false)
-        // answers with our FIN, so this side goes CLOSE_WAIT -> LAST_ACK -> CLOSED, no TIME_WAIT.
-        if (!weEnded && closedBy === null) closedBy = "remote";
-        if (resetAfterEof && !socket.destroyed) socket.resetAndDestroy();
-      });
+      // We never send the first FIN: the server's comes first and ours answers it (CLOSE_WAIT ->
+      // LAST_ACK -> CLOSED, no TIME_WAIT here), or with resetAfterEof an RST does (none anywhere).
+      closing = endAfterPeer(socket, { graceMs: 0, signal: req.signal, onPeerFin: resetAfterEof ? "reset" : "close" });
       socket.on("error", (e: NodeJS.ErrnoException) => {
-        if (closedBy === null) closedBy = e.code === "ECONNRESET" ? "reset" : "local";
         finish(errorOf(e, "ERR_CONNECTION_LOST"));
       });
       socket.on("close", () => {
-        if (closedBy === null) closedBy = weEnded ? "local" : "remote";
         if (!replied) {
           finish({ code: "ERR_PROTOCOL", message: "rshd closed the connection without answering" });
         } else if (refusal) {
@@ -270,7 +242,6 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
           else send(ch.port);
         })
         .catch((e: unknown) => {
-          closedBy = "reset";
           resetAll();
           finish(errorOf(e));
         });
