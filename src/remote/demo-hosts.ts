@@ -12,6 +12,7 @@ import net from "node:net";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { connectFrom } from "../net/connect-from.js";
+import { decodeRequest, encodeRefusal, MAX_REQUEST_BYTES, REPLY_OK } from "./rcmd/codec.js";
 
 export interface DemoHosts {
   addresses: string[];
@@ -20,28 +21,6 @@ export interface DemoHosts {
   /** Connections served, and how many each side closed first (seen from the server). */
   stats: { served: number; serverClosedFirst: number; clientClosedFirst: number };
   close(): Promise<void>;
-}
-
-interface Request {
-  stderrPort: number;
-  localUser: string;
-  remoteUser: string;
-  command: string;
-}
-
-function parseRequest(buf: Buffer): { req: Request; rest: Buffer } | null {
-  const fields: string[] = [];
-  let start = 0;
-  for (let i = 0; i < 4; i++) {
-    const nul = buf.indexOf(0, start);
-    if (nul < 0) return null;
-    fields.push(buf.subarray(start, nul).toString("utf8"));
-    start = nul + 1;
-  }
-  return {
-    req: { stderrPort: Number(fields[0]), localUser: fields[1]!, remoteUser: fields[2]!, command: fields[3]! },
-    rest: buf.subarray(start),
-  };
 }
 
 function serve(socket: net.Socket, host: string, reservedOnly: boolean, stats: DemoHosts["stats"], live: Set<net.Socket>): void {
@@ -56,40 +35,42 @@ function serve(socket: net.Socket, host: string, reservedOnly: boolean, stats: D
   });
   const refuse = (msg: string) => {
     weClosed = true;
-    socket.end(Buffer.concat([Buffer.from([1]), Buffer.from(`${msg}\n`)]));
+    socket.end(encodeRefusal(msg));
   };
   socket.on("data", async (chunk: Buffer) => {
     if (started) return; // stdin from the client is ignored: commands read /dev/null
     buf = Buffer.concat([buf, chunk]);
-    const parsed = parseRequest(buf);
+    const parsed = decodeRequest(buf);
     if (!parsed) {
-      if (buf.length > 64 * 1024) refuse("request too long");
+      if (buf.length > MAX_REQUEST_BYTES) refuse("request too long");
       return;
     }
+    const req = parsed.request;
     started = true;
     stats.served++;
+    if (Number.isNaN(req.stderrPort)) return refuse("bad stderr port");
     if (reservedOnly && (socket.remotePort ?? 0) >= 1024) return refuse("permission denied: not from a reserved port");
     let errSock: net.Socket | null = null;
-    if (parsed.req.stderrPort !== 0) {
-      if (reservedOnly && parsed.req.stderrPort >= 1024) return refuse("2nd port not reserved");
+    if (req.stderrPort !== 0) {
+      if (reservedOnly && req.stderrPort >= 1024) return refuse("2nd port not reserved");
       try {
         // As rshd: from a reserved port of ours (rresvport), which the client checks, as rcmd(3) does.
         errSock = reservedOnly
-          ? (await connectFrom({ host: socket.remoteAddress!, port: parsed.req.stderrPort, localPorts: "reserved", localAddress: host, connectTimeoutMs: 5000 })).socket
-          : net.connect({ port: parsed.req.stderrPort, host: socket.remoteAddress!, localAddress: host });
+          ? (await connectFrom({ host: socket.remoteAddress!, port: req.stderrPort, localPorts: "reserved", localAddress: host, connectTimeoutMs: 5000 })).socket
+          : net.connect({ port: req.stderrPort, host: socket.remoteAddress!, localAddress: host });
         errSock.on("error", () => {});
         if (errSock.connecting) await once(errSock, "connect");
       } catch {
         return refuse("can't connect to the stderr port");
       }
     }
-    socket.write(Buffer.from([0]));
-    const child = spawn("/bin/sh", ["-c", parsed.req.command], {
+    socket.write(Buffer.from([REPLY_OK]));
+    const child = spawn("/bin/sh", ["-c", req.command], {
       // Its own session, as rshd gives it: the shell leads its process group, which multi-rsh
       // kills (over a second connection) when it gives up on the host.
       detached: true,
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, MULTI_RSH_HOST: host, REMOTEUSER: parsed.req.localUser, USER: parsed.req.remoteUser },
+      env: { ...process.env, MULTI_RSH_HOST: host, REMOTEUSER: req.localUser, USER: req.remoteUser },
     });
     child.stdout.pipe(socket, { end: false });
     child.stderr.pipe(errSock ?? socket, { end: false });

@@ -7,6 +7,7 @@
 import net from "node:net";
 import { once } from "node:events";
 import { connectFrom } from "../../src/net/connect-from.js";
+import { decodeRequest } from "../../src/remote/rcmd/codec.js";
 
 export interface HostileOptions {
   /** Refuse with \1 and this many bytes of "x" (no newline until the end), instead of running. */
@@ -66,14 +67,8 @@ export async function startHostileRsh(opts: HostileOptions): Promise<HostileServ
     s.on("data", async (b: Buffer) => {
       if (started) return;
       got = Buffer.concat([got, b]);
-      const fields: string[] = [];
-      let at = 0;
-      for (let i = 0; i < 4; i++) {
-        const nul = got.indexOf(0, at);
-        if (nul < 0) return;
-        fields.push(got.subarray(at, nul).toString("utf8"));
-        at = nul + 1;
-      }
+      const parsed = decodeRequest(got);
+      if (!parsed) return;
       started = true;
       if (opts.refusalText !== undefined) {
         s.end(Buffer.concat([Buffer.from([1]), Buffer.from(opts.refusalText, "latin1")]));
@@ -96,7 +91,7 @@ export async function startHostileRsh(opts: HostileOptions): Promise<HostileServ
         pump();
         return;
       }
-      const stderrPort = Number(fields[0]);
+      const stderrPort = parsed.request.stderrPort;
       let err: net.Socket | null = null;
       if (stderrPort !== 0) {
         const kind = opts.stderr ?? "normal";
@@ -120,7 +115,7 @@ export async function startHostileRsh(opts: HostileOptions): Promise<HostileServ
         }
       }
       // The exit marker, from the wrapped command: `... echo "HEAD""TAIL$?"`.
-      const m = /echo "([^"]+)""([^"$]+)\$\?"$/.exec(fields[3]!);
+      const m = /echo "([^"]+)""([^"$]+)\$\?"$/.exec(parsed.request.command);
       s.write(Buffer.from([0]));
       if (opts.stdout) s.write(opts.stdout);
       if (err && opts.stderrText) err.write(opts.stderrText);

@@ -25,6 +25,7 @@ import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
 import { abort, endAfterPeer } from "../../net/close.js";
 import { BoundedBytes, oneLine } from "../../core/untrusted.js";
+import { decodeReply, encodeRequest } from "../rcmd/codec.js";
 import { openStderrChannel, type StderrChannel } from "./rsh-stderr.js";
 import { notStarted, writableStdin, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 
@@ -176,15 +177,15 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       socket.on("data", (chunk: Buffer) => {
         if (!replied) {
           replied = true;
-          if (chunk[0] !== 0) {
+          const { reply, rest } = decodeReply(chunk);
+          chunk = rest;
+          if (reply === "refused") {
             refusal = new BoundedBytes(REFUSAL_KEEP_BYTES, REFUSAL_READ_BYTES);
-            chunk = chunk.subarray(1);
           } else {
             result.connected = true;
             req.onConnected({ localPort: result.localPort });
             // end() sends nothing: the wrapper tells the remote where the input ends (never our FIN first).
             req.input?.start(writableStdin(socket, () => {}));
-            chunk = chunk.subarray(1);
             if (chunk.length === 0) return;
           }
         }
@@ -218,7 +219,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       const send = (stderrPort: number) => {
         const wrapped = wrapCommand(req.command, marker, req.input?.framing);
         // No -u: rshd is asked for the same user as the local one, as rsh(1) does.
-        socket.write(`${stderrPort}\0${req.localUser}\0${req.user || req.localUser}\0${wrapped}\0`);
+        socket.write(encodeRequest({ stderrPort, localUser: req.localUser, remoteUser: req.user || req.localUser, command: wrapped }));
       };
 
       if (!req.separateStderr) {
