@@ -27,8 +27,10 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { readTcpSockets } from "../src/kernel/read.js";
 import { assertRouteOverBridge, down, missingRequirement, run, up, type Testbed } from "../test/testbed/testbed.js";
+import { arg } from "./lib/options.js";
+import { median } from "./lib/stats.js";
+import { timeWaitTowards } from "./lib/testbed-sockets.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS = join(ROOT, "bench", "results", "copy.json");
@@ -37,11 +39,6 @@ const SIZE = 10 * 1000 * 1000;
 const RUN_TIMEOUT_MS = 180_000;
 const DEST = "/run/copy-dst";
 const NAME = "payload.bin";
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 type Family = "rsh" | "ssh";
 interface Tool {
@@ -89,16 +86,6 @@ interface Row {
   cpuVsFamily: number | null;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length === 0 ? 0 : s.length % 2 ? s[m]! : Math.round((s[m - 1]! + s[m]!) / 2);
-}
-
-function clientTimeWait(net: string): number {
-  return readTcpSockets().filter((s) => s.state === "TIME_WAIT" && s.remoteAddress.startsWith(`${net}.`)).length;
-}
-
 /**
  * --cipher NAME: every ssh tool on that one cipher (a like-for-like row: by default OpenSSH takes
  * chacha20-poly1305 and ours AES-GCM, and the hosts' sshd pays differently for each).
@@ -134,7 +121,7 @@ async function runTool(tool: Tool, tb: Testbed, src: string, want: string, fanou
   const exitCode = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
   const wallMs = Math.round(performance.now() - started);
   clearTimeout(killer);
-  const clientTw = clientTimeWait(tb.net);
+  const clientTw = timeWaitTowards(tb.net);
   let cpuMs = 0;
   try {
     const f = readFileSync(timeFile, "utf8").trim().split("\n").pop()!.split(" ").map(Number);

@@ -24,12 +24,15 @@
  * Beside another testbed: --prefix aibf --net 10.235 (default aitb and 10.233).
  */
 import { spawn } from "node:child_process";
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { readTcpSockets } from "../src/kernel/read.js";
-import { assertRouteOverBridge, hostSockets, missingRequirement, run, up, type Testbed } from "../test/testbed/testbed.js";
+import { assertRouteOverBridge, missingRequirement, run, up, type Testbed } from "../test/testbed/testbed.js";
+import { arg } from "./lib/options.js";
+import { median } from "./lib/stats.js";
+import { firstChild, openFds, samplePeak, treeRss } from "./lib/sampler.js";
+import { cleanSockets, hostTimeWaits, reservedBusy, timeWaitTowards } from "./lib/testbed-sockets.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS = join(ROOT, "bench", "results", "fanout.json");
@@ -44,11 +47,6 @@ const RUN_TIMEOUT_MS = 180_000;
  * pay for it. `--keep-env` keeps it.
  */
 const ENV_REMOVED = ["NODE_EXTRA_CA_CERTS"];
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 type Family = "rsh" | "ssh";
 type CommandName = "hostname" | "1MB";
@@ -167,35 +165,6 @@ interface Doc {
   skipped: string[];
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return 0;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : Math.round((s[m - 1]! + s[m]!) / 2);
-}
-
-/**
- * Sum of VmRSS over a process and its descendants, walking only that tree (/proc/PID/task/TID/children):
- * a walk of all of /proc every 50 ms would take CPU from the run it measures.
- */
-function treeRss(rootPid: number): number {
-  let total = 0;
-  const todo = [rootPid];
-  for (let seen = 0; todo.length > 0 && seen < 10_000; seen++) {
-    const pid = todo.pop()!;
-    try {
-      const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "latin1"));
-      if (m) total += Number(m[1]) * 1024;
-      for (const tid of readdirSync(`/proc/${pid}/task`)) {
-        for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, "latin1").split(" ")) if (c.trim()) todo.push(Number(c));
-      }
-    } catch {
-      // Exited during the walk.
-    }
-  }
-  return total;
-}
-
 /** Counts, per host, the output lines that are what the command prints, streaming (1 MB × 300 hosts is not kept). */
 class OutputCounter {
   private perHost = new Map<string, number>();
@@ -258,29 +227,6 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function clientTimeWait(net: string): number {
-  return readTcpSockets().filter((s) => s.state === "TIME_WAIT" && s.remoteAddress.startsWith(`${net}.`)).length;
-}
-
-function reservedBusy(net: string): number {
-  return new Set(readTcpSockets().filter((s) => s.localPort >= 512 && s.localPort < 1024 && !s.remoteAddress.startsWith(`${net}.`) && s.state !== "LISTEN").map((s) => s.localPort)).size;
-}
-
-function hostTimeWaits(tb: Testbed, hosts: Testbed["hosts"]): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const h of hosts) out.set(h.name, hostSockets(tb, h).filter((s) => s.state === "TIME_WAIT").length);
-  return out;
-}
-
-/** ss -K: our TIME_WAITs on the client (towards the testbed only) and in every host that has any. */
-async function cleanSockets(tb: Testbed, hosts: Testbed["hosts"]): Promise<void> {
-  await run("ss", ["-t", "-K", "state", "all", "dst", `${tb.net}.0.0/16`], { timeoutMs: 30_000 });
-  const dirty = [...hostTimeWaits(tb, hosts)].filter(([, n]) => n > 0).map(([name]) => name);
-  for (let i = 0; i < dirty.length; i += 16) {
-    await Promise.all(dirty.slice(i, i + 16).map((name) => run("nsenter", [`--net=/run/netns/${name}`, "ss", "-K", "state", "time-wait"], { timeoutMs: 30_000 })));
-  }
-}
-
 async function runTool(tool: Tool, tb: Testbed, hostsFile: string, hosts: Testbed["hosts"], command: CommandName, commandLine: string, fanout: number, round: number): Promise<RunRecord> {
   await cleanSockets(tb, hosts);
   const reservedPortsBusy = tool.family === "rsh" ? reservedBusy(tb.net) : 0;
@@ -302,32 +248,17 @@ async function runTool(tool: Tool, tb: Testbed, hostsFile: string, hosts: Testbe
   child.stderr!.setEncoding("utf8").on("data", (s: string) => {
     if (stderr.length < 4000) stderr += s;
   });
-  let peak = 0;
-  let peakFds = 0;
   // GNU time is the child; the tool is its only child.
-  const toolPid = (): number | null => {
-    try {
-      const c = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, "latin1").trim().split(" ")[0];
-      return c ? Number(c) : null;
-    } catch {
-      return null;
-    }
-  };
-  const sampler = setInterval(() => {
-    peak = Math.max(peak, treeRss(child.pid!));
-    const pid = toolPid();
-    if (pid !== null) {
-      try {
-        peakFds = Math.max(peakFds, readdirSync(`/proc/${pid}/fd`).length);
-      } catch {
-        // Exited.
-      }
-    }
+  const rss = samplePeak(() => treeRss(child.pid!), 50);
+  const fds = samplePeak(() => {
+    const pid = firstChild(child.pid!);
+    return pid === null ? 0 : openFds(pid);
   }, 50);
   const killer = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
   const exitCode = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
   const wallMs = Math.round(performance.now() - started);
-  clearInterval(sampler);
+  let peak = rss.stop();
+  const peakFds = fds.stop();
   clearTimeout(killer);
   closeSync(outFd);
   if (inFd !== null) closeSync(inFd);
@@ -345,7 +276,7 @@ async function runTool(tool: Tool, tb: Testbed, hostsFile: string, hosts: Testbe
   const failures = counter.failures(hosts.length);
   const rec: RunRecord = {
     tool: tool.name, hosts: hosts.length, fanout, command, round, wallMs, cpuMs, peakRssBytes: peak,
-    clientTimeWait: clientTimeWait(tb.net), hostTimeWait: hostTw, failures, peakFds, exitCode, reservedPortsBusy,
+    clientTimeWait: timeWaitTowards(tb.net), hostTimeWait: hostTw, failures, peakFds, exitCode, reservedPortsBusy,
     envRemoved: process.argv.includes("--keep-env") ? [] : ENV_REMOVED.filter((k) => k in process.env),
   };
   if (failures > 0) rec.note = stderr.split("\n").filter(Boolean).slice(0, 3).join(" | ").slice(0, 300);

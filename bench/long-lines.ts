@@ -15,6 +15,8 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startHostileRsh, writeAll } from "../test/helpers/hostile-rsh.js";
+import { arg } from "./lib/options.js";
+import { median } from "./lib/stats.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MULTI_RSH = join(ROOT, "bin", "multi-rsh.js");
@@ -22,11 +24,6 @@ const HOST = "127.13.3.10";
 const MB = 1 << 20;
 /** 0 MB: the run's fixed cost (start-up, connect), taken off before the quotient; 200 MB: the trend. */
 const SIZES = [0, 12, 25, 50, 200];
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 if (process.argv.includes("--help")) {
   process.stdout.write("usage: npm run bench:long-lines [-- --rounds 3]   (root; writes bench/results/long-lines.json)\n");
@@ -77,7 +74,6 @@ function timeOnce(argv: string[]): Promise<{ ms: number; code: number | null }> 
   });
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 interface Row {
   tool: string;

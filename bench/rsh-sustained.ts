@@ -29,6 +29,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { release } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { arg } from "./lib/options.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const CLIENT = "10.234.0.1";
@@ -36,11 +37,6 @@ const SERVER = "10.234.0.2";
 const NET = "10.234.0.0/24";
 const COMMAND = "true";
 const RUN_TIMEOUT_MS = 20_000;
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 function sh(argv: string[], what = argv.join(" ")): string {
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });

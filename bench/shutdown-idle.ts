@@ -28,6 +28,7 @@ import { createHttpTerminator } from "http-terminator";
 import { listen } from "../src/net/listen.js";
 import { shutdown, type ShutdownReport } from "../src/net/shutdown.js";
 import { readTcpSockets } from "../src/kernel/read.js";
+import { arg } from "./lib/options.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const STRATEGIES = ['addrinuse idle "reset"', 'addrinuse idle "close"', 'addrinuse idle "wait"', "server.close (closeIdleConnections)", "http-terminator"] as const;
@@ -35,11 +36,6 @@ type Strategy = (typeof STRATEGIES)[number];
 const GRACE_MS = 10_000;
 /** Clients run this long before the shutdown starts. */
 const BEFORE_MS = 1000;
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 interface Row {
   strategy: Strategy;

@@ -32,6 +32,7 @@ import closeWithGrace from "close-with-grace";
 import { listen } from "../src/net/listen.js";
 import { shutdown, type ShutdownReport } from "../src/net/shutdown.js";
 import { readTcpSockets } from "../src/kernel/read.js";
+import { arg } from "./lib/options.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const STRATEGIES = [
@@ -56,11 +57,6 @@ type ToParent =
   | { type: "connections"; n: number }
   | { type: "drained"; drainMs: number; report?: ShutdownReport };
 type ToChild = { type: "count" } | { type: "shutdown" } | { type: "expect"; n: number };
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 // ---------------------------------------------------------------- the server process
 

@@ -17,13 +17,9 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startDemoHosts } from "../src/remote/demo-hosts.js";
+import { arg } from "./lib/options.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 const MB = Number(arg("--mb", "1000"));
 const SLEEP_S = Number(arg("--sleep", "10"));

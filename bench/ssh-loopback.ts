@@ -32,21 +32,12 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readTcpSockets } from "../src/kernel/read.js";
 import { makeKey, sshdSkipReason, startSshd, type Sshd } from "../test/helpers/sshd.js";
+import { countArg } from "./lib/options.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const COMMAND = "hostname";
 const HOSTNAME = hostname();
 const PHASE_TIMEOUT_MS = 180_000;
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  if (!Number.isInteger(v) || v < 1) {
-    process.stderr.write(`${name} must be a positive integer\n`);
-    process.exit(2);
-  }
-  return v;
-}
 
 interface Phase {
   tool: string;
@@ -137,11 +128,11 @@ async function main(): Promise<void> {
     process.stderr.write(`ssh-loopback: ${skip}\n`);
     process.exit(2);
   }
-  const n = arg("--hosts", 100);
-  const rounds = arg("--rounds", 3);
+  const n = countArg("--hosts", 100);
+  const rounds = countArg("--rounds", 3);
   // Connections at once, the same for every tool (-p, -f, -P). Default: all hosts at once. With the
   // sshd's on the client's own CPUs, fewer at once contend less (see the results).
-  const parallel = arg("--parallel", n);
+  const parallel = countArg("--parallel", n);
   // The same key exchange for everyone by default: OpenSSH 9.2 picks sntrup761x25519 (costly on both
   // ends), ssh2 picks curve25519-sha256. `--kex default` leaves OpenSSH's own choice.
   const kex = process.argv.includes("--kex") && process.argv[process.argv.indexOf("--kex") + 1] === "default" ? "default" : "curve25519";

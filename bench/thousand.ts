@@ -32,19 +32,18 @@
  *     --max-startups default --soft-nofile 1024 [--prefix P --net 10.N]
  */
 import { spawn } from "node:child_process";
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { readTcpSockets } from "../src/kernel/read.js";
-import { assertRouteOverBridge, down, hostSockets, missingRequirement, run, up, type Testbed } from "../test/testbed/testbed.js";
+import { assertRouteOverBridge, down, missingRequirement, run, up, type Testbed } from "../test/testbed/testbed.js";
+import { arg } from "./lib/options.js";
+import { median } from "./lib/stats.js";
+import { cleanSockets, reservedBusy, timeWaitTowards } from "./lib/testbed-sockets.js";
+import { firstChild, openFds, samplePeak } from "./lib/sampler.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 const SSH_MODE = process.argv.includes("--ssh");
 const RESULTS = join(ROOT, "bench", "results", SSH_MODE ? "thousand-ssh.json" : "thousand.json");
 const MULTI_RSH = join(ROOT, "bin", "multi-rsh.js");
@@ -109,32 +108,9 @@ interface RunRecord {
   causes?: Record<string, number>;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : Math.round((s[m - 1]! + s[m]!) / 2);
-}
-
 function memAvailable(): number {
   const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "latin1"));
   return m ? Number(m[1]) * 1024 : 0;
-}
-
-function timeWaitTowards(net: string): number {
-  return readTcpSockets().filter((s) => s.state === "TIME_WAIT" && s.remoteAddress.startsWith(`${net}.`)).length;
-}
-
-function reservedBusy(net: string): number {
-  return new Set(readTcpSockets().filter((s) => s.localPort >= 512 && s.localPort < 1024 && s.state !== "LISTEN" && !s.remoteAddress.startsWith(`${net}.`)).map((s) => s.localPort)).size;
-}
-
-/** ss -K: this machine's sockets towards the testbed, and the TIME_WAITs in every host that has any. */
-async function cleanSockets(tb: Testbed): Promise<void> {
-  await run("ss", ["-t", "-K", "state", "all", "dst", `${tb.net}.0.0/16`], { timeoutMs: 30_000 });
-  const dirty = tb.hosts.filter((h) => hostSockets(tb, h).some((s) => s.state === "TIME_WAIT")).map((h) => h.name);
-  for (let i = 0; i < dirty.length; i += 16) {
-    await Promise.all(dirty.slice(i, i + 16).map((name) => run("nsenter", [`--net=/run/netns/${name}`, "ss", "-K", "state", "time-wait"], { timeoutMs: 30_000 })));
-  }
 }
 
 interface Answers {
@@ -235,19 +211,14 @@ async function runTool(tool: Tool, tb: Testbed, hostsFile: string, fanout: numbe
   });
   // GNU time is the child; the tool is its only child (prlimit execs it in place).
   let toolPid: number | null = null;
-  let peakFds = 0;
-  const sampler = setInterval(() => {
-    try {
-      toolPid ??= Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, "latin1").trim().split(" ")[0]) || null;
-      if (toolPid !== null) peakFds = Math.max(peakFds, readdirSync(`/proc/${toolPid}/fd`).length);
-    } catch {
-      // Not started yet, or exited.
-    }
+  const fds = samplePeak(() => {
+    toolPid ??= firstChild(child.pid!);
+    return toolPid === null ? 0 : openFds(toolPid);
   }, 20);
   const killer = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
   const exitCode = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
   const wallMs = Math.round(performance.now() - started);
-  clearInterval(sampler);
+  const peakFds = fds.stop();
   clearTimeout(killer);
   closeSync(outFd);
   const clientTimeWait = timeWaitTowards(tb.net);

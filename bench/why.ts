@@ -26,6 +26,8 @@ import { existsSync, mkdirSync, openSync, statSync, writeFileSync, readFileSync 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { release } from "node:os";
+import { arg } from "./lib/options.js";
+import { median } from "./lib/stats.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const CLI = join(ROOT, "bin", "addrinuse.js");
@@ -63,17 +65,6 @@ interface InnerResult {
   rounds: number;
   check: { whyTimeWaitCount: number | null; whyListenerPid: number | null; builderPid: number; whySource: string | null; procfsTimeWaitCount: number | null };
   timings: Timing[];
-}
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 // ---------------------------------------------------------------- inside the namespace
