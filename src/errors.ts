@@ -29,7 +29,6 @@ export type ErrorCode =
   | "ERR_CANCELLED"
   | "ERR_TRANSPORT"
   | "ERR_LAB"
-  | "ERR_TESTBED"
   | "ERR_COPY"
   | "ERR_STDIN"
   | "ERR_GROUP";

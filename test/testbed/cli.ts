@@ -6,7 +6,7 @@ import { Command } from "commander";
 import { UsageError } from "../../src/errors.js";
 import { reportError } from "../../src/cli/exit.js";
 import { processIO, type CliIO } from "../../src/cli/io.js";
-import { FAULTS, MAX_HOSTS, down, status, up, type Fault, type Testbed } from "./testbed.js";
+import { FAULTS, MAX_HOSTS, down, status, up, TestbedError, type Fault, type Testbed } from "./testbed.js";
 
 function hostsArg(v: string): number {
   const n = Number(v);
@@ -100,6 +100,10 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
     await program.parseAsync(argv, { from: "user" });
     return code;
   } catch (e) {
+    if (e instanceof TestbedError) {
+      io.stderr.write(`testbed: ${e.message}\n`);
+      return 1;
+    }
     return reportError("testbed", e, io);
   }
 }
