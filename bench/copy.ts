@@ -27,7 +27,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { assertRouteOverBridge, down, missingRequirement, run, up, type Testbed } from "../test/testbed/testbed.js";
+import { assertRouteOverBridge, down, missingRequirement, run, up, type Testbed } from "../testbed/testbed.js";
 import { arg } from "./lib/options.js";
 import { median } from "./lib/stats.js";
 import { timeWaitTowards } from "./lib/testbed-sockets.js";

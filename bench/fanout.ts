@@ -28,7 +28,7 @@ import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileS
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { assertRouteOverBridge, missingRequirement, run, up, type Testbed } from "../test/testbed/testbed.js";
+import { assertRouteOverBridge, missingRequirement, run, up, type Testbed } from "../testbed/testbed.js";
 import { arg } from "./lib/options.js";
 import { median } from "./lib/stats.js";
 import { firstChild, openFds, samplePeak, treeRss } from "./lib/sampler.js";

@@ -4,7 +4,7 @@
  * run inherits another's.
  */
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { hostSockets, run, type Testbed } from "../../test/testbed/testbed.js";
+import { hostSockets, run, type Testbed } from "../../testbed/testbed.js";
 
 /** This machine's TIME_WAIT sockets towards the testbed network (`net` = "10.233"). */
 export function timeWaitTowards(net: string): number {

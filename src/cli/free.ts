@@ -9,7 +9,7 @@
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { addressesOverlap, formatEndpoint } from "../core/address.js";
-import { freePlan, type FreePlan } from "../core/free-plan.js";
+import { freePlan, type FreePlan } from "../diagnosis/free-plan.js";
 import { readTcpTableAsync, tableSourceNamed } from "../kernel/read.js";
 import { requestsWithAck } from "../kernel/netlink.js";
 import { encodeDestroyRequest } from "../kernel/sock-destroy.js";

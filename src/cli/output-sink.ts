@@ -20,8 +20,8 @@
  * the host's record, a notice on stderr). The text mode keeps nothing and has no cap.
  */
 import { isUtf8 } from "node:buffer";
-import { LineSplitter, MAX_LINE_BYTES } from "../core/lines.js";
-import { formatGathered, gatherOutputs } from "../core/gather.js";
+import { LineSplitter, MAX_LINE_BYTES } from "../remote/output/lines.js";
+import { formatGathered, gatherOutputs } from "../remote/output/gather.js";
 import { escapeForTerminal } from "../core/terminal-safe.js";
 import type { HostResult } from "../remote/engine.js";
 import type { OutputGate } from "../remote/flow.js";

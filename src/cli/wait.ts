@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { addressesOverlap } from "../core/address.js";
-import { seconds } from "../core/diagnose.js";
+import { seconds } from "../diagnosis/diagnose.js";
 import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
 import { tryBind } from "../net/probe.js";
 import { StatusLine } from "./display.js";

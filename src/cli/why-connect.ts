@@ -1,7 +1,7 @@
 /** `addrinuse why --connect HOST:PORT`: is connect() to this destination out of local ports, and why. */
 import { isIP } from "node:net";
-import { exhaustion, type ExhaustionReport } from "../core/exhaustion.js";
-import { parsePortRanges, seconds } from "../core/diagnose.js";
+import { exhaustion, type ExhaustionReport } from "../diagnosis/exhaustion.js";
+import { parsePortRanges, seconds } from "../diagnosis/diagnose.js";
 import { parsePort } from "../core/address.js";
 import { readTcpTableAsync, tableSourceNamed } from "../kernel/read.js";
 import { readPortSettings, readSysctl } from "../kernel/sysctl.js";

@@ -9,7 +9,7 @@
  */
 import { readFileSync } from "node:fs";
 import { formatEndpoint, unmapV4 } from "../core/address.js";
-import { printableCommand, type Diagnosis, type DiagnosisKind, type SocketRow } from "../core/diagnose.js";
+import { printableCommand, type Diagnosis, type DiagnosisKind, type SocketRow } from "../diagnosis/diagnose.js";
 import {
   containerOfNamespace,
   containerOfPid,

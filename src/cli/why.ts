@@ -6,7 +6,7 @@
  * (other network namespaces, NAT rules, systemd units) run only when that leaves the port
  * unexplained, in why-more.ts.
  */
-import { diagnose, ownerLabel, parsePortRanges, printableCommand, seconds, type Diagnosis, type SocketRow } from "../core/diagnose.js";
+import { diagnose, ownerLabel, parsePortRanges, printableCommand, seconds, type Diagnosis, type SocketRow } from "../diagnosis/diagnose.js";
 import { addressesOverlap, formatEndpoint } from "../core/address.js";
 import { BOUND_INACTIVE_STATES } from "../kernel/inet-diag.js";
 import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";

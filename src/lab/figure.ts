@@ -13,7 +13,7 @@
  *
  * Plain SVG strings; no dependencies.
  */
-import type { ClosingState, ModelRun, Side } from "../core/closing.js";
+import type { ClosingState, ModelRun, Side } from "./closing-model.js";
 import type { ScenarioResult } from "./run.js";
 import type { TimelineEntry } from "./sampler.js";
 

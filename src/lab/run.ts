@@ -21,7 +21,7 @@ import {
   type ScriptStep,
   type Side,
   type Verdict,
-} from "../core/closing.js";
+} from "./closing-model.js";
 import type { TimerKind } from "../kernel/parse.js";
 import { Agent } from "./agent.js";
 import { NamespaceSet, namespaceUnavailable, run } from "./netns.js";

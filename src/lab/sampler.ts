@@ -19,7 +19,7 @@
 import { readFile } from "node:fs/promises";
 import { endianness } from "node:os";
 import { performance } from "node:perf_hooks";
-import type { ClosingState, Side } from "../core/closing.js";
+import type { ClosingState, Side } from "./closing-model.js";
 import { parseTcpTable, type TcpSocket, type TimerKind } from "../kernel/parse.js";
 
 export type ObservedState = ClosingState | "SYN_SENT" | "SYN_RECV" | "NEW_SYN_RECV";

@@ -1,6 +1,6 @@
 /**
  * The eight ways a connection closes, each as a model script (what RFC 9293 plus Linux's rules say
- * will happen, src/core/closing.ts) and a live run that makes the real kernel do it.
+ * will happen, src/lab/closing-model.ts) and a live run that makes the real kernel do it.
  *
  * Each live run follows its script phase by phase: it acts (close(), kill -9, link down...), then
  * `ctx.settle()` waits, bounded, until the kernel table shows the states the model holds at that
@@ -8,7 +8,7 @@
  * everything the sampler saw, so a state the model does not predict is never hidden by the waiting.
  * Action labels are shared between script and run: they place the model's arrows on the real clock.
  */
-import type { ScriptStep, Side } from "../core/closing.js";
+import type { ScriptStep, Side } from "./closing-model.js";
 import type { Agent } from "./agent.js";
 import { run, type NamespaceSet } from "./netns.js";
 import type { Sampler } from "./sampler.js";

@@ -9,7 +9,7 @@
  */
 import net from "node:net";
 import { AddrinuseError, ArgumentError, PortInUseError, type PortHolder } from "../errors.js";
-import { diagnose, parsePortRanges } from "../core/diagnose.js";
+import { diagnose, parsePortRanges } from "../diagnosis/diagnose.js";
 import { formatEndpoint, unmapV4 } from "../core/address.js";
 import { readTcpTable } from "../kernel/read.js";
 import { readPortSettings } from "../kernel/sysctl.js";

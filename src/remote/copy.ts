@@ -30,7 +30,7 @@ import {
   shellQuote,
   timeRecord,
   type StatusEvent,
-} from "../core/rcp.js";
+} from "./rcmd/rcp.js";
 import type { HostResult } from "./engine.js";
 import type { RemoteInput, RemoteStdin } from "./transport.js";
 

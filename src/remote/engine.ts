@@ -15,10 +15,10 @@
  * nothing for that long (a hung command, a stalled channel), and `ratePerSecond` spaces the starts
  * of new connections (sshd drops handshakes beyond its MaxStartups, 10 at once by default; a burst
  * of thousands of SYNs overflows listen queues). Every failed host carries one `cause` from the list
- * in core/failure-cause.ts.
+ * in remote/failure-cause.ts.
  */
 import { timerDelay } from "../core/timer.js";
-import { failureCause, type FailureCause, type TimerKind } from "../core/failure-cause.js";
+import { failureCause, type FailureCause, type TimerKind } from "./failure-cause.js";
 import type { OutputFlow } from "./flow.js";
 import { notStarted, type ClosedBy, type HostError, type RemoteCommandFate, type RemoteInput, type Transport, type TransportResult } from "./transport.js";
 
@@ -38,7 +38,7 @@ export interface HostResult {
   remotePort?: number;
   /** Timed out or cancelled after the command started: what became of it (see transport.ts). */
   remoteCommand?: RemoteCommandFate;
-  /** Why it failed, from a fixed list (core/failure-cause.ts); null when done. */
+  /** Why it failed, from a fixed list (remote/failure-cause.ts); null when done. */
   cause?: FailureCause | null;
   /** Connection attempts the transport retried (ssh: a handshake dropped before the banner). */
   retries?: number;

@@ -11,7 +11,7 @@
  * blocks in write(2), as it would behind a slow terminal. Memory stays at about one chunk per host.
  *
  * One gate for the whole run (not one per host): stdout is one pipe, so when it is full every host
- * has to wait; hosts are resumed together and their lines keep arriving whole (core/lines.ts).
+ * has to wait; hosts are resumed together and their lines keep arriving whole (remote/output/lines.ts).
  */
 
 /** What a transport hands to the gate: a socket, a child's stdout/stderr pipe, an ssh channel. */

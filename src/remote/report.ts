@@ -27,7 +27,7 @@ export interface RunSummary {
   counts: Record<HostState, number>;
   nonZeroExit: number;
   failures: { host: string; state: HostState; cause: string | null; code: string | null; message: string }[];
-  /** Failed hosts by cause (core/failure-cause.ts), largest first. */
+  /** Failed hosts by cause (remote/failure-cause.ts), largest first. */
   causes: Record<string, number>;
   /** Connection attempts retried (ssh handshakes the server dropped before its banner), and on how many hosts. */
   retries: { attempts: number; hosts: number };

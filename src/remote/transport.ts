@@ -29,7 +29,7 @@ export type TransportName = "rsh" | "ssh" | "openssh" | "exec";
  */
 export const END_GRACE_MS = 2000;
 
-/** Why one host failed, as a transport reports it (the engine adds the cause; see core/failure-cause.ts). */
+/** Why one host failed, as a transport reports it (the engine adds the cause; see remote/failure-cause.ts). */
 export interface HostError {
   code: ErrorCode;
   message: string;

@@ -1,6 +1,6 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { startDemoHosts, type DemoHosts } from "../../src/remote/demo-hosts.js";
+import { startDemoHosts, type DemoHosts } from "../../src/remote/demo/rshd.js";
 import { MULTI_RSH, peakRssKb, startCli } from "../helpers/cli-child.js";
 import { sshdSkipReason, startSshd } from "../helpers/sshd.js";
 

@@ -11,7 +11,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
 import { nodeBind, ssPort } from "./held-sockets.js";
-import { freePlan } from "../../src/core/free-plan.js";
+import { freePlan } from "../../src/diagnosis/free-plan.js";
 import { kernelConfigOption } from "../../src/kernel/sysctl.js";
 import { netlinkAvailable } from "../../src/kernel/netlink.js";
 

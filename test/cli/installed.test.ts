@@ -16,7 +16,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFile
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { startDemoHosts, type DemoHosts } from "../../src/remote/demo-hosts.js";
+import { startDemoHosts, type DemoHosts } from "../../src/remote/demo/rshd.js";
 import { findShuttle } from "../../src/remote/relay.js";
 import { sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 

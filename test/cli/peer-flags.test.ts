@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { main, STDIN_NOTICE } from "../../src/cli/multi-rsh.js";
 import { StatusLine } from "../../src/cli/display.js";
-import { startDemoHosts, type DemoHosts } from "../../src/remote/demo-hosts.js";
+import { startDemoHosts, type DemoHosts } from "../../src/remote/demo/rshd.js";
 import { captureIO } from "../helpers/io.js";
 
 const bin = fileURLToPath(new URL("../../bin/multi-rsh.js", import.meta.url));

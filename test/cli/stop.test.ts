@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { startDemoHosts, type DemoHosts } from "../../src/remote/demo-hosts.js";
+import { startDemoHosts, type DemoHosts } from "../../src/remote/demo/rshd.js";
 import { MULTI_RSH, processesWith, startCli, until } from "../helpers/cli-child.js";
 import { sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 

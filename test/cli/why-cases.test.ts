@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { main } from "../../src/cli/addrinuse.js";
 import { readPortSettings } from "../../src/kernel/sysctl.js";
 import { netlinkAvailable } from "../../src/kernel/netlink.js";
-import { printableCommand } from "../../src/core/diagnose.js";
+import { printableCommand } from "../../src/diagnosis/diagnose.js";
 import { captureIO } from "../helpers/io.js";
 import { closeServer, listen, makeServerTimeWait, portOf } from "../helpers/sockets.js";
 import { BOUND_ONLY, freePortOutside, havePython, holdInPython, nodeBind, REUSEPORT_GROUP, ssPort } from "./held-sockets.js";

@@ -9,7 +9,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { canUseNetns, cliInNetns, makeNetns, nodeInNetns, sh } from "./netns.js";
-import { exhaustion } from "../../src/core/exhaustion.js";
+import { exhaustion } from "../../src/diagnosis/exhaustion.js";
 import { main } from "../../src/cli/addrinuse.js";
 import { captureIO } from "../helpers/io.js";
 

@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { escapeForTerminal, escapeTextForTerminal, isTerminalSafe } from "../../src/core/terminal-safe.js";
-import { LineSplitter } from "../../src/core/lines.js";
-import { ExitMarkerFilter, newMarker } from "../../src/core/exit-marker.js";
-import { formatGathered, gatherOutputs } from "../../src/core/gather.js";
+import { LineSplitter } from "../../src/remote/output/lines.js";
+import { ExitMarkerFilter, newMarker } from "../../src/remote/rcmd/exit-marker.js";
+import { formatGathered, gatherOutputs } from "../../src/remote/output/gather.js";
 import { randomHex } from "../../src/kernel/random.js";
 
 const esc = (s: string | Buffer) => escapeForTerminal(typeof s === "string" ? Buffer.from(s, "utf8") : s);

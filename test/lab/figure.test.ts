@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { simulate } from "../../src/core/closing.js";
+import { simulate } from "../../src/lab/closing-model.js";
 import { alignTransitions, escapeXml, renderHtml, renderSvg } from "../../src/lab/figure.js";
 import type { ScenarioResult } from "../../src/lab/run.js";
 import type { TimelineEntry } from "../../src/lab/sampler.js";

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { simulate } from "../../src/core/closing.js";
+import { simulate } from "../../src/lab/closing-model.js";
 import { namespaceUnavailable } from "../../src/lab/netns.js";
 import { releaseLeftovers, runScenario } from "../../src/lab/run.js";
 import { SCENARIOS, scenarioById, type Scenario } from "../../src/lab/scenarios.js";

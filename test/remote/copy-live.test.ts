@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { findShuttle } from "../../src/remote/relay.js";
-import { assertRouteOverBridge, down, missingRequirement, up, type Testbed, type TestbedHost } from "../testbed/testbed.js";
+import { assertRouteOverBridge, down, missingRequirement, up, type Testbed, type TestbedHost } from "../../testbed/testbed.js";
 
 const PREFIX = process.env.ADDRINUSE_TESTBED_PREFIX ?? "aitbc";
 const NET = process.env.ADDRINUSE_TESTBED_NET ?? "10.246";

@@ -238,7 +238,7 @@ test("-I refuses stdin beyond its memory limit with a one-line reason (64 MiB by
 });
 
 test("rsh's -I wrapper: the command sees EOF after N bytes while our side stays open, keeps its exit code, and every byte is read", async () => {
-  const { newMarker, wrapCommand } = await import("../../src/core/exit-marker.js");
+  const { newMarker, wrapCommand } = await import("../../src/remote/rcmd/exit-marker.js");
   const { spawn } = await import("node:child_process");
   const m = newMarker("t0");
   const runWrapped = (command: string, input: Buffer) =>

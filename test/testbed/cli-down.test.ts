@@ -7,8 +7,8 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { captureIO } from "../helpers/io.js";
-import { main } from "./cli.js";
-import { down, missingRequirement } from "./testbed.js";
+import { main } from "../../testbed/cli.js";
+import { down, missingRequirement } from "../../testbed/testbed.js";
 
 const PREFIX = process.env.ADDRINUSE_TESTBED_PREFIX ?? "aitbd";
 const NET = process.env.ADDRINUSE_TESTBED_NET ?? "10.244";

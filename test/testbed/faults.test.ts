@@ -15,7 +15,7 @@ import { captureIO } from "../helpers/io.js";
 import {
   FAULTS, FLOOD_LINE, FLOOD_LINES, assertRouteOverBridge, down, missingRequirement, run, up,
   type Fault, type Testbed, type TestbedHost,
-} from "./testbed.js";
+} from "../../testbed/testbed.js";
 
 // ADDRINUSE_TESTBED_PREFIX / ADDRINUSE_TESTBED_NET move the testbed, so that two people working in
 // one tree can run the testbed tests at once.

@@ -21,13 +21,13 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { expandHostList } from "../../src/core/hostlist.js";
+import { expandHostList } from "../../src/remote/hosts/hostlist.js";
 import { main } from "../../src/cli/multi-rsh.js";
 import type { TcpSocket } from "../../src/kernel/parse.js";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { findShuttle } from "../../src/remote/relay.js";
 import { captureIO } from "../helpers/io.js";
-import { assertRouteOverBridge, down, missingRequirement, up, type Testbed } from "./testbed.js";
+import { assertRouteOverBridge, down, missingRequirement, up, type Testbed } from "../../testbed/testbed.js";
 
 const PREFIX = process.env.ADDRINUSE_TESTBED_PREFIX ?? "aitbm";
 const NET = process.env.ADDRINUSE_TESTBED_NET ?? "10.248";

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { main } from "../../src/cli/multi-rsh.js";
 import { captureIO } from "../helpers/io.js";
-import { assertRouteOverBridge, down, missingRequirement, run, up, type Testbed } from "./testbed.js";
+import { assertRouteOverBridge, down, missingRequirement, run, up, type Testbed } from "../../testbed/testbed.js";
 
 const PREFIX = process.env.ADDRINUSE_TESTBED_PREFIX ?? "aitbr";
 const NET = process.env.ADDRINUSE_TESTBED_NET ?? "10.245";

@@ -2,8 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { execFileSync } from "node:child_process";
-import { assertRouteOverBridge, down, missingRequirement, run, status, TestbedError, up, type Testbed } from "./testbed.js";
-import { main as testbedMain } from "./cli.js";
+import { assertRouteOverBridge, down, missingRequirement, run, status, TestbedError, up, type Testbed } from "../../testbed/testbed.js";
+import { main as testbedMain } from "../../testbed/cli.js";
 import { captureIO } from "../helpers/io.js";
 
 // Not the default prefix and net, so a testbed someone brought up by hand survives the test run.

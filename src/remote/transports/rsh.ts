@@ -10,7 +10,7 @@
  * netkit rsh and pdsh half-close their side when their stdin ends and close as soon as output ends,
  * so the client is the side that sends FIN first and keeps every connection in TIME_WAIT for 60 s,
  * holding one of only ~500 reserved ports each. Here the client never sends FIN first: the command's
- * stdin is /dev/null (see core/exit-marker.ts), we wait for rshd's FIN and only then close (Node
+ * stdin is /dev/null (see remote/rcmd/exit-marker.ts), we wait for rshd's FIN and only then close (Node
  * answers it), so the TIME_WAIT lands on the server (RFC 9293 §3.6: the side that closes first
  * keeps it). With `resetAfterEof` we answer the server's FIN with RST instead, and neither side keeps
  * one. A host that times out or is cancelled is reset.
@@ -20,7 +20,7 @@
  */
 import net from "node:net";
 import { AddrinuseError, type ErrorCode } from "../../errors.js";
-import { ExitMarkerFilter, killGroupCommand, newMarker, wrapCommand } from "../../core/exit-marker.js";
+import { ExitMarkerFilter, killGroupCommand, newMarker, wrapCommand } from "../rcmd/exit-marker.js";
 import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
 import { abort, endAfterPeer } from "../../net/close.js";

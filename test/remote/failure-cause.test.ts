@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FAILURE_CAUSES, failureCause, type CauseInput } from "../../src/core/failure-cause.js";
+import { FAILURE_CAUSES, failureCause, type CauseInput } from "../../src/remote/failure-cause.js";
 
 const base: CauseInput = { state: "failed", timer: null, connected: false, code: null, message: "" };
 

@@ -13,8 +13,8 @@ import {
   parseHostFile,
   parseHostSelection,
   selectHosts,
-} from "../../src/core/hostlist.js";
-import { HostListError } from "../../src/errors.js";
+} from "../../../src/remote/hosts/hostlist.js";
+import { HostListError } from "../../../src/errors.js";
 
 const has = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
 const havePdsh = has("pdsh");

@@ -11,7 +11,7 @@
  * a cycle or an unknown group is an error naming it.
  */
 import { parse as parseYaml } from "yaml";
-import { UsageError } from "../errors.js";
+import { UsageError } from "../../errors.js";
 import { expandHostList, splitTopLevel, type FileReader } from "./hostlist.js";
 
 export interface GroupSource {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SinkParser, StatusReader, dirRecord, errorStatus, fileRecord, isSafeName, shellQuote, timeRecord } from "../../src/core/rcp.js";
+import { SinkParser, StatusReader, dirRecord, errorStatus, fileRecord, isSafeName, shellQuote, timeRecord } from "../../../src/remote/rcmd/rcp.js";
 
 test("records are what rcp and scp send: octal mode, decimal size, one name", () => {
   assert.equal(fileRecord(0o100644, 10, "a b"), "C0644 10 a b\n");

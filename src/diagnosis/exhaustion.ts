@@ -15,7 +15,7 @@
  * (tcp_twsk_unique), so that the peer can tell old segments from new ones. It does not shorten
  * TIME_WAIT and does nothing for servers or incoming connections.
  */
-import { formatEndpoint, unmapV4 } from "./address.js";
+import { formatEndpoint, unmapV4 } from "../core/address.js";
 import { seconds } from "./diagnose.js";
 
 export interface ConnectRow {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decodeReply, decodeRequest, encodeRefusal, encodeRequest } from "../../src/remote/rcmd/codec.js";
+import { decodeReply, decodeRequest, encodeRefusal, encodeRequest } from "../../../src/remote/rcmd/codec.js";
 
 test("a request survives encode and decode, with the bytes after it kept", () => {
   const req = { stderrPort: 1022, localUser: "root", remoteUser: "op", command: "echo 'a b'; exit 3" };

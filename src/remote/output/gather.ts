@@ -4,8 +4,8 @@
  * (two outputs that differ only in bytes that are not valid UTF-8 are not the same output), and shown
  * through `show`, which escapes them for a terminal unless the operator asked for --raw.
  */
-import { foldHosts } from "./hostlist.js";
-import { escapeForTerminal } from "./terminal-safe.js";
+import { foldHosts } from "../hosts/hostlist.js";
+import { escapeForTerminal } from "../../core/terminal-safe.js";
 
 export interface GatheredBlock {
   hosts: string[];

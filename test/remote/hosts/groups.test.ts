@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { GroupError, GroupResolver, parseClusterShellYaml, parseDshGroup, parseGroupLines } from "../../src/core/groups.js";
+import { GroupError, GroupResolver, parseClusterShellYaml, parseDshGroup, parseGroupLines } from "../../../src/remote/hosts/groups.js";
 
 const YAML = `
 roles:

@@ -23,8 +23,8 @@
  * leading zero pads every number to that width (`[01-10]` gives 01..10).
  */
 import { dirname, isAbsolute, join } from "node:path";
-import { HostListError } from "../errors.js";
-import { oneLine } from "./untrusted.js";
+import { HostListError } from "../../errors.js";
+import { oneLine } from "../../core/untrusted.js";
 
 /** Largest expansion we accept from one expression: a typo like [1-99999999] must not eat memory. */
 export const MAX_HOSTS = 100_000;

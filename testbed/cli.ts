@@ -3,9 +3,9 @@
  * The programmatic side is testbed.ts; this only parses, prints, and maps errors through cli/exit.ts.
  */
 import { Command } from "commander";
-import { UsageError } from "../../src/errors.js";
-import { reportError } from "../../src/cli/exit.js";
-import { processIO, type CliIO } from "../../src/cli/io.js";
+import { UsageError } from "../src/errors.js";
+import { reportError } from "../src/cli/exit.js";
+import { processIO, type CliIO } from "../src/cli/io.js";
 import { FAULTS, MAX_HOSTS, down, status, up, TestbedError, type Fault, type Testbed } from "./testbed.js";
 
 function hostsArg(v: string): number {

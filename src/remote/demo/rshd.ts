@@ -11,8 +11,8 @@
 import net from "node:net";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { connectFrom } from "../net/connect-from.js";
-import { decodeRequest, encodeRefusal, MAX_REQUEST_BYTES, REPLY_OK } from "./rcmd/codec.js";
+import { connectFrom } from "../../net/connect-from.js";
+import { decodeRequest, encodeRefusal, MAX_REQUEST_BYTES, REPLY_OK } from "../rcmd/codec.js";
 
 export interface DemoHosts {
   addresses: string[];

@@ -18,7 +18,7 @@
  *    outgoing ones whose local port the kernel took from ip_local_port_range;
  *  - not in use at all: EACCES (privileged port), EADDRNOTAVAIL (an address this machine lacks).
  */
-import { addressesOverlap, addressFamily, formatEndpoint, isWildcard, unmapV4 } from "./address.js";
+import { addressesOverlap, addressFamily, formatEndpoint, isWildcard, unmapV4 } from "../core/address.js";
 
 export interface SocketRow {
   family: 4 | 6;

@@ -12,7 +12,7 @@ import {
   type ClosingEvent,
   type ClosingState,
   type Segment,
-} from "../../src/core/closing.js";
+} from "../../src/lab/closing-model.js";
 
 type Row = [ClosingState, ClosingEvent, ClosingState, Segment[], boolean?];
 const close: ClosingEvent = { kind: "close" };

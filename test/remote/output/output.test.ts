@@ -1,10 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { LineSplitter } from "../../src/core/lines.js";
-import { ExitMarkerFilter, newMarker, wrapCommand } from "../../src/core/exit-marker.js";
-import { randomHex } from "../../src/kernel/random.js";
-import { formatGathered, gatherOutputs } from "../../src/core/gather.js";
-import { runExitCode } from "../../src/core/exit-policy.js";
+import { LineSplitter } from "../../../src/remote/output/lines.js";
+import { ExitMarkerFilter, newMarker, wrapCommand } from "../../../src/remote/rcmd/exit-marker.js";
+import { randomHex } from "../../../src/kernel/random.js";
+import { formatGathered, gatherOutputs } from "../../../src/remote/output/gather.js";
+import { runExitCode } from "../../../src/remote/output/exit-policy.js";
 
 test("lines are whole however the bytes arrive; a last line without newline is kept", () => {
   const lines: [string, boolean][] = [];

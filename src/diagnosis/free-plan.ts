@@ -9,7 +9,7 @@
  *    connections on the port are listed, since their clients lose them.
  *  - Never PID 1 (init, or systemd holding a socket unit: stop the unit instead) nor this process.
  */
-import { formatEndpoint } from "./address.js";
+import { formatEndpoint } from "../core/address.js";
 import { printableCommand } from "./diagnose.js";
 
 export interface FreeRow {

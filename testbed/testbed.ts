@@ -31,7 +31,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { readTcpSockets } from "../../src/kernel/read.js";
+import { readTcpSockets } from "../src/kernel/read.js";
 
 export const FAULTS = ["refused", "blackhole", "hang", "drip", "flood", "killed", "denied", "badkey"] as const;
 export type Fault = (typeof FAULTS)[number];
