@@ -2,36 +2,34 @@
  * Every error this package raises on purpose is an AddrinuseError with a stable `code`, so that
  * callers branch on the code (or the subclass) and the CLI maps each one to a one-line message and an
  * exit code in a single place (src/cli/exit.ts). Anything else that escapes is a bug.
+ *
+ * The codes have a namespace of their own, `AIU_` (addrinuse), so that they are never taken for
+ * Node's (`ERR_*`) or the system's (`E*` errno names) when a caller branches on `err.code`. A host's
+ * failure inside a multi-rsh run is not one of these: it is a result, with a `HOST_*` code of its own
+ * (remote/transport.ts `HostErrorCode`).
  */
 
 export type ErrorCode =
-  | "ERR_USAGE"
-  | "ERR_BAD_PORT"
-  | "ERR_BAD_ADDRESS"
-  | "ERR_BAD_ARGUMENT"
-  | "ERR_NOT_LINUX"
-  | "ERR_NOT_ROOT"
-  | "ERR_PORT_IN_USE"
-  | "ERR_PORTS_EXHAUSTED"
-  | "ERR_HOSTLIST_SYNTAX"
-  | "ERR_HOSTFILE"
-  | "ERR_CONNECT_TIMEOUT"
-  | "ERR_COMMAND_TIMEOUT"
-  | "ERR_IDLE_TIMEOUT"
-  | "ERR_DROPPED_BY_SERVER"
-  | "ERR_CONNECT_REFUSED"
-  | "ERR_CONNECT"
-  | "ERR_REMOTE_REFUSED"
-  | "ERR_PROTOCOL"
-  | "ERR_CONNECTION_LOST"
-  | "ERR_AUTH"
-  | "ERR_HOST_KEY"
-  | "ERR_CANCELLED"
-  | "ERR_TRANSPORT"
-  | "ERR_LAB"
-  | "ERR_COPY"
-  | "ERR_STDIN"
-  | "ERR_GROUP";
+  // The caller's input (CLI exit 2).
+  | "AIU_USAGE"
+  | "AIU_BAD_PORT"
+  | "AIU_BAD_ADDRESS"
+  | "AIU_BAD_ARGUMENT"
+  | "AIU_HOSTLIST_SYNTAX"
+  | "AIU_HOSTFILE"
+  | "AIU_GROUP"
+  | "AIU_COPY"
+  | "AIU_STDIN"
+  // This machine.
+  | "AIU_NOT_LINUX"
+  | "AIU_NOT_ROOT"
+  | "AIU_LAB"
+  // The library's sockets.
+  | "AIU_PORT_IN_USE"
+  | "AIU_PORTS_EXHAUSTED"
+  | "AIU_CONNECT_TIMEOUT"
+  | "AIU_CONNECT_REFUSED"
+  | "AIU_CONNECT_FAILED";
 
 export class AddrinuseError extends Error {
   readonly code: ErrorCode;
@@ -44,7 +42,7 @@ export class AddrinuseError extends Error {
 
 /** The user typed something we cannot use (CLI exit 2). */
 export class UsageError extends AddrinuseError {
-  constructor(message: string, code: ErrorCode = "ERR_USAGE") {
+  constructor(message: string, code: ErrorCode = "AIU_USAGE") {
     super(code, message);
     this.name = "UsageError";
   }
@@ -53,7 +51,7 @@ export class UsageError extends AddrinuseError {
 /** A bad argument to a library call: thrown at the call, before any I/O. */
 export class ArgumentError extends AddrinuseError {
   constructor(message: string) {
-    super("ERR_BAD_ARGUMENT", message);
+    super("AIU_BAD_ARGUMENT", message);
     this.name = "ArgumentError";
   }
 }
@@ -61,7 +59,7 @@ export class ArgumentError extends AddrinuseError {
 export class NotLinuxError extends AddrinuseError {
   constructor(what: string) {
     super(
-      "ERR_NOT_LINUX",
+      "AIU_NOT_LINUX",
       `${what} reads the Linux kernel's socket table (/proc/net/tcp); this is ${process.platform}, where it does not work`,
     );
     this.name = "NotLinuxError";
@@ -70,7 +68,7 @@ export class NotLinuxError extends AddrinuseError {
 
 export class HostListError extends AddrinuseError {
   constructor(message: string) {
-    super("ERR_HOSTLIST_SYNTAX", message);
+    super("AIU_HOSTLIST_SYNTAX", message);
     this.name = "HostListError";
   }
 }
@@ -90,7 +88,7 @@ export class PortInUseError extends AddrinuseError {
   readonly host: string;
   readonly holders: PortHolder[];
   constructor(message: string, port: number, host: string, holders: PortHolder[], cause?: unknown) {
-    super("ERR_PORT_IN_USE", message, { cause });
+    super("AIU_PORT_IN_USE", message, { cause });
     this.name = "PortInUseError";
     this.port = port;
     this.host = host;
@@ -102,7 +100,7 @@ export class PortsExhaustedError extends AddrinuseError {
   /** How many candidate ports were found in each state (e.g. { TIME_WAIT: 480, ESTABLISHED: 20 }). */
   readonly byState: Record<string, number>;
   constructor(message: string, byState: Record<string, number>) {
-    super("ERR_PORTS_EXHAUSTED", message);
+    super("AIU_PORTS_EXHAUSTED", message);
     this.name = "PortsExhaustedError";
     this.byState = byState;
   }

@@ -6,14 +6,14 @@ import { MAX_TIMER_S } from "../core/timer.js";
 
 export function portArg(text: string, what = "port"): number {
   const p = parsePort(text.trim());
-  if (p === undefined) throw new UsageError(`bad ${what} '${text}': expected an integer from 1 to 65535`, "ERR_BAD_PORT");
+  if (p === undefined) throw new UsageError(`bad ${what} '${text}': expected an integer from 1 to 65535`, "AIU_BAD_PORT");
   return p;
 }
 
 export function addressArg(text: string): string {
   const t = text.replace(/^\[(.*)\]$/, "$1");
   if (isIP(t) === 0) {
-    throw new UsageError(`bad address '${text}': expected an IPv4 or IPv6 address (names are not looked up)`, "ERR_BAD_ADDRESS");
+    throw new UsageError(`bad address '${text}': expected an IPv4 or IPv6 address (names are not looked up)`, "AIU_BAD_ADDRESS");
   }
   return t;
 }

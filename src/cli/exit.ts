@@ -16,19 +16,19 @@ export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
 
 const USAGE_CODES = new Set([
-  "ERR_USAGE",
-  "ERR_BAD_PORT",
-  "ERR_BAD_ADDRESS",
-  "ERR_BAD_ARGUMENT",
-  "ERR_NOT_LINUX",
-  "ERR_NOT_ROOT",
-  "ERR_HOSTLIST_SYNTAX",
-  "ERR_HOSTFILE",
+  "AIU_USAGE",
+  "AIU_BAD_PORT",
+  "AIU_BAD_ADDRESS",
+  "AIU_BAD_ARGUMENT",
+  "AIU_NOT_LINUX",
+  "AIU_NOT_ROOT",
+  "AIU_HOSTLIST_SYNTAX",
+  "AIU_HOSTFILE",
 ]);
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
-  // A UsageError is a user mistake whatever its code (ERR_COPY for a missing source, ERR_GROUP...).
+  // A UsageError is a user mistake whatever its code (AIU_COPY for a missing source, AIU_GROUP...).
   if (err instanceof UsageError) return EXIT_USAGE;
   if (err instanceof AddrinuseError) return USAGE_CODES.has(err.code) ? EXIT_USAGE : EXIT_FAIL;
   return EXIT_FAIL;

@@ -19,7 +19,7 @@ function read(path: string): string {
   try {
     return readFileSync(path, "utf8");
   } catch (e) {
-    throw new UsageError(`cannot read group file '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "ERR_GROUP");
+    throw new UsageError(`cannot read group file '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "AIU_GROUP");
   }
 }
 

@@ -11,7 +11,7 @@ import { oneLine } from "../core/untrusted.js";
 export const HOST_FILE_MAX_BYTES = 64 * 1024 * 1024;
 
 function tooBig(name: string): UsageError {
-  return new UsageError(`host file '${oneLine(name, 100)}' is larger than ${HOST_FILE_MAX_BYTES / 1048576} MiB: not a host list`, "ERR_HOSTFILE");
+  return new UsageError(`host file '${oneLine(name, 100)}' is larger than ${HOST_FILE_MAX_BYTES / 1048576} MiB: not a host list`, "AIU_HOSTFILE");
 }
 
 export function readHostFile(path: string): string {
@@ -19,7 +19,7 @@ export function readHostFile(path: string): string {
   try {
     fd = openSync(path, "r");
   } catch (e) {
-    throw new UsageError(`cannot read host file '${oneLine(path, 100)}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "ERR_HOSTFILE");
+    throw new UsageError(`cannot read host file '${oneLine(path, 100)}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "AIU_HOSTFILE");
   }
   try {
     const parts: Buffer[] = [];
@@ -30,7 +30,7 @@ export function readHostFile(path: string): string {
       try {
         n = readSync(fd, buf, 0, buf.length, null);
       } catch (e) {
-        throw new UsageError(`cannot read host file '${oneLine(path, 100)}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "ERR_HOSTFILE");
+        throw new UsageError(`cannot read host file '${oneLine(path, 100)}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "AIU_HOSTFILE");
       }
       if (n === 0) break;
       total += n;

@@ -204,7 +204,7 @@ function readListedHostFile(path: string): string {
   try {
     return readHostFile(path);
   } catch (e) {
-    if (e instanceof UsageError && /: (ENOENT|EISDIR)$/.test(e.message)) throw new UsageError(`${e.message} (${HOSTFILE_MISSING_HINT})`, "ERR_HOSTFILE");
+    if (e instanceof UsageError && /: (ENOENT|EISDIR)$/.test(e.message)) throw new UsageError(`${e.message} (${HOSTFILE_MISSING_HINT})`, "AIU_HOSTFILE");
     throw e;
   }
 }
@@ -329,7 +329,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     if (o.demo && o.R !== "rsh") throw new UsageError("--demo hosts speak rsh: drop -R or use -R rsh");
 
     if (o.R === "rsh" && !o.demo && !o.localPorts && process.getuid?.() !== 0) {
-      throw new AddrinuseError("ERR_NOT_ROOT", "rsh needs root: rshd only trusts connections from reserved ports (512-1023), which only root may bind");
+      throw new AddrinuseError("AIU_NOT_ROOT", "rsh needs root: rshd only trusts connections from reserved ports (512-1023), which only root may bind");
     }
     // --copy, --rcopy, -I and -o/-e: loaded only when asked for, and checked before any host is contacted.
     let transfer: Transfer | null = null;

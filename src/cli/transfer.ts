@@ -57,7 +57,7 @@ export function checkTransferOptions(o: TransferOptions, hostfileFromStdin: bool
 
 export async function readStdinForAll(stdin: Readable, limit = MAX_STDIN_BYTES): Promise<Buffer> {
   if ((stdin as { isTTY?: boolean }).isTTY) {
-    throw new UsageError("-I sends stdin to every host, but stdin is a terminal: pipe or redirect it (... | multi-rsh -I ...)", "ERR_STDIN");
+    throw new UsageError("-I sends stdin to every host, but stdin is a terminal: pipe or redirect it (... | multi-rsh -I ...)", "AIU_STDIN");
   }
   const chunks: Buffer[] = [];
   let n = 0;
@@ -66,7 +66,7 @@ export async function readStdinForAll(stdin: Readable, limit = MAX_STDIN_BYTES):
     n += b.length;
     if (n > limit) {
       stdin.destroy();
-      throw new UsageError(`-I: stdin is larger than ${mib(limit)}, which is what -I keeps in memory to send to every host (use --copy for files)`, "ERR_STDIN");
+      throw new UsageError(`-I: stdin is larger than ${mib(limit)}, which is what -I keeps in memory to send to every host (use --copy for files)`, "AIU_STDIN");
     }
     chunks.push(b);
   }
@@ -126,10 +126,10 @@ export function planTransfer(o: TransferOptions, program: RcpProgram, stdinBytes
   try {
     if (!statSync(dest).isDirectory()) throw new Error("not a directory");
   } catch {
-    throw new UsageError(`--rcopy --dest '${dest}': not a directory here (files land as DIR/NAME.HOST)`, "ERR_COPY");
+    throw new UsageError(`--rcopy --dest '${dest}': not a directory here (files land as DIR/NAME.HOST)`, "AIU_COPY");
   }
   const sources = o.rcopy!;
-  if (sources.length === 0) throw new UsageError("--rcopy needs at least one remote path", "ERR_COPY");
+  if (sources.length === 0) throw new UsageError("--rcopy needs at least one remote path", "AIU_COPY");
   const sessions = new Map<string, CopyFromSession>();
   const command = copyFromCommand(program, sources, flags);
   let files = 0;

@@ -13,7 +13,7 @@ export function destinationArg(text: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
   const port = m ? parsePort(m[2]!) : undefined;
   if (!m || isIP(m[1]!) === 0 || port === undefined) {
-    throw new UsageError(`bad destination '${text}': expected ADDRESS:PORT, e.g. 10.0.0.1:80 or [::1]:80 (names are not looked up)`, "ERR_BAD_ADDRESS");
+    throw new UsageError(`bad destination '${text}': expected ADDRESS:PORT, e.g. 10.0.0.1:80 or [::1]:80 (names are not looked up)`, "AIU_BAD_ADDRESS");
   }
   return { host: m[1]!, port };
 }

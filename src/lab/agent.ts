@@ -189,7 +189,7 @@ export class Agent {
     const ready = await agent.until((e) => e.ev === "ready", timeoutMs);
     if (!ready) {
       agent.kill();
-      throw new AddrinuseError("ERR_LAB", `lab agent did not start${netns ? ` in ${netns}` : ""}: ${agent.stderr.trim().split("\n").pop() ?? "no output"}`);
+      throw new AddrinuseError("AIU_LAB", `lab agent did not start${netns ? ` in ${netns}` : ""}: ${agent.stderr.trim().split("\n").pop() ?? "no output"}`);
     }
     return agent;
   }
@@ -212,19 +212,19 @@ export class Agent {
     });
   }
 
-  /** Sends one command; rejects with ERR_LAB on an error reply or after `timeoutMs`. */
+  /** Sends one command; rejects with AIU_LAB on an error reply or after `timeoutMs`. */
   request(cmd: string, args: Record<string, unknown> = {}, timeoutMs = 10_000): Promise<AgentReply> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      if (this.exited) return reject(new AddrinuseError("ERR_LAB", `lab agent ${this.pid} has exited (${cmd})`));
+      if (this.exited) return reject(new AddrinuseError("AIU_LAB", `lab agent ${this.pid} has exited (${cmd})`));
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new AddrinuseError("ERR_LAB", `lab agent did not answer '${cmd}' within ${timeoutMs} ms`));
+        reject(new AddrinuseError("AIU_LAB", `lab agent did not answer '${cmd}' within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, (r) => {
         clearTimeout(timer);
         if (r.ok) resolve(r);
-        else reject(new AddrinuseError("ERR_LAB", `lab agent: ${cmd} failed: ${r.error ?? "unknown"}${this.stderr ? ` (${this.stderr.trim().split("\n").pop()})` : ""}`));
+        else reject(new AddrinuseError("AIU_LAB", `lab agent: ${cmd} failed: ${r.error ?? "unknown"}${this.stderr ? ` (${this.stderr.trim().split("\n").pop()})` : ""}`));
       });
       this.child.stdin!.write(JSON.stringify({ id, cmd, ...args }) + "\n");
     });

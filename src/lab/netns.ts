@@ -140,7 +140,7 @@ async function probe(needTc: boolean): Promise<string | null> {
 export function run(cmd: string, args: readonly string[], timeoutMs = 10_000): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
-      if (err) reject(new AddrinuseError("ERR_LAB", `${cmd} ${args.join(" ")}: ${(stderr || err.message).trim().split("\n")[0]}`));
+      if (err) reject(new AddrinuseError("AIU_LAB", `${cmd} ${args.join(" ")}: ${(stderr || err.message).trim().split("\n")[0]}`));
       else resolve(stdout);
     });
   });
@@ -180,7 +180,7 @@ export class NamespaceSet {
   async assertRoute(ns: string, addr: string, dev: string): Promise<void> {
     const out = await run("ip", ["-n", ns, "route", "get", addr]);
     if (!new RegExp(`\\bdev ${dev}\\b`).test(out)) {
-      throw new AddrinuseError("ERR_LAB", `in ${ns} the route to ${addr} does not go over ${dev}: ${out.trim()}`);
+      throw new AddrinuseError("AIU_LAB", `in ${ns} the route to ${addr} does not go over ${dev}: ${out.trim()}`);
     }
   }
 

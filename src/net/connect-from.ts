@@ -393,7 +393,7 @@ function attempt(
           ok: false,
           retry: false,
           error: new AddrinuseError(
-            "ERR_NOT_ROOT",
+            "AIU_NOT_ROOT",
             `binding local port ${localPort} to reach ${where} needs root or CAP_NET_BIND_SERVICE (ports below 1024 are privileged); run as root or use localPorts above 1023`,
             { cause: err },
           ),
@@ -403,20 +403,20 @@ function attempt(
         return finish({
           ok: false,
           retry: false,
-          error: new AddrinuseError("ERR_CONNECT_REFUSED", `connection to ${where} refused: nothing listens there`, { cause: err }),
+          error: new AddrinuseError("AIU_CONNECT_REFUSED", `connection to ${where} refused: nothing listens there`, { cause: err }),
         });
       }
       if (code === "ETIMEDOUT") {
         return finish({
           ok: false,
           retry: false,
-          error: new AddrinuseError("ERR_CONNECT_TIMEOUT", `connecting to ${where} timed out in the kernel`, { cause: err }),
+          error: new AddrinuseError("AIU_CONNECT_TIMEOUT", `connecting to ${where} timed out in the kernel`, { cause: err }),
         });
       }
       finish({
         ok: false,
         retry: false,
-        error: new AddrinuseError("ERR_CONNECT", `connecting to ${where} from local port ${localPort} failed: ${err.message}`, { cause: err }),
+        error: new AddrinuseError("AIU_CONNECT_FAILED", `connecting to ${where} from local port ${localPort} failed: ${err.message}`, { cause: err }),
       });
     };
     const onAbort = () => finish({ ok: false, retry: false, error: o.signal?.reason });
@@ -430,7 +430,7 @@ function attempt(
             ok: false,
             retry: false,
             error: new AddrinuseError(
-              "ERR_CONNECT_TIMEOUT",
+              "AIU_CONNECT_TIMEOUT",
               `connecting to ${where} took longer than connectTimeoutMs=${o.connectTimeoutMs}`,
             ),
           }),
@@ -444,7 +444,7 @@ function attempt(
 /**
  * Connects to host:port from a local port in `localPorts` whose 4-tuple is neither live nor in
  * TIME_WAIT. Rejects with PortsExhaustedError (counts by state) when no port is left, AddrinuseError
- * ERR_NOT_ROOT / ERR_CONNECT_REFUSED / ERR_CONNECT_TIMEOUT / ERR_CONNECT, or `signal.reason` on abort.
+ * AIU_NOT_ROOT / AIU_CONNECT_REFUSED / AIU_CONNECT_TIMEOUT / AIU_CONNECT_FAILED, or `signal.reason` on abort.
  * Whichever side closes the returned socket first keeps the TIME_WAIT; for a reusable port range,
  * let the remote close first.
  */

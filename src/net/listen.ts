@@ -55,7 +55,7 @@ export function portInUseError(port: number, host: string | undefined, cause: No
     unreadableProcesses: snapshot.unreadableProcesses,
   });
   if (cause.code === "EACCES") {
-    return new AddrinuseError("ERR_NOT_ROOT", `${where}: permission denied. ${d.advice.join(" ")}`, { cause });
+    return new AddrinuseError("AIU_NOT_ROOT", `${where}: permission denied. ${d.advice.join(" ")}`, { cause });
   }
   const rows = d.groups.flatMap((g) => g.sockets);
   // A TIME_WAIT blocks a Node server only when the socket that left it had no SO_REUSEADDR (Linux
@@ -77,8 +77,8 @@ export function portInUseError(port: number, host: string | undefined, cause: No
 
 /**
  * Like `server.listen({port, host})` for net, http and https servers; resolves with the bound
- * address. EADDRINUSE rejects with PortInUseError (code ERR_PORT_IN_USE) carrying the holders;
- * EACCES with ERR_NOT_ROOT. The server is left not listening, so it may be listened again.
+ * address. EADDRINUSE rejects with PortInUseError (code AIU_PORT_IN_USE) carrying the holders;
+ * EACCES with AIU_NOT_ROOT. The server is left not listening, so it may be listened again.
  */
 export function listen(server: net.Server, o: ListenOptions): Promise<net.AddressInfo> {
   validate(o);
@@ -93,7 +93,7 @@ export function listen(server: net.Server, o: ListenOptions): Promise<net.Addres
       server.removeListener("error", onError);
       const a = server.address();
       if (a === null || typeof a === "string") {
-        reject(new AddrinuseError("ERR_BAD_ARGUMENT", "listen: the server is not listening on TCP"));
+        reject(new AddrinuseError("AIU_BAD_ARGUMENT", "listen: the server is not listening on TCP"));
         return;
       }
       resolve(a);

@@ -16,7 +16,6 @@
 import { closeSync, fstatSync, futimesSync, mkdirSync, openSync, readdirSync, readSync, statSync, utimesSync, writeSync } from "node:fs";
 import { open as openFile } from "node:fs/promises";
 import { basename, join } from "node:path";
-import type { ErrorCode } from "../errors.js";
 import { UsageError } from "../errors.js";
 import {
   END_RECORD,
@@ -32,7 +31,7 @@ import {
   type StatusEvent,
 } from "./rcmd/rcp.js";
 import type { HostResult } from "./engine.js";
-import type { RemoteInput, RemoteStdin } from "./transport.js";
+import type { RemoteInput, RemoteStdin, HostErrorCode } from "./transport.js";
 
 /** Files whose total is at most this are read once and sent from memory to every host. */
 export const COPY_CACHE_BYTES = 256 * 1024 * 1024;
@@ -73,32 +72,32 @@ function why(e: unknown): string {
  * been sent anywhere yet.
  */
 export function planCopy(sources: readonly string[], flags: CopyFlags): CopyPlan {
-  if (sources.length === 0) throw new UsageError("--copy needs at least one source file", "ERR_COPY");
+  if (sources.length === 0) throw new UsageError("--copy needs at least one source file", "AIU_COPY");
   const plan: CopyPlan = { entries: [], files: 0, bytes: 0, ...flags };
   const visit = (path: string, name: string, top: boolean): CopyEntry => {
     let st;
     try {
       st = statSync(path);
     } catch (e) {
-      throw new UsageError(`cannot copy '${path}': ${why(e)}`, "ERR_COPY");
+      throw new UsageError(`cannot copy '${path}': ${why(e)}`, "AIU_COPY");
     }
     const base = { path, name, mode: st.mode & 0o777, size: 0, mtimeSec: Math.floor(st.mtimeMs / 1000), atimeSec: Math.floor(st.atimeMs / 1000), children: [] };
     if (st.isDirectory()) {
-      if (!flags.recursive) throw new UsageError(`cannot copy '${path}': a directory (add -r)`, "ERR_COPY");
+      if (!flags.recursive) throw new UsageError(`cannot copy '${path}': a directory (add -r)`, "AIU_COPY");
       let names: string[];
       try {
         names = readdirSync(path).sort();
       } catch (e) {
-        throw new UsageError(`cannot copy '${path}': ${why(e)}`, "ERR_COPY");
+        throw new UsageError(`cannot copy '${path}': ${why(e)}`, "AIU_COPY");
       }
       const entry: CopyEntry = { ...base, kind: "dir" };
       for (const n of names) {
-        if (!isSafeName(n)) throw new UsageError(`cannot copy '${join(path, n)}': the name has a newline`, "ERR_COPY");
+        if (!isSafeName(n)) throw new UsageError(`cannot copy '${join(path, n)}': the name has a newline`, "AIU_COPY");
         entry.children.push(visit(join(path, n), n, false));
       }
       return entry;
     }
-    if (!st.isFile()) throw new UsageError(`cannot copy '${path}': not a regular file or directory`, "ERR_COPY");
+    if (!st.isFile()) throw new UsageError(`cannot copy '${path}': not a regular file or directory`, "AIU_COPY");
     // Open and read a byte now: "permission denied" belongs before the first host, not on every host.
     try {
       const fd = openSync(path, "r");
@@ -108,7 +107,7 @@ export function planCopy(sources: readonly string[], flags: CopyFlags): CopyPlan
         closeSync(fd);
       }
     } catch (e) {
-      throw new UsageError(`cannot copy '${path}': ${why(e)}`, "ERR_COPY");
+      throw new UsageError(`cannot copy '${path}': ${why(e)}`, "AIU_COPY");
     }
     void top;
     plan.files++;
@@ -117,7 +116,7 @@ export function planCopy(sources: readonly string[], flags: CopyFlags): CopyPlan
   };
   for (const s of sources) {
     const name = basename(s);
-    if (!isSafeName(name)) throw new UsageError(`cannot copy '${s}': no file name in it`, "ERR_COPY");
+    if (!isSafeName(name)) throw new UsageError(`cannot copy '${s}': no file name in it`, "AIU_COPY");
     plan.entries.push(visit(s, name, true));
   }
   return plan;
@@ -211,7 +210,7 @@ export class CopySource {
 }
 
 export interface CopyOutcome {
-  error: { code: ErrorCode; message: string } | null;
+  error: { code: HostErrorCode; message: string } | null;
   files: number;
   bytes: number;
 }
@@ -220,8 +219,8 @@ export interface CopyOutcome {
 function applyOutcome(r: HostResult, o: CopyOutcome, finished: boolean, program: string): HostResult {
   if (r.state !== "done") return r;
   let error = o.error;
-  if (!error && !finished) error = { code: "ERR_COPY", message: `the connection ended before the copy finished` };
-  if (!error && r.exitCode !== null && r.exitCode !== 0) error = { code: "ERR_COPY", message: `${program} on the host exited with ${r.exitCode}` };
+  if (!error && !finished) error = { code: "HOST_COPY", message: `the connection ended before the copy finished` };
+  if (!error && r.exitCode !== null && r.exitCode !== 0) error = { code: "HOST_COPY", message: `${program} on the host exited with ${r.exitCode}` };
   return error ? { ...r, state: "failed", error } : r;
 }
 
@@ -343,10 +342,10 @@ export class CopyToSession {
     if (this.garbage) {
       const text = this.reader.garbageText() ?? "";
       error = /not found|No such file/i.test(text)
-        ? { code: "ERR_COPY", message: `no ${this.program} on the host: ${text.split("\n")[0]}` }
-        : { code: "ERR_PROTOCOL", message: `not the rcp protocol from the host: '${text.slice(0, 120)}'` };
-    } else if (this.fatal) error = { code: "ERR_COPY", message: this.fatal };
-    else if (this.warnings.length) error = { code: "ERR_COPY", message: this.warnings.join("; ") };
+        ? { code: "HOST_COPY", message: `no ${this.program} on the host: ${text.split("\n")[0]}` }
+        : { code: "HOST_PROTOCOL", message: `not the rcp protocol from the host: '${text.slice(0, 120)}'` };
+    } else if (this.fatal) error = { code: "HOST_COPY", message: this.fatal };
+    else if (this.warnings.length) error = { code: "HOST_COPY", message: this.warnings.join("; ") };
     return { error, files: this.files, bytes: this.bytes };
   }
 
@@ -537,9 +536,9 @@ export class CopyFromSession {
   outcome(): CopyOutcome {
     // broken === "": stopped for a local error, which is in errors.
     const error = this.broken
-      ? { code: "ERR_PROTOCOL" as ErrorCode, message: `not the rcp protocol from the host: ${this.broken}` }
+      ? { code: "HOST_PROTOCOL" as HostErrorCode, message: `not the rcp protocol from the host: ${this.broken}` }
       : this.errors.length
-        ? { code: "ERR_COPY" as ErrorCode, message: this.errors.join("; ") }
+        ? { code: "AIU_COPY" as HostErrorCode, message: this.errors.join("; ") }
         : null;
     return { error, files: this.files, bytes: this.bytes };
   }
@@ -547,7 +546,7 @@ export class CopyFromSession {
   result(r: HostResult): HostResult {
     const o = this.outcome();
     const finished = o.error !== null || this.files > 0 || this.written.length > 0;
-    return applyOutcome(r, { ...o, error: o.error ?? (finished ? null : { code: "ERR_COPY", message: "the host sent no file" }) }, true, this.program);
+    return applyOutcome(r, { ...o, error: o.error ?? (finished ? null : { code: "HOST_COPY", message: "the host sent no file" }) }, true, this.program);
   }
 }
 

@@ -93,10 +93,10 @@ const FATE: Record<RemoteCommandFate, string> = {
 export function abortError(reason: "timeout" | "cancel", timer: TimerKind | null, idleMs: number, connected: boolean, t: TransportResult | null): HostError {
   const how = t === null ? `; the transport did not end within ${ABORT_GRACE_MS / 1000} s` : t.closedBy === "reset" ? "; connection reset" : "";
   const fate = t?.remoteCommand ? FATE[t.remoteCommand] : "";
-  if (reason === "cancel") return { code: "ERR_CANCELLED", message: `cancelled${connected ? "" : " while connecting"}${how}${fate}` };
-  if (timer === "idle") return { code: "ERR_IDLE_TIMEOUT", message: `no output for ${idleMs / 1000} s (--idle-timeout)${how}${fate}` };
-  if (!connected) return { code: "ERR_CONNECT_TIMEOUT", message: `timed out while connecting${how}` };
-  return { code: "ERR_COMMAND_TIMEOUT", message: `timed out${how}${fate}` };
+  if (reason === "cancel") return { code: "HOST_CANCELLED", message: `cancelled${connected ? "" : " while connecting"}${how}${fate}` };
+  if (timer === "idle") return { code: "HOST_IDLE_TIMEOUT", message: `no output for ${idleMs / 1000} s (--idle-timeout)${how}${fate}` };
+  if (!connected) return { code: "HOST_CONNECT_TIMEOUT", message: `timed out while connecting${how}` };
+  return { code: "HOST_COMMAND_TIMEOUT", message: `timed out${how}${fate}` };
 }
 
 export interface RunStatus {
@@ -218,7 +218,7 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         ...(o.flow ? { flow: o.flow } : {}),
       })
       // A transport that rejects has a bug; the host still gets its one result.
-      .catch((e: unknown): TransportResult => notStarted("ERR_TRANSPORT", `transport error: ${(e as Error)?.message ?? String(e)}`));
+      .catch((e: unknown): TransportResult => notStarted("HOST_TRANSPORT", `transport error: ${(e as Error)?.message ?? String(e)}`));
 
     void Promise.race([run, gaveUp]).then((t) => {
       for (const tm of timers) clearTimeout(tm);
@@ -244,7 +244,7 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         exitCode: t?.exitCode ?? null,
         signal: t?.signal ?? null,
         durationMs: Date.now() - started,
-        error: final === "done" ? null : (error ?? { code: "ERR_TRANSPORT", message: "the transport gave no result" }),
+        error: final === "done" ? null : (error ?? { code: "HOST_TRANSPORT", message: "the transport gave no result" }),
         closedBy: t?.closedBy ?? (t === null ? "reset" : null),
         localPort: t?.localPort ?? null,
         ...(t?.remoteAddress ? { remoteAddress: t.remoteAddress } : {}),
@@ -293,7 +293,7 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         exitCode: null,
         signal: null,
         durationMs: 0,
-        error: { code: "ERR_CANCELLED", message: "cancelled before it started" },
+        error: { code: "HOST_CANCELLED", message: "cancelled before it started" },
         closedBy: null,
         localPort: null,
         cause: "cancelled",

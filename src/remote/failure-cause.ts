@@ -17,7 +17,7 @@
  *   local              this machine could not do its part (no free local port, out of file descriptors,
  *                      a helper program missing)
  */
-import type { ErrorCode } from "../errors.js";
+import type { HostErrorCode } from "./transport.js";
 
 export const FAILURE_CAUSES = [
   "refused",
@@ -43,7 +43,7 @@ export interface CauseInput {
   timer: TimerKind | null;
   /** Did the command start on the host? */
   connected: boolean;
-  code: ErrorCode | null;
+  code: HostErrorCode | null;
   /** The transport's message: a connect error's errno is in it ("EMFILE", "EHOSTUNREACH"). */
   message: string;
 }
@@ -59,25 +59,25 @@ export function failureCause(i: CauseInput): FailureCause | null {
   }
   if (/\bE(MFILE|NFILE|NOBUFS|NOMEM)\b/.test(i.message)) return "local";
   switch (i.code) {
-    case "ERR_CONNECT_REFUSED":
+    case "HOST_CONNECT_REFUSED":
       return "refused";
-    case "ERR_CONNECT":
+    case "HOST_CONNECT_FAILED":
       return "unreachable";
-    case "ERR_CONNECT_TIMEOUT":
+    case "HOST_CONNECT_TIMEOUT":
       return "timeout-connect";
-    case "ERR_COMMAND_TIMEOUT":
+    case "HOST_COMMAND_TIMEOUT":
       return "timeout-total";
-    case "ERR_AUTH":
-    case "ERR_REMOTE_REFUSED":
+    case "HOST_AUTH":
+    case "HOST_REFUSED":
       return "auth";
-    case "ERR_HOST_KEY":
+    case "HOST_KEY_UNTRUSTED":
       return "host-key";
-    case "ERR_PROTOCOL":
+    case "HOST_PROTOCOL":
       return "protocol";
-    case "ERR_CONNECTION_LOST":
-    case "ERR_DROPPED_BY_SERVER":
+    case "HOST_CONNECTION_LOST":
+    case "HOST_DROPPED_BY_SERVER":
       return "dropped-by-server";
-    case "ERR_CANCELLED":
+    case "HOST_CANCELLED":
       return "cancelled";
     default:
       return "local";

@@ -33,10 +33,9 @@ import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, delimiter, join } from "node:path";
-import type { ErrorCode } from "../errors.js";
 import { closeAfterPeer } from "../net/close.js";
 import type SSHConfig from "ssh-config";
-import type { ClosedBy } from "./transport.js";
+import type { ClosedBy, HostErrorCode } from "./transport.js";
 
 /** After ssh's side ends, how long the server has to send its FIN before we reset (the ssh transport's grace). */
 export const REMOTE_CLOSE_GRACE_MS = 2000;
@@ -322,7 +321,7 @@ export interface RelayedSocket {
 
 export interface RelayOutcome {
   /** The TCP connection to the target could not be made (ssh then only sees its proxy close). */
-  connectError: { code: ErrorCode; message: string } | null;
+  connectError: { code: HostErrorCode; message: string } | null;
   /** Who ended the TCP connection; null when there was none. */
   closedBy: ClosedBy | null;
   localPort: number | null;
@@ -330,11 +329,11 @@ export interface RelayOutcome {
   remotePort?: number;
 }
 
-function connectErrorOf(e: NodeJS.ErrnoException, t: SshTarget): { code: ErrorCode; message: string } {
+function connectErrorOf(e: NodeJS.ErrnoException, t: SshTarget): { code: HostErrorCode; message: string } {
   const where = `connect to host ${t.hostName} port ${t.port}`;
-  if (e.code === "ECONNREFUSED") return { code: "ERR_CONNECT_REFUSED", message: `${where}: Connection refused` };
-  if (e.code === "ETIMEDOUT") return { code: "ERR_CONNECT_TIMEOUT", message: `${where}: Connection timed out` };
-  return { code: "ERR_CONNECT", message: `${where}: ${e.code ?? e.message}` };
+  if (e.code === "ECONNREFUSED") return { code: "HOST_CONNECT_REFUSED", message: `${where}: Connection refused` };
+  if (e.code === "ETIMEDOUT") return { code: "HOST_CONNECT_TIMEOUT", message: `${where}: Connection timed out` };
+  return { code: "HOST_CONNECT_FAILED", message: `${where}: ${e.code ?? e.message}` };
 }
 
 /**
@@ -416,7 +415,7 @@ export class SshRelay {
     tcp.setNoDelay(true);
     if (t.connectTimeoutMs > 0) {
       this.connectTimer = setTimeout(() => {
-        this.connectError = { code: "ERR_CONNECT_TIMEOUT", message: `connect to host ${t.hostName} port ${t.port}: Connection timed out` };
+        this.connectError = { code: "HOST_CONNECT_TIMEOUT", message: `connect to host ${t.hostName} port ${t.port}: Connection timed out` };
         tcp.destroy();
       }, t.connectTimeoutMs);
     }

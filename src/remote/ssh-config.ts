@@ -136,7 +136,7 @@ function includeTargets(arg: string, baseDir: string, home: string, reader: Conf
 
 /** Replace each `Include` line with the text of the files it names (recursively, bounded). */
 export function inlineIncludes(text: string, baseDir: string, home: string, reader: ConfigReader, depth = 0): string {
-  if (depth > MAX_INCLUDE_DEPTH) throw new AddrinuseError("ERR_USAGE", `ssh config: Include nested deeper than ${MAX_INCLUDE_DEPTH}`);
+  if (depth > MAX_INCLUDE_DEPTH) throw new AddrinuseError("AIU_USAGE", `ssh config: Include nested deeper than ${MAX_INCLUDE_DEPTH}`);
   return text
     .split("\n")
     .map((line) => {
@@ -165,7 +165,7 @@ export function readSshConfigTexts(reader: ConfigReader, home: string, file: str
   const userDir = `${home}/.ssh`;
   if (file !== undefined) {
     const t = reader.read(file);
-    if (t === null) throw new AddrinuseError("ERR_USAGE", `cannot read ssh config file '${file}'`);
+    if (t === null) throw new AddrinuseError("AIU_USAGE", `cannot read ssh config file '${file}'`);
     texts.push(inlineIncludes(t, userDir, home, reader));
   } else {
     const user = reader.read(`${userDir}/config`);
@@ -228,7 +228,7 @@ function yesNo(v: string | undefined, keyword: string): boolean | undefined {
   const l = v.toLowerCase();
   if (l === "yes" || l === "true") return true;
   if (l === "no" || l === "false") return false;
-  throw new AddrinuseError("ERR_USAGE", `ssh config: ${keyword} must be yes or no, not '${v}'`);
+  throw new AddrinuseError("AIU_USAGE", `ssh config: ${keyword} must be yes or no, not '${v}'`);
 }
 
 function hostKeyPolicy(v: string | undefined): HostKeyPolicy | null {
@@ -245,7 +245,7 @@ function hostKeyPolicy(v: string | undefined): HostKeyPolicy | null {
     case "false":
       return "off";
     default:
-      throw new AddrinuseError("ERR_USAGE", `ssh config: StrictHostKeyChecking '${v}' is not one of yes, accept-new, no, ask`);
+      throw new AddrinuseError("AIU_USAGE", `ssh config: StrictHostKeyChecking '${v}' is not one of yes, accept-new, no, ask`);
   }
 }
 
@@ -290,7 +290,7 @@ export function resolveSshConfig(configs: readonly SSHConfig[], host: string, ct
   const portText = first(merged, "port");
   const port = portText === undefined ? 22 : Number(portText);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new AddrinuseError("ERR_USAGE", `ssh config: Port '${portText}' for ${host} is not a port number`);
+    throw new AddrinuseError("AIU_USAGE", `ssh config: Port '${portText}' for ${host} is not a port number`);
   }
   const user = ctx.user || first(merged, "user") || ctx.localUser;
   const hostNameRaw = first(merged, "hostname");
@@ -301,7 +301,7 @@ export function resolveSshConfig(configs: readonly SSHConfig[], host: string, ct
   let connectTimeoutMs = 0;
   if (timeoutText !== undefined && timeoutText.toLowerCase() !== "none") {
     const s = Number(timeoutText);
-    if (!Number.isFinite(s) || s < 0) throw new AddrinuseError("ERR_USAGE", `ssh config: ConnectTimeout '${timeoutText}' is not a number of seconds`);
+    if (!Number.isFinite(s) || s < 0) throw new AddrinuseError("AIU_USAGE", `ssh config: ConnectTimeout '${timeoutText}' is not a number of seconds`);
     // Clamped and never rounded to 0 (= none): a Node timer past 2^31-1 ms would fire at once.
     connectTimeoutMs = secondsToMs(s);
   }

@@ -16,7 +16,7 @@
  *    (connecting -> running in the engine's state machine).
  *  - Output chunks are raw bytes as they arrive; the engine splits lines.
  */
-import type { ErrorCode } from "../errors.js";
+import { AddrinuseError, type ErrorCode } from "../errors.js";
 import type { ClosedBy } from "../net/close.js";
 import type { OutputFlow } from "./flow.js";
 
@@ -29,10 +29,44 @@ export type TransportName = "rsh" | "ssh" | "openssh" | "exec";
  */
 export const END_GRACE_MS = 2000;
 
+/**
+ * Why one host failed, as a result (never thrown): codes of their own, apart from the library's
+ * `AIU_*` errors, so that `--json` readers and the failure causes (remote/failure-cause.ts) see one
+ * list. `HOST_LOCAL` is this machine's part failing for that host (no free reserved port, no fd).
+ */
+export type HostErrorCode =
+  | "HOST_CONNECT_REFUSED"
+  | "HOST_CONNECT_FAILED"
+  | "HOST_CONNECT_TIMEOUT"
+  | "HOST_COMMAND_TIMEOUT"
+  | "HOST_IDLE_TIMEOUT"
+  | "HOST_AUTH"
+  | "HOST_REFUSED"
+  | "HOST_KEY_UNTRUSTED"
+  | "HOST_PROTOCOL"
+  | "HOST_DROPPED_BY_SERVER"
+  | "HOST_CONNECTION_LOST"
+  | "HOST_CANCELLED"
+  | "HOST_COPY"
+  | "HOST_TRANSPORT"
+  | "HOST_LOCAL";
+
 /** Why one host failed, as a transport reports it (the engine adds the cause; see remote/failure-cause.ts). */
 export interface HostError {
-  code: ErrorCode;
+  code: HostErrorCode;
   message: string;
+}
+
+const HOST_CODE_OF: Partial<Record<ErrorCode, HostErrorCode>> = {
+  AIU_CONNECT_REFUSED: "HOST_CONNECT_REFUSED",
+  AIU_CONNECT_FAILED: "HOST_CONNECT_FAILED",
+  AIU_CONNECT_TIMEOUT: "HOST_CONNECT_TIMEOUT",
+  AIU_COPY: "HOST_COPY",
+};
+
+/** A library error met while running one host (connectFrom's, a copy's), as that host's result. */
+export function hostErrorOf(e: AddrinuseError): HostError {
+  return { code: HOST_CODE_OF[e.code] ?? "HOST_LOCAL", message: e.message };
 }
 /**
  * What became of the remote command when the host timed out or was cancelled after it started:
@@ -128,7 +162,7 @@ export interface TransportResult {
 }
 
 /** The result of a host whose command never started: nothing connected, nothing to close. */
-export function notStarted(code: ErrorCode, message: string): TransportResult {
+export function notStarted(code: HostErrorCode, message: string): TransportResult {
   return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
 }
 

@@ -58,7 +58,7 @@ test("a 50 MB rshd refusal through the CLI: every host's result, the message one
   const args = ["--port", String(srv.port), ...(isRoot ? [] : ["--local-ports", "20000-29999"])];
   const r = await run([...args, "-w", "127.0.0.1", "true"]);
   assert.equal(r.code, 1);
-  const line = r.err.split("\n").find((l) => l.includes("ERR_REMOTE_REFUSED"));
+  const line = r.err.split("\n").find((l) => l.includes("HOST_REFUSED"));
   assert.ok(line, r.err.slice(0, 500));
   assert.ok(line.length < 500, `${line.length} characters`);
   assert.ok(r.err.length < 2000);

@@ -59,7 +59,7 @@ describe("SIGTERM and SIGHUP are a cancel: one result per host, no child left, n
       const [exit] = await c.exited;
       assert.equal(exit, 143);
       assert.match(c.err(), /2 hosts in [\d.]+ s: 2 cancelled/);
-      for (const h of demo.addresses) assert.match(c.err(), new RegExp(`${h.replace(/\./g, "\\.")}: cancelled \\(cancelled\\) ERR_CANCELLED`));
+      for (const h of demo.addresses) assert.match(c.err(), new RegExp(`${h.replace(/\./g, "\\.")}: cancelled \\(cancelled\\) HOST_CANCELLED`));
       assert.match(c.err(), /0 by us first, 2 reset; local TIME_WAIT left by this run: 0/);
     });
   });

@@ -27,8 +27,8 @@ test("timerDelay: 0 stays none, fractions round up, past 2^31-1 ms is clamped, n
   assert.equal(timerDelay(0.2, "x"), 1);
   assert.equal(timerDelay(3e9, "x"), MAX_TIMER_MS);
   assert.equal(timerDelay(Infinity, "x"), MAX_TIMER_MS);
-  assert.throws(() => timerDelay(-1, "x"), { code: "ERR_BAD_ARGUMENT" });
-  assert.throws(() => timerDelay(NaN, "x"), { code: "ERR_BAD_ARGUMENT" });
+  assert.throws(() => timerDelay(-1, "x"), { code: "AIU_BAD_ARGUMENT" });
+  assert.throws(() => timerDelay(NaN, "x"), { code: "AIU_BAD_ARGUMENT" });
   assert.equal(secondsToMs(0.0001), 1);
   assert.equal(secondsToMs(0.3), 300);
   assert.equal(secondsToMs(0), 0);
@@ -131,7 +131,7 @@ test("-R ssh with no timeout anywhere still gives up on a server that drips an e
   writeFileSync(config, `Host *\n  Port ${portOf(srv)}\n  UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n`);
   const transport = createSshTransport({ sshConfigFile: config }, { home: dir, agentSocket: "", systemConfigFile: null, handshakeLimitMs: 500 });
   const r = await runOn(transport, "127.0.0.1", "true", { connectTimeoutMs: 0 });
-  assert.equal(r.result.error?.code, "ERR_CONNECT_TIMEOUT");
+  assert.equal(r.result.error?.code, "HOST_CONNECT_TIMEOUT");
   assert.match(r.result.error!.message, /handshake/);
   assert.equal(r.connected, 0);
 });

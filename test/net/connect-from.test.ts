@@ -134,7 +134,7 @@ test("never returns a local port whose 4-tuple to the destination is in TIME_WAI
 
   await assert.rejects(connectFrom({ host: "127.0.0.1", port, localPorts: range }), (e: unknown) => {
     assert.ok(e instanceof PortsExhaustedError);
-    assert.equal(e.code, "ERR_PORTS_EXHAUSTED");
+    assert.equal(e.code, "AIU_PORTS_EXHAUSTED");
     assert.deepEqual(e.byState, { TIME_WAIT: 4, ESTABLISHED: 4 });
     assert.match(e.message, /^8 candidate ports .*: none usable: .*4 TIME_WAIT/);
     assert.match(e.message, /4 ESTABLISHED/);
@@ -247,23 +247,23 @@ test("reserved ports: connects from 512..1023 as root", async (t) => {
   assert.equal(mine[0]?.state, "ESTABLISHED");
 });
 
-test("reserved ports without root is ERR_NOT_ROOT", async (t) => {
+test("reserved ports without root is AIU_NOT_ROOT", async (t) => {
   if (isRoot) return t.skip("runs only without root");
   const srv = await listen("127.0.0.1");
   t.after(() => closeServer(srv));
   await assert.rejects(connectFrom({ host: "127.0.0.1", port: portOf(srv), localPorts: "reserved" }), {
-    code: "ERR_NOT_ROOT",
+    code: "AIU_NOT_ROOT",
   });
 });
 
-test("a refused connection is ERR_CONNECT_REFUSED, not a retry", async (t) => {
+test("a refused connection is AIU_CONNECT_REFUSED, not a retry", async (t) => {
   if (!onLinux) return t.skip("reads /proc/net/tcp");
   const srv = await listen("127.0.0.1");
   const port = portOf(srv);
   await closeServer(srv);
   await assert.rejects(connectFrom({ host: "127.0.0.1", port, localPorts: portBlock(4) }), (e: unknown) => {
     assert.ok(e instanceof AddrinuseError);
-    assert.equal(e.code, "ERR_CONNECT_REFUSED");
+    assert.equal(e.code, "AIU_CONNECT_REFUSED");
     return true;
   });
 });
@@ -298,12 +298,12 @@ async function hangingDestination(t: { after(fn: () => unknown): void }): Promis
   return held.port;
 }
 
-test("a connect that hangs is ERR_CONNECT_TIMEOUT at connectTimeoutMs", async (t) => {
+test("a connect that hangs is AIU_CONNECT_TIMEOUT at connectTimeoutMs", async (t) => {
   if (!onLinux) return t.skip("reads /proc/net/tcp");
   const port = await hangingDestination(t);
   await assert.rejects(
     connectFrom({ host: "127.0.0.1", port, localPorts: portBlock(4), connectTimeoutMs: 200 }),
-    { code: "ERR_CONNECT_TIMEOUT" },
+    { code: "AIU_CONNECT_TIMEOUT" },
   );
 });
 

@@ -25,7 +25,7 @@ test("listen names the pid of a holder in another process", async (t) => {
   t.after(() => server.close());
   await assert.rejects(listen(server, { port, host: "127.0.0.1" }), (e: unknown) => {
     assert.ok(e instanceof PortInUseError);
-    assert.equal(e.code, "ERR_PORT_IN_USE");
+    assert.equal(e.code, "AIU_PORT_IN_USE");
     assert.equal(e.port, port);
     const h = e.holders.find((x) => x.pid === child.pid);
     assert.ok(h, `holders: ${JSON.stringify(e.holders)}`);

@@ -143,11 +143,11 @@ for (const transport of ["rsh", "ssh", "openssh"] as const) {
       const bigSum = sha(join(work, "src", "big.bin"));
       for (const res of doc.results) {
         const h = tb!.hosts.find((x) => x.address === res.host)!;
-        if (h.fault === "refused") assert.equal(res.error?.code, "ERR_CONNECT_REFUSED");
-        else if (h.fault === "denied") assert.equal(res.error?.code, transport === "rsh" ? "ERR_REMOTE_REFUSED" : "ERR_AUTH");
+        if (h.fault === "refused") assert.equal(res.error?.code, "HOST_CONNECT_REFUSED");
+        else if (h.fault === "denied") assert.equal(res.error?.code, transport === "rsh" ? "HOST_REFUSED" : "HOST_AUTH");
         else if (h === full) {
           assert.equal(res.state, "failed");
-          assert.equal(res.error?.code, "ERR_COPY");
+          assert.equal(res.error?.code, "HOST_COPY");
           assert.match(res.error!.message, /No space left on device|can't truncate/);
         } else {
           assert.equal(res.state, "done", `${h.name}: ${JSON.stringify(res.error)}`);

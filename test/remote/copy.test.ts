@@ -75,7 +75,7 @@ test("a host that cannot take the file gets its own failed result with the host'
   assert.equal(byHost.get("h1")!.state, "done");
   assert.equal(byHost.get("h3")!.state, "done");
   assert.equal(byHost.get("h2")!.state, "failed");
-  assert.equal(byHost.get("h2")!.error!.code, "ERR_COPY");
+  assert.equal(byHost.get("h2")!.error!.code, "HOST_COPY");
   assert.match(byHost.get("h2")!.error!.message, /No space left on device/);
   assert.equal(readFileSync(join(base, "h3", "f"), "utf8"), "payload\n");
 });
@@ -85,7 +85,7 @@ test("no rcp program on the host is that host's failure, said as such", async (t
   writeFileSync(join(d, "f"), "x");
   const r = await run(["-R", "exec", "-w", "h1", "--copy", join(d, "f"), "--dest", ".", "--rcp-path", "/nonexistent/scp", ...execHosts(join(d, "hosts"))]);
   assert.equal(r.code, 1);
-  assert.match(r.err, /h1: failed ERR_COPY: no \/nonexistent\/scp on the host/);
+  assert.match(r.err, /h1: failed HOST_COPY: no \/nonexistent\/scp on the host/);
 });
 
 test("--rcopy brings every host's file back as DIR/NAME.HOST, never one over another", async (t) => {

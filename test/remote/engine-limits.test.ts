@@ -15,7 +15,7 @@ const quiet: Transport = {
       req.onConnected({ localPort: null });
       req.onStdout(Buffer.from("one line\n"));
       req.signal.addEventListener("abort", () =>
-        resolve({ exitCode: null, signal: null, closedBy: null, localPort: null, connected: true, error: { code: "ERR_COMMAND_TIMEOUT", message: "timed out" } }),
+        resolve({ exitCode: null, signal: null, closedBy: null, localPort: null, connected: true, error: { code: "HOST_COMMAND_TIMEOUT", message: "timed out" } }),
       );
     }),
 };
@@ -26,7 +26,7 @@ test("a quiet host is idle: cause timeout-idle", async () => {
   const [r] = await runHosts({ ...base, hosts: ["h1"], timeoutMs: 5000, idleTimeoutMs: 50 }).done;
   assert.equal(r!.state, "timedout");
   assert.equal(r!.cause, "timeout-idle");
-  assert.equal(r!.error!.code, "ERR_IDLE_TIMEOUT");
+  assert.equal(r!.error!.code, "HOST_IDLE_TIMEOUT");
 });
 
 test("a host held back by the output's consumer is not idle: only the total timeout ends it", async () => {

@@ -54,9 +54,9 @@ test("a command killed by a signal reports the signal", async () => {
   assert.equal(r.result.signal, "SIGTERM");
 });
 
-test("a program that does not exist fails the host with ERR_TRANSPORT", async () => {
+test("a program that does not exist fails the host with HOST_TRANSPORT", async () => {
   const r = await runOn(createExecTransport({ template: ["/nonexistent/aissh-prog", "%h"] }), "h", "x");
-  assert.equal(r.result.error?.code, "ERR_TRANSPORT");
+  assert.equal(r.result.error?.code, "HOST_TRANSPORT");
   assert.match(r.result.error!.message, /not found/);
   assert.equal(r.connected, 0);
 });
@@ -74,7 +74,7 @@ test("abort kills the whole process group, helpers included", async () => {
       if (out.endsWith("\n")) ac.abort("cancel");
     },
   });
-  assert.equal(r.result.error?.code, "ERR_CANCELLED");
+  assert.equal(r.result.error?.code, "HOST_CANCELLED");
   const bgPid = Number(out.trim());
   assert.ok(bgPid > 0);
   // Gone, or a zombie waiting for init to reap it: either way no longer running.
@@ -90,12 +90,12 @@ test("abort also kills a helper the command left behind after its own exit", asy
     signal: ac.signal,
     onStdout: () => ac.abort("timeout"),
   });
-  assert.equal(r.result.error?.code, "ERR_COMMAND_TIMEOUT");
+  assert.equal(r.result.error?.code, "HOST_COMMAND_TIMEOUT");
 });
 
 test("an empty template is a usage error at creation", () => {
-  assert.throws(() => createExecTransport({}), { code: "ERR_USAGE" });
-  assert.throws(() => createExecTransport({ template: [] }), { code: "ERR_USAGE" });
+  assert.throws(() => createExecTransport({}), { code: "AIU_USAGE" });
+  assert.throws(() => createExecTransport({ template: [] }), { code: "AIU_USAGE" });
 });
 
 const relaySkip =
@@ -149,7 +149,7 @@ describe("an ssh template goes through the relay", { skip: relaySkip ?? false },
     const ac = new AbortController();
     const t = createExecTransport({ template: ["ssh", "-F", sshd.clientConfigPath, "%h"] });
     const r = await runOn(t, sshd.address, "echo started; sleep 30", { signal: ac.signal, onStdout: () => ac.abort("cancel") });
-    assert.equal(r.result.error?.code, "ERR_CANCELLED");
+    assert.equal(r.result.error?.code, "HOST_CANCELLED");
     assert.equal(r.result.closedBy, "reset");
     const ours = readTcpSockets({ localPort: r.result.localPort! }).filter((x) => x.remotePort === sshd.port);
     assert.deepEqual(ours.filter((x) => x.state === "TIME_WAIT"), []);

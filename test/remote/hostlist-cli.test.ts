@@ -57,7 +57,7 @@ test("-w '[::1]' and '[::1],127.0.0.1' reach both addresses over rsh; user@[::1]
     const want = w.includes("127.0.0.1") ? ["127.0.0.1", "::1"] : ["::1"];
     assert.deepEqual(doc.results.map((x) => x.host).sort(), want, w);
     // The fault server answered each: the connection was made, to that address.
-    for (const x of doc.results) assert.equal(x.error.code, "ERR_REMOTE_REFUSED", `${w}: ${x.error.message}`);
+    for (const x of doc.results) assert.equal(x.error.code, "HOST_REFUSED", `${w}: ${x.error.message}`);
   }
 });
 

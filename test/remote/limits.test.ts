@@ -72,7 +72,7 @@ test("--idle-timeout ends a host that prints nothing for that long (cause timeou
   const [stalled, ticking] = doc.results;
   assert.equal(stalled!.state, "timedout");
   assert.equal(stalled!.cause, "timeout-idle");
-  assert.equal(stalled!.error!.code, "ERR_IDLE_TIMEOUT");
+  assert.equal(stalled!.error!.code, "HOST_IDLE_TIMEOUT");
   assert.deepEqual(stalled!.output, ["before the stall"]);
   assert.equal(ticking!.state, "done");
   assert.equal(ticking!.cause, null);
@@ -125,7 +125,7 @@ test("every failed host carries one cause from the documented list", { skip }, a
   try {
     const io = captureIO();
     await main(["--port", String(srv.port), "-w", "127.0.0.1", "x"], io);
-    assert.match(io.err(), /causes: 1 auth\n\s+127\.0\.0\.1: failed \(auth\) ERR_REMOTE_REFUSED/);
+    assert.match(io.err(), /causes: 1 auth\n\s+127\.0\.0\.1: failed \(auth\) HOST_REFUSED/);
   } finally {
     await srv.close();
   }

@@ -137,12 +137,12 @@ test("refused host, rshd refusal message, and a server that drops the request: o
   const a = await one(refuse.port);
   assert.equal(a.code, 1);
   assert.equal(a.r.state, "failed");
-  assert.equal(a.r.error.code, "ERR_REMOTE_REFUSED");
+  assert.equal(a.r.error.code, "HOST_REFUSED");
   assert.match(a.r.error.message, /permission denied/);
   const b = await one(drop.port);
-  assert.equal(b.r.error.code, "ERR_PROTOCOL");
+  assert.equal(b.r.error.code, "HOST_PROTOCOL");
   const c = await one(closedPort);
-  assert.equal(c.r.error.code, "ERR_CONNECT_REFUSED");
+  assert.equal(c.r.error.code, "HOST_CONNECT_REFUSED");
 });
 
 test("host files: comments and blanks allowed, duplicates run once, a bad line is exit 2 naming file:line", async () => {

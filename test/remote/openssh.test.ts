@@ -42,16 +42,16 @@ test("argv: a host that looks like an option stays a host", () => {
 });
 
 test("classifySshLog names the cause of an exit 255", () => {
-  assert.equal(classifySshLog("debug1: x\nroot@10.0.0.1: Permission denied (publickey).\n").code, "ERR_AUTH");
-  assert.equal(classifySshLog("ssh: connect to host 10.0.0.1 port 22: Connection refused\n").code, "ERR_CONNECT_REFUSED");
-  assert.equal(classifySshLog("ssh: connect to host 10.0.0.1 port 22: Connection timed out\n").code, "ERR_CONNECT_TIMEOUT");
+  assert.equal(classifySshLog("debug1: x\nroot@10.0.0.1: Permission denied (publickey).\n").code, "HOST_AUTH");
+  assert.equal(classifySshLog("ssh: connect to host 10.0.0.1 port 22: Connection refused\n").code, "HOST_CONNECT_REFUSED");
+  assert.equal(classifySshLog("ssh: connect to host 10.0.0.1 port 22: Connection timed out\n").code, "HOST_CONNECT_TIMEOUT");
   const changed = classifySshLog(
     "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nHost key verification failed.\n",
   );
-  assert.equal(changed.code, "ERR_HOST_KEY");
+  assert.equal(changed.code, "HOST_KEY_UNTRUSTED");
   assert.equal(changed.message, "ssh: Host key verification failed.");
-  assert.equal(classifySshLog("kex_exchange_identification: Connection closed by remote host\n").code, "ERR_CONNECTION_LOST");
-  assert.equal(classifySshLog("debug1: only debug\n").code, "ERR_TRANSPORT");
+  assert.equal(classifySshLog("kex_exchange_identification: Connection closed by remote host\n").code, "HOST_CONNECTION_LOST");
+  assert.equal(classifySshLog("debug1: only debug\n").code, "HOST_TRANSPORT");
 });
 
 test("closedByFromStates: our FIN first leaves FIN_WAIT/TIME_WAIT; none or LAST_ACK means the remote", () => {
@@ -61,10 +61,10 @@ test("closedByFromStates: our FIN first leaves FIN_WAIT/TIME_WAIT; none or LAST_
   assert.equal(closedByFromStates(["LAST_ACK"]), "remote");
 });
 
-test("an ssh binary that is not there fails the host with ERR_TRANSPORT", async () => {
+test("an ssh binary that is not there fails the host with HOST_TRANSPORT", async () => {
   const t = createOpenSshTransport({}, { ssh: "/nonexistent/aissh-ssh" });
   const r = await runOn(t, "127.0.0.1", "true");
-  assert.equal(r.result.error?.code, "ERR_TRANSPORT");
+  assert.equal(r.result.error?.code, "HOST_TRANSPORT");
   assert.equal(r.connected, 0);
 });
 
@@ -176,26 +176,26 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     assert.equal(text.stderr.split("\n").filter((l) => /netcat-openbsd/.test(l)).length, 1, text.stderr);
   });
 
-  test("the sshd session killed mid-command: ERR_CONNECTION_LOST, with ssh's own words", async () => {
+  test("the sshd session killed mid-command: HOST_CONNECTION_LOST, with ssh's own words", async () => {
     const r = await runOn(t, sshd.address, "kill -9 $PPID; sleep 5", { separateStderr: true });
     assert.equal(r.result.connected, true);
-    assert.equal(r.result.error?.code, "ERR_CONNECTION_LOST");
+    assert.equal(r.result.error?.code, "HOST_CONNECTION_LOST");
     // Killed with unread data in its socket, the server's kernel answers with RST instead of FIN; which
     // one comes, and which of ssh's loops notices it first, is a race, and ssh names each its own way.
     assert.match(r.result.error!.message, /^ssh: (Connection to \S+ closed by remote host|Connection (reset|closed) by |Read from remote host|client_loop: send disconnect)/);
   });
 
-  test("an unauthorised key: ERR_AUTH", async () => {
+  test("an unauthorised key: HOST_AUTH", async () => {
     const other = makeKey(dir, "not_authorized");
     const cfg = join(dir, "badkey.conf");
     writeFileSync(cfg, readFileSync(sshd.clientConfigPath, "utf8").replace(sshd.clientKey.privatePath, other.privatePath));
     const r = await runOn(createOpenSshTransport({ sshConfigFile: cfg }), sshd.address, "true");
-    assert.equal(r.result.error?.code, "ERR_AUTH");
+    assert.equal(r.result.error?.code, "HOST_AUTH");
     assert.match(r.result.error!.message, /Permission denied/);
     assert.equal(r.connected, 0);
   });
 
-  test("a changed host key: ERR_HOST_KEY, and the command does not run", async () => {
+  test("a changed host key: HOST_KEY_UNTRUSTED, and the command does not run", async () => {
     const impostor = makeKey(dir, "impostor");
     const kh = join(dir, "changed_kh");
     const [type, blob] = impostor.publicLine.split(" ");
@@ -203,16 +203,16 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
     const cfg = join(dir, "changed.conf");
     writeFileSync(cfg, `Host *\n  UserKnownHostsFile ${kh}\n` + readFileSync(sshd.clientConfigPath, "utf8"));
     const r = await runOn(createOpenSshTransport({ sshConfigFile: cfg }), sshd.address, "echo must-not-run");
-    assert.equal(r.result.error?.code, "ERR_HOST_KEY");
+    assert.equal(r.result.error?.code, "HOST_KEY_UNTRUSTED");
     assert.equal(r.out, "");
   });
 
-  test("a refused port: ERR_CONNECT_REFUSED", async () => {
+  test("a refused port: HOST_CONNECT_REFUSED", async () => {
     const srv = await listen();
     const port = portOf(srv);
     await closeServer(srv);
     const r = await runOn(createOpenSshTransport({ sshConfigFile: sshd.clientConfigPath, port }), "127.0.0.1", "true");
-    assert.equal(r.result.error?.code, "ERR_CONNECT_REFUSED");
+    assert.equal(r.result.error?.code, "HOST_CONNECT_REFUSED");
     assert.equal(r.result.closedBy, null);
   });
 
@@ -222,7 +222,7 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
       signal: ac.signal,
       onStdout: () => ac.abort("timeout"),
     });
-    assert.equal(r.result.error?.code, "ERR_COMMAND_TIMEOUT");
+    assert.equal(r.result.error?.code, "HOST_COMMAND_TIMEOUT");
     assert.equal(r.connected, 1);
     assert.equal(r.result.closedBy, "reset");
     const port = r.result.localPort!;
@@ -236,7 +236,7 @@ describe("openssh transport against a real sshd", { skip: skip ?? false }, () =>
       signal: ac.signal,
       onStdout: () => ac.abort("timeout"),
     });
-    assert.equal(r.result.error?.code, "ERR_COMMAND_TIMEOUT");
+    assert.equal(r.result.error?.code, "HOST_COMMAND_TIMEOUT");
     assert.equal(r.connected, 1);
     assert.equal(r.result.closedBy, "reset");
     const port = r.result.localPort!;

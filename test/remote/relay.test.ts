@@ -223,7 +223,7 @@ test("a refused connect is the relay's error to tell, and the shuttle sees its e
   await once(s, "end");
   s.end();
   const o = await relay.finish();
-  assert.equal(o.connectError?.code, "ERR_CONNECT_REFUSED");
+  assert.equal(o.connectError?.code, "HOST_CONNECT_REFUSED");
   assert.equal(o.closedBy, null);
 });
 

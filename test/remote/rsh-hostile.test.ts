@@ -29,7 +29,7 @@ async function against(opts: HostileOptions, separateStderr = false) {
 
 test("a 700 MB refusal: a one-line message of bounded size, and the client stops reading (no ERR_STRING_TOO_LONG)", async () => {
   const { result, srv } = await against({ refusalBytes: 700 * 1024 * 1024 });
-  assert.equal(result.error?.code, "ERR_REMOTE_REFUSED");
+  assert.equal(result.error?.code, "HOST_REFUSED");
   assert.match(result.error!.message, /^rshd refused: x{200}\.\.\. \(\d+ more characters\) \(and \d+ more bytes, not shown\)$/);
   assert.ok(result.error!.message.length < 400);
   assert.equal(result.closedBy, "reset");
@@ -39,7 +39,7 @@ test("a 700 MB refusal: a one-line message of bounded size, and the client stops
 
 test("a refusal with NULs, escapes and several lines: its first line, control characters escaped", async () => {
   const { result } = await against({ refusalText: "no\u0000 way \u001b[2J\u0007 in\nsecond line\n" });
-  assert.equal(result.error?.code, "ERR_REMOTE_REFUSED");
+  assert.equal(result.error?.code, "HOST_REFUSED");
   assert.equal(result.error!.message, "rshd refused: no way \\x1b[2J\\x07 in (and 11 more bytes, not shown)");
 });
 

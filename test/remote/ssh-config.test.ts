@@ -76,8 +76,8 @@ test("StrictHostKeyChecking ask counts as strict (we never prompt); no as off", 
 });
 
 test("bad values are usage errors naming the keyword", () => {
-  assert.throws(() => resolveSshConfig(parseSshConfigs(["Host *\n Port banana\n"]), "h", ctx), { code: "ERR_USAGE", message: /Port/ });
-  assert.throws(() => resolveSshConfig(parseSshConfigs(["Host *\n IdentitiesOnly maybe\n"]), "h", ctx), { code: "ERR_USAGE" });
+  assert.throws(() => resolveSshConfig(parseSshConfigs(["Host *\n Port banana\n"]), "h", ctx), { code: "AIU_USAGE", message: /Port/ });
+  assert.throws(() => resolveSshConfig(parseSshConfigs(["Host *\n IdentitiesOnly maybe\n"]), "h", ctx), { code: "AIU_USAGE" });
 });
 
 test("tokens: %d %u %r %h %n %p %% and ~", () => {
@@ -106,7 +106,7 @@ test("Include inlines the files it names: globs sorted, ~ and relative paths, mi
 
 test("Include loops are bounded: a usage error, not a hang", () => {
   const reader = { read: () => "Include self\n", list: () => [] };
-  assert.throws(() => inlineIncludes("Include self\n", "/d", "/h", reader), { code: "ERR_USAGE", message: /Include/ });
+  assert.throws(() => inlineIncludes("Include self\n", "/d", "/h", reader), { code: "AIU_USAGE", message: /Include/ });
 });
 
 test("Ciphers, KexAlgorithms and MACs are kept as written, first value winning; null when unset", () => {

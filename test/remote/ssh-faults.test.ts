@@ -80,26 +80,26 @@ describe("ssh transport against faulty servers", { skip: linux }, () => {
     assert.equal(r.result.signal, "SIGKILL");
   });
 
-  test("a server that accepts only passwords: ERR_AUTH saying so, and no prompt", async () => {
+  test("a server that accepts only passwords: HOST_AUTH saying so, and no prompt", async () => {
     const { t } = await faultServer({ passwordOnly: true });
     const r = await runOn(t, "127.0.0.1", "x");
-    assert.equal(r.result.error?.code, "ERR_AUTH");
+    assert.equal(r.result.error?.code, "HOST_AUTH");
     assert.match(r.result.error!.message, /server accepts: password/);
     assert.equal(r.connected, 0);
   });
 
-  test("a server that refuses the exec request: ERR_REMOTE_REFUSED", async () => {
+  test("a server that refuses the exec request: HOST_REFUSED", async () => {
     const { t } = await faultServer({ rejectExec: true });
     const r = await runOn(t, "127.0.0.1", "x");
-    assert.equal(r.result.error?.code, "ERR_REMOTE_REFUSED");
+    assert.equal(r.result.error?.code, "HOST_REFUSED");
     assert.equal(r.connected, 0);
     assert.equal(r.result.closedBy, "remote");
   });
 
-  test("a channel closed without an exit status: ERR_PROTOCOL", async () => {
+  test("a channel closed without an exit status: HOST_PROTOCOL", async () => {
     const { t } = await faultServer({ onExec: ({ channel }) => channel.close() });
     const r = await runOn(t, "127.0.0.1", "x");
-    assert.equal(r.result.error?.code, "ERR_PROTOCOL");
+    assert.equal(r.result.error?.code, "HOST_PROTOCOL");
     assert.match(r.result.error!.message, /without an exit status/);
   });
 
@@ -110,18 +110,18 @@ describe("ssh transport against faulty servers", { skip: linux }, () => {
     channel.resume();
   };
 
-  test("connection dropped (RST) mid-command: ERR_CONNECTION_LOST, closedBy reset", async () => {
+  test("connection dropped (RST) mid-command: HOST_CONNECTION_LOST, closedBy reset", async () => {
     const { t } = await faultServer({
       onExec: ({ channel, socket }) => onClientEof(channel, () => socket.resetAndDestroy()),
     });
     const r = await runOn(t, "127.0.0.1", "x");
     assert.equal(r.result.connected, true);
-    assert.equal(r.result.error?.code, "ERR_CONNECTION_LOST");
+    assert.equal(r.result.error?.code, "HOST_CONNECTION_LOST");
     assert.equal(r.result.closedBy, "reset");
     assert.equal(clientTimeWaits(r.result), 0);
   });
 
-  test("connection closed (FIN) mid-command: output so far, ERR_CONNECTION_LOST, closedBy remote", async () => {
+  test("connection closed (FIN) mid-command: output so far, HOST_CONNECTION_LOST, closedBy remote", async () => {
     const { t } = await faultServer({
       onExec: ({ channel, socket }) => {
         channel.write("partial\n");
@@ -130,7 +130,7 @@ describe("ssh transport against faulty servers", { skip: linux }, () => {
     });
     const r = await runOn(t, "127.0.0.1", "x");
     assert.equal(r.out, "partial\n");
-    assert.equal(r.result.error?.code, "ERR_CONNECTION_LOST");
+    assert.equal(r.result.error?.code, "HOST_CONNECTION_LOST");
     assert.equal(r.result.closedBy, "remote");
     assert.equal(clientTimeWaits(r.result), 0);
   });
@@ -153,20 +153,20 @@ describe("ssh transport against faulty servers", { skip: linux }, () => {
     assert.equal(clientTimeWaits(r.result), 0);
   });
 
-  test("a bad banner (SSH-1.5) fails with ERR_PROTOCOL", async () => {
+  test("a bad banner (SSH-1.5) fails with HOST_PROTOCOL", async () => {
     const t = await rawServer("SSH-1.5-ancient\r\n");
     const r = await runOn(t, "127.0.0.1", "x");
     assert.equal(r.connected, 0);
-    assert.equal(r.result.error?.code, "ERR_PROTOCOL");
+    assert.equal(r.result.error?.code, "HOST_PROTOCOL");
     assert.match(r.result.error!.message, /identification/);
     assert.equal(clientTimeWaits(r.result), 0);
   });
 
-  test("not an ssh server (HTTP reply, then close): ERR_CONNECTION_LOST during the handshake", async () => {
+  test("not an ssh server (HTTP reply, then close): HOST_CONNECTION_LOST during the handshake", async () => {
     const t = await rawServer("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n", true);
     const r = await runOn(t, "127.0.0.1", "x");
     assert.equal(r.connected, 0);
-    assert.equal(r.result.error?.code, "ERR_CONNECTION_LOST");
+    assert.equal(r.result.error?.code, "HOST_CONNECTION_LOST");
     assert.match(r.result.error!.message, /handshake/);
     assert.equal(r.result.closedBy, "remote");
     assert.equal(clientTimeWaits(r.result), 0);
@@ -176,7 +176,7 @@ describe("ssh transport against faulty servers", { skip: linux }, () => {
     const t = await rawServer("SSH-2.0-OpenSSH_9.9 stall\r\n");
     const r = await runOn(t, "127.0.0.1", "x", { connectTimeoutMs: 200 });
     assert.equal(r.connected, 0);
-    assert.equal(r.result.error?.code, "ERR_CONNECT_TIMEOUT");
+    assert.equal(r.result.error?.code, "HOST_CONNECT_TIMEOUT");
     assert.match(r.result.error!.message, /handshake/);
     assert.equal(r.result.closedBy, "reset");
     assert.equal(clientTimeWaits(r.result), 0);
@@ -185,18 +185,18 @@ describe("ssh transport against faulty servers", { skip: linux }, () => {
   test("a server that accepts and says nothing hits the connect timeout", async () => {
     const t = await rawServer(null);
     const r = await runOn(t, "127.0.0.1", "x", { connectTimeoutMs: 200 });
-    assert.equal(r.result.error?.code, "ERR_CONNECT_TIMEOUT");
+    assert.equal(r.result.error?.code, "HOST_CONNECT_TIMEOUT");
     assert.equal(r.result.closedBy, "reset");
   });
 
-  test("abort during the handshake resets at once with ERR_CANCELLED", async () => {
+  test("abort during the handshake resets at once with HOST_CANCELLED", async () => {
     const ac = new AbortController();
     const srv = await startRawServer("SSH-2.0-OpenSSH_9.9 stall\r\n", false, () => ac.abort("cancel"));
     cleanups.push(() => srv.close());
     const { clientConfigPath } = writeClientFiles(dir, "127.0.0.1", srv.port, identity, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ");
     const t = createSshTransport({ sshConfigFile: clientConfigPath }, env);
     const r = await runOn(t, "127.0.0.1", "x", { signal: ac.signal, connectTimeoutMs: 0 });
-    assert.equal(r.result.error?.code, "ERR_CANCELLED");
+    assert.equal(r.result.error?.code, "HOST_CANCELLED");
     assert.equal(r.connected, 0);
     assert.equal(clientTimeWaits(r.result), 0);
   });
@@ -244,13 +244,13 @@ describe("ssh handshakes dropped before the banner (sshd MaxStartups)", { skip: 
     }
   });
 
-  test("a server that always drops: ERR_DROPPED_BY_SERVER after the retries, closed by the server each time", async () => {
+  test("a server that always drops: HOST_DROPPED_BY_SERVER after the retries, closed by the server each time", async () => {
     const srv = await startRawServer(null, true);
     try {
       const { clientConfigPath } = writeClientFiles(dir, "127.0.0.1", srv.port, identity, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ");
       const t = createSshTransport({ sshConfigFile: clientConfigPath }, env);
       const r = await runOn(t, "127.0.0.1", "x");
-      assert.equal(r.result.error?.code, "ERR_DROPPED_BY_SERVER");
+      assert.equal(r.result.error?.code, "HOST_DROPPED_BY_SERVER");
       assert.equal(r.result.retries, 4);
       assert.equal(r.result.closedBy, "remote");
       assert.equal(clientTimeWaits(r.result), 0);

@@ -140,7 +140,7 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
       onConnectedHook: () => ac.abort("timeout"),
     });
     assert.equal(r.result.closedBy, "reset");
-    assert.equal(r.result.error?.code, "ERR_COMMAND_TIMEOUT");
+    assert.equal(r.result.error?.code, "HOST_COMMAND_TIMEOUT");
     assert.equal(r.result.connected, true);
     const port = r.result.localPort!;
     assert.equal(timeWaits(port, sshd.port), 0);
@@ -150,10 +150,10 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     );
   });
 
-  test("the sshd session killed mid-command: ERR_CONNECTION_LOST, the remote ended it, no local TIME_WAIT", async () => {
+  test("the sshd session killed mid-command: HOST_CONNECTION_LOST, the remote ended it, no local TIME_WAIT", async () => {
     const r = await runOn(t, sshd.address, "kill -9 $PPID; sleep 5");
     assert.equal(r.result.connected, true);
-    assert.equal(r.result.error?.code, "ERR_CONNECTION_LOST");
+    assert.equal(r.result.error?.code, "HOST_CONNECTION_LOST");
     // FIN or RST from the killed end is a race (RST when it had unread data); never our close.
     assert.ok(r.result.closedBy === "remote" || r.result.closedBy === "reset", String(r.result.closedBy));
     assert.equal(timeWaits(r.result.localPort!, sshd.port), 0);
@@ -163,22 +163,22 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     const ac = new AbortController();
     ac.abort("cancel");
     const r = await runOn(t, sshd.address, "true", { signal: ac.signal });
-    assert.equal(r.result.error?.code, "ERR_CANCELLED");
+    assert.equal(r.result.error?.code, "HOST_CANCELLED");
     assert.equal(r.connected, 0);
     assert.equal(r.result.closedBy, null);
   });
 
-  test("a refused port fails with ERR_CONNECT_REFUSED (--port beats the config's Port)", async () => {
+  test("a refused port fails with HOST_CONNECT_REFUSED (--port beats the config's Port)", async () => {
     const srv = await listen();
     const port = portOf(srv);
     await closeServer(srv);
     const r = await runOn(createSshTransport({ sshConfigFile: sshd.clientConfigPath, port }, env), "127.0.0.1", "true");
-    assert.equal(r.result.error?.code, "ERR_CONNECT_REFUSED");
+    assert.equal(r.result.error?.code, "HOST_CONNECT_REFUSED");
     assert.equal(r.result.closedBy, null);
     assert.equal(r.connected, 0);
   });
 
-  test("a key the server does not accept fails with ERR_AUTH and says what was tried", async () => {
+  test("a key the server does not accept fails with HOST_AUTH and says what was tried", async () => {
     const other = makeKey(dir, "not_authorized");
     const cfg = join(dir, "badkey.conf");
     writeFileSync(
@@ -186,7 +186,7 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
       readFileSync(sshd.clientConfigPath, "utf8").replace(sshd.clientKey.privatePath, other.privatePath),
     );
     const r = await runOn(createSshTransport({ sshConfigFile: cfg }, env), sshd.address, "true");
-    assert.equal(r.result.error?.code, "ERR_AUTH");
+    assert.equal(r.result.error?.code, "HOST_AUTH");
     assert.match(r.result.error!.message, /permission denied/);
     assert.match(r.result.error!.message, /not_authorized/);
     assert.equal(r.connected, 0);
@@ -195,7 +195,7 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     assert.equal(timeWaits(r.result.localPort!, sshd.port), 0);
   });
 
-  test("a passphrase-protected key is never prompted for: ERR_AUTH naming it", async () => {
+  test("a passphrase-protected key is never prompted for: HOST_AUTH naming it", async () => {
     const locked = makeKey(dir, "locked", "ed25519", "secret-passphrase");
     const cfg = join(dir, "locked.conf");
     writeFileSync(
@@ -203,11 +203,11 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
       readFileSync(sshd.clientConfigPath, "utf8").replace(sshd.clientKey.privatePath, locked.privatePath),
     );
     const r = await runOn(createSshTransport({ sshConfigFile: cfg }, env), sshd.address, "true");
-    assert.equal(r.result.error?.code, "ERR_AUTH");
+    assert.equal(r.result.error?.code, "HOST_AUTH");
     assert.match(r.result.error!.message, /passphrase-protected .*locked/);
   });
 
-  test("a changed host key fails with ERR_HOST_KEY and never runs the command", async () => {
+  test("a changed host key fails with HOST_KEY_UNTRUSTED and never runs the command", async () => {
     const impostor = makeKey(dir, "impostor_host");
     const kh = join(dir, "changed_known_hosts");
     const [type, blob] = impostor.publicLine.split(" ");
@@ -215,13 +215,13 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     const cfg = join(dir, "changed.conf");
     writeFileSync(cfg, `Host *\n  UserKnownHostsFile ${kh}\n` + readFileSync(sshd.clientConfigPath, "utf8"));
     const r = await runOn(createSshTransport({ sshConfigFile: cfg }, env), sshd.address, "touch /tmp/aissh-must-not-exist");
-    assert.equal(r.result.error?.code, "ERR_HOST_KEY");
+    assert.equal(r.result.error?.code, "HOST_KEY_UNTRUSTED");
     assert.match(r.result.error!.message, /HOST KEY CHANGED/);
     assert.equal(r.connected, 0);
     assert.equal(existsSync("/tmp/aissh-must-not-exist"), false);
     // Even --host-key-checking accept-new does not accept a changed key.
     const r2 = await runOn(createSshTransport({ sshConfigFile: cfg, hostKeyChecking: "accept-new" }, env), sshd.address, "true");
-    assert.equal(r2.result.error?.code, "ERR_HOST_KEY");
+    assert.equal(r2.result.error?.code, "HOST_KEY_UNTRUSTED");
     // --host-key-checking off is the user's explicit choice to skip the check.
     const r3 = await runOn(createSshTransport({ sshConfigFile: cfg, hostKeyChecking: "off" }, env), sshd.address, "echo unchecked");
     assert.equal(r3.result.error, null);
@@ -234,7 +234,7 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     const cfg = join(dir, "unknown.conf");
     writeFileSync(cfg, `Host *\n  UserKnownHostsFile ${kh}\n` + readFileSync(sshd.clientConfigPath, "utf8"));
     const strict = await runOn(createSshTransport({ sshConfigFile: cfg }, env), sshd.address, "true");
-    assert.equal(strict.result.error?.code, "ERR_HOST_KEY");
+    assert.equal(strict.result.error?.code, "HOST_KEY_UNTRUSTED");
     assert.match(strict.result.error!.message, /unknown host key/);
 
     const accept = await runOn(createSshTransport({ sshConfigFile: cfg, hostKeyChecking: "accept-new" }, env), sshd.address, "echo ok");
@@ -273,7 +273,7 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     const cfg = join(dir, "jump.conf");
     writeFileSync(cfg, "Host *\n  ProxyJump bastion\n");
     const r = await runOn(createSshTransport({ sshConfigFile: cfg }, env), sshd.address, "true");
-    assert.equal(r.result.error?.code, "ERR_TRANSPORT");
+    assert.equal(r.result.error?.code, "HOST_TRANSPORT");
     assert.match(r.result.error!.message, /openssh/);
   });
 
@@ -306,17 +306,17 @@ describe("ssh transport against a real sshd", { skip: skip ?? false }, () => {
     const cbc = join(dir, "algos-cbc.conf");
     writeFileSync(cbc, `Host *\n  Ciphers aes128-cbc\n` + base);
     const refused = await runOn(createSshTransport({ sshConfigFile: cbc }, env), sshd.address, "true");
-    assert.equal(refused.result.error?.code, "ERR_PROTOCOL", refused.result.error?.message);
+    assert.equal(refused.result.error?.code, "HOST_PROTOCOL", refused.result.error?.message);
     assert.equal(refused.result.connected, false);
     const none = join(dir, "algos-none.conf");
     writeFileSync(none, `Host *\n  KexAlgorithms sntrup761x25519-sha512@openssh.com\n` + base);
     const bad = await runOn(createSshTransport({ sshConfigFile: none }, env), sshd.address, "true");
-    assert.equal(bad.result.error?.code, "ERR_TRANSPORT");
+    assert.equal(bad.result.error?.code, "HOST_TRANSPORT");
     assert.match(bad.result.error!.message, /KexAlgorithms.*-R openssh/);
   });
 
   test("a missing -F file is a usage error at creation", () => {
-    assert.throws(() => createSshTransport({ sshConfigFile: join(dir, "nope.conf") }, env), { code: "ERR_USAGE" });
+    assert.throws(() => createSshTransport({ sshConfigFile: join(dir, "nope.conf") }, env), { code: "AIU_USAGE" });
   });
 
   test("multi-rsh -R ssh end to end: done, closed by the remote, a ledger with 0 local TIME_WAIT", async () => {

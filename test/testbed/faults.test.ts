@@ -8,7 +8,6 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import type { ErrorCode } from "../../src/errors.js";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { findShuttle } from "../../src/remote/relay.js";
 import { captureIO } from "../helpers/io.js";
@@ -16,6 +15,7 @@ import {
   FAULTS, FLOOD_LINE, FLOOD_LINES, assertRouteOverBridge, down, missingRequirement, run, up,
   type Fault, type Testbed, type TestbedHost,
 } from "../../testbed/testbed.js";
+import type { HostErrorCode } from "../../src/remote/transport.js";
 
 // ADDRINUSE_TESTBED_PREFIX / ADDRINUSE_TESTBED_NET move the testbed, so that two people working in
 // one tree can run the testbed tests at once.
@@ -118,7 +118,7 @@ for (const mode of ["rsh", "ssh"] as const) {
 
 interface Expect {
   state: "done" | "failed" | "timedout";
-  code: ErrorCode | null;
+  code: HostErrorCode | null;
   /** exec only sees the local command's status: ssh's 255 for every connection-level fault. */
   exitCode?: number;
 }
@@ -128,7 +128,7 @@ function expected(transport: string, fault: Fault | null): Expect {
     // -R exec runs `ssh %h CMD` here: the engine knows a local command, not a connection, so a host
     // that cannot be reached is a command that exited 255, and a stalled one runs into -t.
     if (fault === null || fault === "flood") return { state: "done", code: null, exitCode: 0 };
-    if (fault === "blackhole" || fault === "hang" || fault === "drip") return { state: "timedout", code: "ERR_COMMAND_TIMEOUT" };
+    if (fault === "blackhole" || fault === "hang" || fault === "drip") return { state: "timedout", code: "HOST_COMMAND_TIMEOUT" };
     return { state: "done", code: null, exitCode: 255 };
   }
   const ssh = transport !== "rsh";
@@ -137,20 +137,20 @@ function expected(transport: string, fault: Fault | null): Expect {
     case "flood":
       return { state: "done", code: null };
     case "refused":
-      return { state: "failed", code: "ERR_CONNECT_REFUSED" };
+      return { state: "failed", code: "HOST_CONNECT_REFUSED" };
     case "blackhole":
     case "hang":
       // A hung host accepted the TCP connection but never finished the protocol's handshake.
-      return { state: "timedout", code: "ERR_CONNECT_TIMEOUT" };
+      return { state: "timedout", code: "HOST_CONNECT_TIMEOUT" };
     case "drip":
-      return { state: "timedout", code: "ERR_COMMAND_TIMEOUT" };
+      return { state: "timedout", code: "HOST_COMMAND_TIMEOUT" };
     case "killed":
-      return { state: "failed", code: "ERR_CONNECTION_LOST" };
+      return { state: "failed", code: "HOST_CONNECTION_LOST" };
     case "denied":
-      return { state: "failed", code: ssh ? "ERR_AUTH" : "ERR_REMOTE_REFUSED" };
+      return { state: "failed", code: ssh ? "HOST_AUTH" : "HOST_REFUSED" };
     case "badkey":
       // rsh has no host keys: the host answers as a sound one.
-      return ssh ? { state: "failed", code: "ERR_HOST_KEY" } : { state: "done", code: null };
+      return ssh ? { state: "failed", code: "HOST_KEY_UNTRUSTED" } : { state: "done", code: null };
   }
 }
 

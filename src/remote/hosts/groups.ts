@@ -26,7 +26,7 @@ export interface GroupSource {
 /** A group file or name the user gave that cannot be used (exit 2). */
 export class GroupError extends UsageError {
   constructor(message: string) {
-    super(message, "ERR_GROUP");
+    super(message, "AIU_GROUP");
     this.name = "GroupError";
   }
 }

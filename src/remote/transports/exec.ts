@@ -20,8 +20,8 @@
  * runLocalCommand() is shared with the openssh transport.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { UsageError, type ErrorCode } from "../../errors.js";
-import { writableStdin, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
+import { UsageError } from "../../errors.js";
+import { writableStdin, type RunRequest, type Transport, type TransportOptions, type TransportResult, type HostErrorCode } from "../transport.js";
 import { homedir } from "node:os";
 import type SSHConfig from "ssh-config";
 import {
@@ -57,10 +57,10 @@ export interface ChildHooks {
 /** The longest an onAbort hook may delay the kill. */
 export const ABORT_HOOK_MS = 1000;
 
-export function abortError(signal: AbortSignal): { code: ErrorCode; message: string } {
+export function abortError(signal: AbortSignal): { code: HostErrorCode; message: string } {
   return signal.reason === "timeout"
-    ? { code: "ERR_COMMAND_TIMEOUT", message: "timed out: local command killed" }
-    : { code: "ERR_CANCELLED", message: "cancelled: local command killed" };
+    ? { code: "HOST_COMMAND_TIMEOUT", message: "timed out: local command killed" }
+    : { code: "HOST_CANCELLED", message: "cancelled: local command killed" };
 }
 
 /**
@@ -139,7 +139,7 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
         closedBy: null,
         localPort: null,
         connected: false,
-        error: { code: "ERR_TRANSPORT", message: `cannot run '${file}': ${why}` },
+        error: { code: "HOST_TRANSPORT", message: `cannot run '${file}': ${why}` },
       });
     });
     child.on("close", (code, sig) => {
@@ -161,7 +161,7 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
           closedBy: null,
           localPort: null,
           connected: true,
-          error: { code: "ERR_TRANSPORT", message: String(e) },
+          error: { code: "HOST_TRANSPORT", message: String(e) },
         }),
       );
     });

@@ -26,10 +26,9 @@ import { randomBytes } from "node:crypto";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
-import type { ErrorCode } from "../../errors.js";
 import { readTcpSockets } from "../../kernel/read.js";
 import type { TcpState } from "../../kernel/parse.js";
-import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
+import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult, HostErrorCode } from "../transport.js";
 import type SSHConfig from "ssh-config";
 import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh-config.js";
 import { ABORT_HOOK_MS, runLocalCommand } from "./exec.js";
@@ -62,28 +61,28 @@ export function opensshArgv(options: TransportOptions, req: Pick<RunRequest, "ho
 }
 
 /** Why ssh exited 255, from its log: the error code and the line that says it. */
-export function classifySshLog(log: string): { code: ErrorCode; message: string } {
+export function classifySshLog(log: string): { code: HostErrorCode; message: string } {
   const lines = log.split("\n").map((l) => l.trim()).filter((l) => l !== "");
   const said = lines.filter((l) => !/^(debug\d|Transferred:|Bytes per second:|Authenticated to|Warning: Permanently added)/.test(l));
   const find = (re: RegExp) => said.find((l) => re.test(l));
-  const rules: [RegExp, ErrorCode][] = [
-    [/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|host key .* (is not known|has changed)|No .* host key is known/i, "ERR_HOST_KEY"],
-    [/Permission denied|Too many authentication failures|no more authentication methods/i, "ERR_AUTH"],
-    [/Connection refused/i, "ERR_CONNECT_REFUSED"],
-    [/timed out|Connection timed out/i, "ERR_CONNECT_TIMEOUT"],
-    [/Could not resolve hostname|No route to host|Network is unreachable/i, "ERR_CONNECT"],
-    [/Connection (closed|reset) by|Broken pipe|kex_exchange_identification|Connection to .* closed/i, "ERR_CONNECTION_LOST"],
-    [/Bad configuration option|Can't open user config file|terminating, \d+ bad configuration options/i, "ERR_USAGE"],
+  const rules: [RegExp, HostErrorCode][] = [
+    [/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|host key .* (is not known|has changed)|No .* host key is known/i, "HOST_KEY_UNTRUSTED"],
+    [/Permission denied|Too many authentication failures|no more authentication methods/i, "HOST_AUTH"],
+    [/Connection refused/i, "HOST_CONNECT_REFUSED"],
+    [/timed out|Connection timed out/i, "HOST_CONNECT_TIMEOUT"],
+    [/Could not resolve hostname|No route to host|Network is unreachable/i, "HOST_CONNECT_FAILED"],
+    [/Connection (closed|reset) by|Broken pipe|kex_exchange_identification|Connection to .* closed/i, "HOST_CONNECTION_LOST"],
+    [/Bad configuration option|Can't open user config file|terminating, \d+ bad configuration options/i, "HOST_LOCAL"],
   ];
   for (const [re, code] of rules) {
     const line = find(re);
     if (line) {
       // The host key warning is a banner of many lines; say the one that names the host.
-      const message = code === "ERR_HOST_KEY" ? (find(/Host key verification failed/) ?? find(/Offending|is not known/) ?? line) : line;
+      const message = code === "HOST_KEY_UNTRUSTED" ? (find(/Host key verification failed/) ?? find(/Offending|is not known/) ?? line) : line;
       return { code, message: `ssh: ${message}` };
     }
   }
-  return { code: "ERR_TRANSPORT", message: `ssh exited 255${said.length ? `: ${said.at(-1)}` : ""}` };
+  return { code: "HOST_TRANSPORT", message: `ssh exited 255${said.length ? `: ${said.at(-1)}` : ""}` };
 }
 
 /** Which side closed first, from the states of our socket's row after ssh exited. */
@@ -123,7 +122,7 @@ export function keepEnds(text: string, max: number): string {
 }
 
 /** The result of a host whose ssh never ran. */
-function notStarted(code: ErrorCode, message: string): TransportResult {
+function notStarted(code: HostErrorCode, message: string): TransportResult {
   return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
 }
 
@@ -194,7 +193,7 @@ export class OpenSshTransport implements Transport {
       : await planSshRelay(opensshArgv(this.options, req, null, ssh), req.signal);
     if (req.signal.aborted) {
       const timeout = req.signal.reason === "timeout";
-      return notStarted(timeout ? "ERR_CONNECT_TIMEOUT" : "ERR_CANCELLED", timeout ? "timed out before ssh started" : "cancelled before ssh started");
+      return notStarted(timeout ? "HOST_CONNECT_TIMEOUT" : "HOST_CANCELLED", timeout ? "timed out before ssh started" : "cancelled before ssh started");
     }
     return this.runSsh(req, plan.relay ? { target: plan.target, shuttle } : null);
   }
@@ -213,7 +212,7 @@ export class OpenSshTransport implements Transport {
     } catch (e) {
       relay?.reset();
       await relay?.finish();
-      return notStarted("ERR_TRANSPORT", `cannot create the ssh log file: ${(e as Error).message}`);
+      return notStarted("HOST_TRANSPORT", `cannot create the ssh log file: ${(e as Error).message}`);
     }
     const plain = opensshArgv(this.options, req, logFile, this.env.ssh ?? "ssh");
     const argv = relay && via ? [plain[0]!, ...proxyOptions(via.shuttle, relay.socketPath), ...plain.slice(1)] : plain;
@@ -325,7 +324,7 @@ export class OpenSshTransport implements Transport {
             exitCode: null,
             signal: null,
             error: {
-              code: timeout ? (ran ? "ERR_COMMAND_TIMEOUT" : "ERR_CONNECT_TIMEOUT") : "ERR_CANCELLED",
+              code: timeout ? (ran ? "HOST_COMMAND_TIMEOUT" : "HOST_CONNECT_TIMEOUT") : "HOST_CANCELLED",
               message: timeout ? "timed out: ssh killed" : "cancelled: ssh killed",
             },
             // The system ssh has no way to end the remote command, and sshd keeps a command that
@@ -334,7 +333,7 @@ export class OpenSshTransport implements Transport {
           };
         }
         if (code === null) {
-          return { ...base, exitCode: null, signal: null, error: { code: "ERR_TRANSPORT", message: `ssh was killed by ${sig}` } };
+          return { ...base, exitCode: null, signal: null, error: { code: "HOST_TRANSPORT", message: `ssh was killed by ${sig}` } };
         }
         // The remote's own status: any code but 255, or 255 when the server reported it.
         if (code !== 255 || /rtype exit-(status|signal)/.test(log)) return { ...base, exitCode: code, signal: null, error: null };
@@ -352,7 +351,7 @@ export class OpenSshTransport implements Transport {
             ...base,
             exitCode: null,
             signal: null,
-            error: { code: "ERR_CONNECTION_LOST", message: `ssh: ${said ?? "the connection ended before the command's exit status (ssh exit 255)"}` },
+            error: { code: "HOST_CONNECTION_LOST", message: `ssh: ${said ?? "the connection ended before the command's exit status (ssh exit 255)"}` },
           };
         }
         // Through the relay, a failed connect is ours: ssh only saw its proxy close.

@@ -70,7 +70,7 @@ async function listenReserved(host: string, range: "reserved" | [number, number]
     });
     if (ok) return srv;
   }
-  throw new AddrinuseError("ERR_PORTS_EXHAUSTED", `no free port in ${lo}-${hi} to listen on for rsh's stderr channel`);
+  throw new AddrinuseError("AIU_PORTS_EXHAUSTED", `no free port in ${lo}-${hi} to listen on for rsh's stderr channel`);
 }
 
 /** Is this back-connection the host's rshd (its address, and a reserved port when required)? */

@@ -19,7 +19,7 @@
  * out of the output (as pdsh does).
  */
 import net from "node:net";
-import { AddrinuseError, type ErrorCode } from "../../errors.js";
+import { AddrinuseError } from "../../errors.js";
 import { ExitMarkerFilter, killGroupCommand, newMarker, wrapCommand } from "../rcmd/exit-marker.js";
 import { randomHex } from "../../kernel/random.js";
 import { connectFrom } from "../../net/connect-from.js";
@@ -27,7 +27,7 @@ import { abort, endAfterPeer } from "../../net/close.js";
 import { BoundedBytes, oneLine } from "../../core/untrusted.js";
 import { decodeReply, encodeRequest } from "../rcmd/codec.js";
 import { openStderrChannel, type StderrChannel } from "./rsh-stderr.js";
-import { notStarted, writableStdin, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
+import { hostErrorOf, notStarted, writableStdin, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult, type HostErrorCode } from "../transport.js";
 
 export const RSH_PORT = 514;
 /**
@@ -48,11 +48,11 @@ export function refusalMessage(got: BoundedBytes): string {
   return `rshd refused: ${oneLine(first, 200) || "(no message)"}${more}`;
 }
 
-function errorOf(e: unknown, fallback: ErrorCode = "ERR_CONNECT"): HostError {
-  if (e instanceof AddrinuseError) return { code: e.code, message: e.message };
+function errorOf(e: unknown, fallback: HostErrorCode = "HOST_CONNECT_FAILED"): HostError {
+  if (e instanceof AddrinuseError) return hostErrorOf(e);
   const err = e as NodeJS.ErrnoException;
-  if (err?.code === "ECONNREFUSED") return { code: "ERR_CONNECT_REFUSED", message: "connection refused (no rshd listening)" };
-  if (err?.code === "ECONNRESET") return { code: "ERR_CONNECTION_LOST", message: "connection reset by the remote side" };
+  if (err?.code === "ECONNREFUSED") return { code: "HOST_CONNECT_REFUSED", message: "connection refused (no rshd listening)" };
+  if (err?.code === "ECONNRESET") return { code: "HOST_CONNECTION_LOST", message: "connection reset by the remote side" };
   return { code: fallback, message: err?.message ?? String(e) };
 }
 
@@ -87,8 +87,8 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
   const run = (req: RunRequest): Promise<TransportResult> => runOne(req, true);
 
   async function runOne(req: RunRequest, endOnAbort: boolean): Promise<TransportResult> {
-    if (req.signal.aborted) return notStarted("ERR_CANCELLED", "cancelled before connecting");
-    const result: TransportResult = notStarted("ERR_CONNECT", "");
+    if (req.signal.aborted) return notStarted("HOST_CANCELLED", "cancelled before connecting");
+    const result: TransportResult = notStarted("HOST_CONNECT_FAILED", "");
     result.error = null;
     let address = req.host;
     if (net.isIP(address) === 0) {
@@ -97,7 +97,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         const { lookup } = await import("node:dns/promises");
         address = (await lookup(req.host)).address;
       } catch (e) {
-        return notStarted("ERR_CONNECT", `cannot resolve '${req.host}': ${(e as Error).message}`);
+        return notStarted("HOST_CONNECT_FAILED", `cannot resolve '${req.host}': ${(e as Error).message}`);
       }
     }
     let socket: net.Socket;
@@ -147,7 +147,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
         result.exitCode = stdoutFilter.exitCode;
         result.error = error;
         if (!error && result.exitCode === null) {
-          result.error = { code: "ERR_CONNECTION_LOST", message: "the connection ended before the command's exit status arrived" };
+          result.error = { code: "HOST_CONNECTION_LOST", message: "the connection ended before the command's exit status arrived" };
         }
         // The exit status is in: the stderr channel gets a bounded time to end too.
         stderrChannel?.mainEnded();
@@ -168,7 +168,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
                   () => void (result.remoteCommand = "left-running"),
                 );
         }
-        finish({ code: "ERR_CANCELLED", message: "aborted" });
+        finish({ code: "HOST_CANCELLED", message: "aborted" });
       };
       req.signal.addEventListener("abort", onAbort, { once: true });
 
@@ -194,7 +194,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
           if (refusal.over) {
             // Not a refusal any rshd sends: stop reading it (RST, no TIME_WAIT either side).
             resetAll();
-            finish({ code: "ERR_REMOTE_REFUSED", message: refusalMessage(refusal) });
+            finish({ code: "HOST_REFUSED", message: refusalMessage(refusal) });
           }
           return;
         }
@@ -204,13 +204,13 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
       // LAST_ACK -> CLOSED, no TIME_WAIT here), or with resetAfterEof an RST does (none anywhere).
       closing = endAfterPeer(socket, { graceMs: 0, signal: req.signal, onPeerFin: resetAfterEof ? "reset" : "close" });
       socket.on("error", (e: NodeJS.ErrnoException) => {
-        finish(errorOf(e, "ERR_CONNECTION_LOST"));
+        finish(errorOf(e, "HOST_CONNECTION_LOST"));
       });
       socket.on("close", () => {
         if (!replied) {
-          finish({ code: "ERR_PROTOCOL", message: "rshd closed the connection without answering" });
+          finish({ code: "HOST_PROTOCOL", message: "rshd closed the connection without answering" });
         } else if (refusal) {
-          finish({ code: "ERR_REMOTE_REFUSED", message: refusalMessage(refusal) });
+          finish({ code: "HOST_REFUSED", message: refusalMessage(refusal) });
         } else {
           finish(null);
         }

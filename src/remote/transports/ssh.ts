@@ -41,7 +41,7 @@ import type {
   ServerHostKeyAlgorithm,
 } from "ssh2";
 import type SSHConfig from "ssh-config";
-import { AddrinuseError, UsageError, type ErrorCode } from "../../errors.js";
+import { AddrinuseError, UsageError } from "../../errors.js";
 import {
   checkHostKey,
   fingerprint,
@@ -54,7 +54,7 @@ import {
   type KnownHostEntry,
 } from "../known-hosts.js";
 import { applyAlgorithmSpec, badSshConfigValue, parseSshConfigs, readSshConfigTexts, resolveSshConfig, fsConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
-import { writableStdin, type ClosedBy, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
+import { hostErrorOf, notStarted, writableStdin, type ClosedBy, type RunRequest, type Transport, type TransportOptions, type TransportResult, type HostErrorCode } from "../transport.js";
 
 const { Client, OpenSSHAgent, utils } = ssh2;
 type SshClient = InstanceType<typeof Client>;
@@ -271,7 +271,7 @@ export class SshTransport implements Transport {
       const systemFile = env.systemConfigFile === undefined ? "/etc/ssh/ssh_config" : env.systemConfigFile;
       texts = readSshConfigTexts(fsConfigReader, this.home, options.sshConfigFile, systemFile);
     } catch (e) {
-      if (e instanceof AddrinuseError && e.code === "ERR_USAGE") throw new UsageError(e.message);
+      if (e instanceof AddrinuseError && e.code === "AIU_USAGE") throw new UsageError(e.message);
       throw new UsageError(`cannot read ssh config: ${(e as Error).message}`);
     }
     try {
@@ -363,12 +363,12 @@ export class SshTransport implements Transport {
     try {
       cfg = this.resolve(req);
     } catch (e) {
-      const code: ErrorCode = e instanceof AddrinuseError ? e.code : "ERR_TRANSPORT";
-      return failed(code, (e as Error).message);
+      if (e instanceof AddrinuseError) return notStarted(hostErrorOf(e).code, e.message);
+      return failed("HOST_TRANSPORT", (e as Error).message);
     }
     if (cfg.unsupported.length > 0) {
       return failed(
-        "ERR_TRANSPORT",
+        "HOST_TRANSPORT",
         `${req.host}: the ssh config sets ${cfg.unsupported.join(", ")}, which the built-in ssh does not follow; use -R openssh`,
       );
     }
@@ -379,7 +379,7 @@ export class SshTransport implements Transport {
     };
     for (const [keyword, list] of [["Ciphers", algorithms.cipher], ["KexAlgorithms", algorithms.kex], ["MACs", algorithms.hmac]] as const) {
       if (list.length === 0) {
-        return failed("ERR_TRANSPORT", `${req.host}: the ssh config's ${keyword} leaves nothing the built-in ssh speaks; use -R openssh`);
+        return failed("HOST_TRANSPORT", `${req.host}: the ssh config's ${keyword} leaves nothing the built-in ssh speaks; use -R openssh`);
       }
     }
     if (req.signal.aborted) return failed(abortCode(req.signal, false), abortMessage(req.signal));
@@ -387,7 +387,7 @@ export class SshTransport implements Transport {
     // times, backing off, and count it. Each dropped attempt was closed by the server first.
     for (let retries = 0; ; retries++) {
       const r = await new Promise<TransportResult>((resolve) => new HostRun(this, req, cfg, algorithms, resolve).start());
-      if (r.error?.code !== "ERR_DROPPED_BY_SERVER" || retries >= SSH_DROP_RETRIES || req.signal.aborted) {
+      if (r.error?.code !== "HOST_DROPPED_BY_SERVER" || retries >= SSH_DROP_RETRIES || req.signal.aborted) {
         return retries > 0 ? { ...r, retries } : r;
       }
       if (!(await backoff(retries, req.signal))) return { ...r, retries };
@@ -414,13 +414,13 @@ function backoff(attempt: number, signal: AbortSignal): Promise<boolean> {
   });
 }
 
-function failed(code: ErrorCode, message: string): TransportResult {
+function failed(code: HostErrorCode, message: string): TransportResult {
   return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
 }
 
-function abortCode(signal: AbortSignal, connected: boolean): ErrorCode {
-  if (signal.reason === "timeout") return connected ? "ERR_COMMAND_TIMEOUT" : "ERR_CONNECT_TIMEOUT";
-  return "ERR_CANCELLED";
+function abortCode(signal: AbortSignal, connected: boolean): HostErrorCode {
+  if (signal.reason === "timeout") return connected ? "HOST_COMMAND_TIMEOUT" : "HOST_CONNECT_TIMEOUT";
+  return "HOST_CANCELLED";
 }
 
 function abortVerb(signal: AbortSignal): string {
@@ -483,7 +483,7 @@ class HostRun {
   private commandDone = false;
   private exitCode: number | null = null;
   private exitSignal: string | null = null;
-  private error: { code: ErrorCode; message: string } | null = null;
+  private error: { code: HostErrorCode; message: string } | null = null;
   private remoteFin = false;
   private reset = false;
   private peerReset = false;
@@ -576,7 +576,7 @@ class HostRun {
     if (timeoutMs > 0) {
       this.connectTimer = setTimeout(() => {
         const phase = this.tcpUp ? "handshake/authentication" : "TCP connect";
-        this.fail("ERR_CONNECT_TIMEOUT", `${this.target}: no ssh session within ${timeoutMs / 1000} s (stuck in ${phase})`);
+        this.fail("HOST_CONNECT_TIMEOUT", `${this.target}: no ssh session within ${timeoutMs / 1000} s (stuck in ${phase})`);
         this.resetNow();
       }, timeoutMs);
     }
@@ -590,13 +590,13 @@ class HostRun {
       if (this.graceTimer) clearTimeout(this.graceTimer);
       if (!this.commandDone && this.droppedBeforeBanner()) {
         this.fail(
-          "ERR_DROPPED_BY_SERVER",
+          "HOST_DROPPED_BY_SERVER",
           `${this.target}: the server closed the connection before its banner (sshd drops handshakes beyond MaxStartups)`,
         );
       }
       if (!this.commandDone) {
         this.fail(
-          "ERR_CONNECTION_LOST",
+          "HOST_CONNECTION_LOST",
           this.started
             ? `${this.target}: the server closed the connection before the command finished`
             : `${this.target}: the server closed the connection during the ssh handshake`,
@@ -631,7 +631,7 @@ class HostRun {
       this.connect(client, view, name, entries, order);
     } catch (e) {
       // ssh2 checks its options as it starts (an algorithm it cannot run, say): this host fails, not the run.
-      this.fail("ERR_TRANSPORT", `${this.target}: ssh: ${(e as Error).message}`);
+      this.fail("HOST_TRANSPORT", `${this.target}: ssh: ${(e as Error).message}`);
       this.resetNow();
     }
   }
@@ -741,14 +741,14 @@ class HostRun {
       this.client!.exec(this.req.command, (err, stream) => {
         if (this.settled) return;
         if (err) {
-          this.fail("ERR_REMOTE_REFUSED", `${this.target}: the server would not run the command: ${err.message}`);
+          this.fail("HOST_REFUSED", `${this.target}: the server would not run the command: ${err.message}`);
           this.endPolitely();
           return;
         }
         this.onChannel(stream);
       });
     } catch (e) {
-      this.fail("ERR_CONNECTION_LOST", `${this.target}: ${(e as Error).message}`);
+      this.fail("HOST_CONNECTION_LOST", `${this.target}: ${(e as Error).message}`);
       this.resetNow();
     }
   }
@@ -773,7 +773,7 @@ class HostRun {
       this.commandDone = true;
       if (this.remoteCommand !== null) return this.remoteCommandEnded();
       if (this.exitCode === null && this.exitSignal === null) {
-        this.fail("ERR_PROTOCOL", `${this.target}: the command's channel closed without an exit status`);
+        this.fail("HOST_PROTOCOL", `${this.target}: the command's channel closed without an exit status`);
       }
       this.endPolitely();
     });
@@ -788,26 +788,26 @@ class HostRun {
         this.agentProblem = e.message;
         return;
       case "client-authentication":
-        this.fail("ERR_AUTH", this.authFailureMessage());
+        this.fail("HOST_AUTH", this.authFailureMessage());
         break;
       default:
-        if (this.hostKeyProblem) this.fail("ERR_HOST_KEY", this.hostKeyProblem);
-        else this.fail("ERR_PROTOCOL", `${this.target}: ssh: ${e.message}`);
+        if (this.hostKeyProblem) this.fail("HOST_KEY_UNTRUSTED", this.hostKeyProblem);
+        else this.fail("HOST_PROTOCOL", `${this.target}: ssh: ${e.message}`);
     }
     this.endPolitely();
   }
 
   private onSocketError(e: NodeJS.ErrnoException): void {
     if (!this.tcpUp) {
-      if (e.code === "ECONNREFUSED") this.fail("ERR_CONNECT_REFUSED", `${this.target}: connection refused`);
-      else this.fail("ERR_CONNECT", `${this.target}: cannot connect: ${e.code ?? e.message}`);
+      if (e.code === "ECONNREFUSED") this.fail("HOST_CONNECT_REFUSED", `${this.target}: connection refused`);
+      else this.fail("HOST_CONNECT_FAILED", `${this.target}: cannot connect: ${e.code ?? e.message}`);
       return;
     }
     if (e.code === "ECONNRESET") this.peerReset = true;
     if (!this.commandDone && this.droppedBeforeBanner()) {
-      this.fail("ERR_DROPPED_BY_SERVER", `${this.target}: the server reset the connection before its banner (${e.code ?? e.message})`);
+      this.fail("HOST_DROPPED_BY_SERVER", `${this.target}: the server reset the connection before its banner (${e.code ?? e.message})`);
     }
-    if (!this.commandDone) this.fail("ERR_CONNECTION_LOST", `${this.target}: connection lost: ${e.code ?? e.message}`);
+    if (!this.commandDone) this.fail("HOST_CONNECTION_LOST", `${this.target}: connection lost: ${e.code ?? e.message}`);
   }
 
   /** DISCONNECT, then wait a bounded grace for the server's FIN; reset if it does not come. */
@@ -848,7 +848,7 @@ class HostRun {
     return this.firstBytes.length === 0 || this.firstBytes.includes("MaxStartups");
   }
 
-  private fail(code: ErrorCode, message: string): void {
+  private fail(code: HostErrorCode, message: string): void {
     if (!this.error) this.error = { code, message };
   }
 
@@ -867,7 +867,7 @@ class HostRun {
     if (this.killTimer) clearTimeout(this.killTimer);
     this.req.signal.removeEventListener("abort", this.onAbort);
     this.view?.destroy();
-    if (!this.error && !this.commandDone) this.fail("ERR_CONNECTION_LOST", `${this.target}: connection closed`);
+    if (!this.error && !this.commandDone) this.fail("HOST_CONNECTION_LOST", `${this.target}: connection closed`);
     this.done({
       // Aborted: the command did not end by itself; what the kill made it say is not its status.
       exitCode: this.req.signal.aborted ? null : this.exitCode,
