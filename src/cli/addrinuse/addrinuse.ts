@@ -9,12 +9,12 @@
  * help read the same either way.
  */
 import type { Command } from "commander";
-import { normaliseStateName } from "../kernel/parse.js";
-import { assertLinux, tableSourceProblem } from "../kernel/read.js";
-import { UsageError } from "../errors.js";
-import { addressArg, countArg, portArg, secondsArg } from "./args.js";
-import { processIO, type CliIO } from "./io.js";
-import { packageVersion } from "./version.js";
+import { normaliseStateName } from "../../kernel/parse.js";
+import { assertLinux, tableSourceProblem } from "../../kernel/read.js";
+import { UsageError } from "../../errors.js";
+import { addressArg, countArg, portArg, secondsArg } from "../args.js";
+import { processIO, type CliIO } from "../io.js";
+import { packageVersion } from "../version.js";
 import type { WhyOptions } from "./why.js";
 
 function stateArg(text: string) {
@@ -153,7 +153,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     await program.parseAsync([...argv], { from: "user" });
     return code;
   } catch (err) {
-    const { reportError } = await import("./exit.js");
+    const { reportError } = await import("../exit.js");
     return reportError("addrinuse", err, io);
   }
 }
@@ -201,7 +201,7 @@ export function run(): void {
       process.exitCode = code;
     },
     async (err: unknown) => {
-      const { reportError } = await import("./exit.js");
+      const { reportError } = await import("../exit.js");
       process.exitCode = reportError("addrinuse", err, processIO());
     },
   );

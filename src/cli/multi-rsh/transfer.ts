@@ -6,10 +6,10 @@
  */
 import { statSync } from "node:fs";
 import type { Readable } from "node:stream";
-import { UsageError } from "../errors.js";
-import type { HostResult } from "../remote/engine.js";
-import { CopyFromSession, CopySource, CopyToSession, copyFromCommand, copyToCommand, planCopy, stdinInput, type CopyPlan, type RcpProgram } from "../remote/copy.js";
-import type { RemoteInput } from "../remote/transport.js";
+import { UsageError } from "../../errors.js";
+import type { HostResult } from "../../remote/engine.js";
+import { CopyFromSession, CopySource, CopyToSession, copyFromCommand, copyToCommand, planCopy, stdinInput, type CopyPlan, type RcpProgram } from "../../remote/copy.js";
+import type { RemoteInput } from "../../remote/transport.js";
 
 /** -I keeps stdin in memory once (every host is sent the same buffer): at most this much. */
 export const MAX_STDIN_BYTES = 64 * 1024 * 1024;

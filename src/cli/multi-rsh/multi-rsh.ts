@@ -6,28 +6,28 @@
  * Options stop at the first non-option word, so `multi-rsh -w h ls -l` runs `ls -l`.
  */
 import { constants as osConstants, userInfo } from "node:os";
-import { dedupeHosts, emptySelection, parseExclusion, parseHostFile, parseHostSelection, selectHosts, splitTopLevel, type HostListOptions } from "../core/hostlist.js";
-import { AddrinuseError, UsageError } from "../errors.js";
-import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
-import { ensureFdLimit } from "../kernel/fd-limit.js";
-import { runHosts, type HostResult } from "../remote/engine.js";
-import type { DemoHosts } from "../remote/demo-hosts.js";
-import { createTransport } from "../remote/transports/index.js";
+import { dedupeHosts, emptySelection, parseExclusion, parseHostFile, parseHostSelection, selectHosts, splitTopLevel, type HostListOptions } from "../../core/hostlist.js";
+import { AddrinuseError, UsageError } from "../../errors.js";
+import { readTcpSocketsAsync, tableSourceNamed } from "../../kernel/read.js";
+import { ensureFdLimit } from "../../kernel/fd-limit.js";
+import { runHosts, type HostResult } from "../../remote/engine.js";
+import type { DemoHosts } from "../../remote/demo-hosts.js";
+import { createTransport } from "../../remote/transports/index.js";
 // The default transport, loaded with the rest rather than by createTransport's dynamic import once
 // the arguments are parsed: that costs file-read round trips in series before the first connection.
-import "../remote/transports/rsh.js";
-import type { TransportOptions } from "../remote/transport.js";
-import { countArg, portArg, secondsArg } from "./args.js";
-import { secondsToMs } from "../core/timer.js";
-import type { StatusLine } from "./display.js";
-import { reportError } from "./exit.js";
-import { packageVersion } from "./version.js";
+import "../../remote/transports/rsh.js";
+import type { TransportOptions } from "../../remote/transport.js";
+import { countArg, portArg, secondsArg } from "../args.js";
+import { secondsToMs } from "../../core/timer.js";
+import type { StatusLine } from "../display.js";
+import { reportError } from "../exit.js";
+import { packageVersion } from "../version.js";
 import {
   EXCLUDE_SSH_ARGS_HINT, HELP_WITH_ARGUMENTS, excludeLooksLikeSshArgs, HOSTFILE_MISSING_HINT, USER_TIMEOUT_HINT, unknownFlagHint, userLooksLikeTimeout,
 } from "./peer-flags.js";
 import { readHostFile, readHostStdin } from "./host-file.js";
-import { guardOutput, processIO, showsProgress, type CliIO } from "./io.js";
-import { OutputGate } from "../remote/flow.js";
+import { guardOutput, processIO, showsProgress, type CliIO } from "../io.js";
+import { OutputGate } from "../../remote/flow.js";
 import type { OutputMode, OutputSink } from "./output-sink.js";
 import type { OutputDirs } from "./output-dir.js";
 import type { Transfer } from "./transfer.js";
@@ -347,7 +347,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
       }
     }
     // Loaded only for --demo: every module on the start-up path delays the first connection.
-    if (o.demo) demo = await (await import("../remote/demo-hosts.js")).startDemoHosts();
+    if (o.demo) demo = await (await import("../../remote/demo-hosts.js")).startDemoHosts();
     const p = await plan(words, o, io, demo, transfer?.command ?? null);
     // After the plan: a bad host list or group leaves no folder behind.
     let outDirs: OutputDirs | null = null;
@@ -491,7 +491,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     // first connections are issued (they go out from microtasks and nextTicks). Until it is loaded,
     // what the run reports is kept in order.
     const later = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
-      Promise.all([import("./output-sink.js"), import("./display.js"), import("../remote/report.js"), import("../core/exit-policy.js")]),
+      Promise.all([import("./output-sink.js"), import("../display.js"), import("../../remote/report.js"), import("../../core/exit-policy.js")]),
     );
     let loaded: Awaited<typeof later>;
     try {

@@ -6,16 +6,16 @@
  * (other network namespaces, NAT rules, systemd units) run only when that leaves the port
  * unexplained, in why-more.ts.
  */
-import { diagnose, ownerLabel, parsePortRanges, printableCommand, seconds, type Diagnosis, type SocketRow } from "../core/diagnose.js";
-import { addressesOverlap, formatEndpoint } from "../core/address.js";
-import { BOUND_INACTIVE_STATES } from "../kernel/inet-diag.js";
-import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
-import { readPortSettings } from "../kernel/sysctl.js";
-import { tryBind } from "../net/probe.js";
+import { diagnose, ownerLabel, parsePortRanges, printableCommand, seconds, type Diagnosis, type SocketRow } from "../../core/diagnose.js";
+import { addressesOverlap, formatEndpoint } from "../../core/address.js";
+import { BOUND_INACTIVE_STATES } from "../../kernel/inet-diag.js";
+import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../../kernel/read.js";
+import { readPortSettings } from "../../kernel/sysctl.js";
+import { tryBind } from "../../net/probe.js";
 import { lookup } from "node:dns/promises";
 import type { Further } from "./why-more.js";
-import { table } from "./display.js";
-import type { CliIO } from "./io.js";
+import { table } from "../display.js";
+import type { CliIO } from "../io.js";
 
 export interface WhyOptions {
   port: number;
