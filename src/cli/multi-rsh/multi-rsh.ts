@@ -56,7 +56,7 @@ export async function main(argv: readonly string[], rawIO: CliIO = processIO()):
     const parsed = await parseOptions(argv, io);
     if (parsed === null) return 0;
     const { o, words, given } = parsed;
-    const transfer = await transferFor(o, words, io.stdin, given);
+    const transfer = await transferFor(o, words, io, given);
     if (o.demo) demo = await startDemoHosts();
     const p = await planHosts(words, o, io, demo, transfer?.command ?? null);
     // After the plan: a bad host list or group leaves no folder behind.

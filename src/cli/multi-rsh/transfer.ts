@@ -10,6 +10,7 @@ import { UsageError } from "../../errors.js";
 import type { HostResult } from "../../remote/engine.js";
 import { CopyFromSession, CopySource, CopyToSession, copyFromCommand, copyToCommand, planCopy, stdinInput, type CopyPlan, type RcpProgram } from "../../remote/copy.js";
 import type { RemoteInput } from "../../remote/transport.js";
+import type { CliIO } from "../io.js";
 import type { Opts } from "./options.js";
 
 /** -I keeps stdin in memory once (every host is sent the same buffer): at most this much. */
@@ -171,11 +172,12 @@ export function planTransfer(o: TransferOptions, program: RcpProgram, stdinBytes
  * was asked for. A copy takes as long as its bytes do, so -t applies only when given; connecting
  * still has a bound (10 s, clush's and pdsh's), or a host that never answers would hold the run.
  */
-export async function transferFor(o: Opts, words: readonly string[], stdin: Readable, given: (name: string) => boolean): Promise<Transfer | null> {
+export async function transferFor(o: Opts, words: readonly string[], io: CliIO, given: (name: string) => boolean): Promise<Transfer | null> {
   if (!(o.copy || o.rcopy || o.I || o.dest !== undefined || o.r || o.preserve || o.rcpPath !== undefined)) return null;
   // Words that would be a command (with -R exec every word is the template).
   checkTransferOptions(o, o.hostfile === "-", o.R === "exec" ? 0 : words.length);
-  const stdinBytes = o.I ? await readStdinForAll(stdin) : null;
+  // io.stdin only now: touching process.stdin makes a piped fd 0 non-blocking (see io.ts).
+  const stdinBytes = o.I ? await readStdinForAll(io.stdin) : null;
   const transfer = planTransfer(o, o.rcpPath ?? (o.R === "rsh" ? "rcp" : "scp"), stdinBytes);
   if (transfer.kind !== "stdin" && !given("t")) {
     o.t = 0;
