@@ -298,7 +298,7 @@ async function main(): Promise<void> {
       name: "ours, process per run",
       how: `node bin/multi-rsh.js -w ${SERVER} ${COMMAND}`,
       concurrency: 1,
-      run: async () => (existsSync(join(ROOT, "dist", "cli", "multi-rsh.js")) ? processPhase([node, join(ROOT, "bin", "multi-rsh.js"), "-w", SERVER, COMMAND], seconds, false) : "dist/cli/multi-rsh.js is not built"),
+      run: async () => (existsSync(join(ROOT, "dist", "cli", "multi-rsh", "multi-rsh.js")) ? processPhase([node, join(ROOT, "bin", "multi-rsh.js"), "-w", SERVER, COMMAND], seconds, false) : "dist/cli/multi-rsh/multi-rsh.js is not built"),
     },
     { name: "netkit rsh", how: `rsh ${SERVER} ${COMMAND}`, concurrency: 1, run: async () => processPhase(["rsh", SERVER, COMMAND], seconds) },
     { name: "pdsh -R rsh", how: `pdsh -R rsh -w ${SERVER} ${COMMAND}`, concurrency: 1, run: async () => processPhase(["pdsh", "-R", "rsh", "-w", SERVER, COMMAND], seconds) },

@@ -290,11 +290,11 @@ async function outer(): Promise<void> {
     process.stderr.write("bench/why needs Linux and root (network namespaces)\n");
     process.exit(2);
   }
-  if (!existsSync(join(ROOT, "dist", "cli", "addrinuse.js"))) {
+  if (!existsSync(join(ROOT, "dist", "cli", "addrinuse", "addrinuse.js"))) {
     process.stderr.write("bench/why: dist/ is missing; run `npm run build` first\n");
     process.exit(2);
   }
-  for (const f of ["kernel/read", "kernel/parse", "kernel/inet-diag", "kernel/netlink", "core/diagnose", "cli/why", "cli/addrinuse"]) {
+  for (const f of ["kernel/read", "kernel/parse", "kernel/inet-diag", "kernel/netlink", "diagnosis/diagnose", "cli/addrinuse/why", "cli/addrinuse/addrinuse"]) {
     if (statSync(join(ROOT, "src", f + ".ts")).mtimeMs > statSync(join(ROOT, "dist", f + ".js")).mtimeMs) {
       process.stderr.write(`bench/why: warning: dist/${f}.js is older than src/${f}.ts; run \`npm run build\`\n`);
     }

@@ -1,7 +1,7 @@
 "use strict";
 /**
  * Runs a CLI from dist/bundle/NAME.cjs (scripts/bundle.mjs), compiled with V8's code cache when one is
- * there, or from the ESM build in dist/cli when no bundle was built (a plain `tsc`).
+ * there, or from the ESM build in dist/cli/NAME/NAME.js when no bundle was built (a plain `tsc`).
  *
  * Start-up is part of every run: a 100-host multi-rsh run lasts ~0.5 s and `addrinuse why` ~0.1 s.
  * The code cache holds the bytecode of every function the last real run compiled, so the next run
@@ -27,7 +27,7 @@ module.exports = function load(name) {
     stat = fs.statSync(file);
   } catch (e) {
     if (e.code !== "ENOENT") throw e;
-    import(pathToFileURL(path.join(__dirname, "..", "dist", "cli", `${name}.js`)).href).then((m) => m.run());
+    import(pathToFileURL(path.join(__dirname, "..", "dist", "cli", name, `${name}.js`)).href).then((m) => m.run());
     return;
   }
   const cacheFile = path.join(dir, `${name}.${stat.size}-${Math.trunc(stat.mtimeMs)}.v8cache`);

@@ -16,7 +16,7 @@ rmSync(`${root}/dist/bundle`, { recursive: true, force: true });
 for (const cli of ["multi-rsh", "addrinuse"]) {
   await build({
     absWorkingDir: root,
-    entryPoints: [`src/cli/${cli}.ts`],
+    entryPoints: [`src/cli/${cli}/${cli}.ts`],
     outfile: `dist/bundle/${cli}.cjs`,
     bundle: true,
     platform: "node",
@@ -29,7 +29,7 @@ for (const cli of ["multi-rsh", "addrinuse"]) {
     // require() inside a promise, which keeps the lazy loading.
     supported: { "dynamic-import": false },
     // The sources locate package.json and optional packages from import.meta.url, which CommonJS
-    // lacks; the bundle sits two levels below the root, as dist/cli/*.js does.
+    // lacks; the bundle sits two levels below the root, as dist/cli/version.js does.
     define: { "import.meta.url": "__bundleUrl" },
     banner: { js: 'const __bundleUrl = require("node:url").pathToFileURL(__filename).href;' },
     logLevel: "warning",

@@ -34,7 +34,8 @@ export function processIO(): CliIO {
   return {
     stdout: process.stdout,
     stderr: process.stderr,
-    // A getter: process.stdin builds a stream on first use (~2 ms), and most runs never read it.
+    // A getter: process.stdin builds a stream on first use (3-4 ms) and makes a piped fd 0
+    // non-blocking (libuv) while we run, for whoever else reads that pipe too; most runs never read it.
     get stdin() {
       return process.stdin;
     },

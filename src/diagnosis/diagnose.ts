@@ -56,7 +56,7 @@ export type DiagnosisKind =
   | "bound"
   | "permission"
   | "address-not-available"
-  /** Found beyond the port's own table (src/cli/why-more.ts): */
+  /** Found beyond the port's own table (src/cli/addrinuse/why-more.ts): */
   | "other-namespace"
   | "container"
   | "dnat"

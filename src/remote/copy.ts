@@ -1,6 +1,6 @@
 /**
  * multi-rsh --copy and --rcopy: files to and from every host over the same transports as commands,
- * with the rcp protocol (core/rcp.ts) spoken to `rcp` (over rsh, as rcp(1) itself does) or `scp`
+ * with the rcp protocol (remote/rcmd/rcp.ts) spoken to `rcp` (over rsh, as rcp(1) itself does) or `scp`
  * (over ssh and the system's ssh) in its server mode on the host.
  *
  * Why this keeps the remote closing first: the exchange ends inside the protocol, not with our EOF.

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/multi-rsh.js";
+import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 import { captureIO } from "../helpers/io.js";
 import { startHostileRsh, type HostileServer } from "../helpers/rsh-hostile.js";
 import { MULTI_RSH, startCli } from "../helpers/cli-child.js";

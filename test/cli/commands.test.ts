@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { main } from "../../src/cli/addrinuse.js";
+import { main } from "../../src/cli/addrinuse/addrinuse.js";
 import { captureIO } from "../helpers/io.js";
 import { closeServer, listen, listenInChild, makeServerTimeWait, portOf } from "../helpers/sockets.js";
 
@@ -109,7 +109,7 @@ test("demo: why on a port it holds, first with the listener, then with only the 
 
 test("--version prints package.json's version on stdout and exits 0, for both commands", async () => {
   const { readFileSync } = await import("node:fs");
-  const { main: multiRsh } = await import("../../src/cli/multi-rsh.js");
+  const { main: multiRsh } = await import("../../src/cli/multi-rsh/multi-rsh.js");
   const { version } = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
   for (const run of [main, multiRsh]) {
     const io = captureIO();

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { main, STDIN_NOTICE } from "../../src/cli/multi-rsh.js";
+import { main, STDIN_NOTICE } from "../../src/cli/multi-rsh/multi-rsh.js";
 import { StatusLine } from "../../src/cli/display.js";
 import { startDemoHosts, type DemoHosts } from "../../src/remote/demo/rshd.js";
 import { captureIO } from "../helpers/io.js";

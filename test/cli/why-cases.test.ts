@@ -11,7 +11,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { main } from "../../src/cli/addrinuse.js";
+import { main } from "../../src/cli/addrinuse/addrinuse.js";
 import { readPortSettings } from "../../src/kernel/sysctl.js";
 import { netlinkAvailable } from "../../src/kernel/netlink.js";
 import { printableCommand } from "../../src/diagnosis/diagnose.js";

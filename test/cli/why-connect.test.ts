@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { canUseNetns, cliInNetns, makeNetns, nodeInNetns, sh } from "./netns.js";
 import { exhaustion } from "../../src/diagnosis/exhaustion.js";
-import { main } from "../../src/cli/addrinuse.js";
+import { main } from "../../src/cli/addrinuse/addrinuse.js";
 import { captureIO } from "../helpers/io.js";
 
 const CLI = join(import.meta.dirname, "..", "..", "bin", "addrinuse.js");

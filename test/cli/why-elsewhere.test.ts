@@ -11,7 +11,7 @@ import { once } from "node:events";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/addrinuse.js";
+import { main } from "../../src/cli/addrinuse/addrinuse.js";
 import { readPortSettings } from "../../src/kernel/sysctl.js";
 import { captureIO } from "../helpers/io.js";
 import { freePortOutside, nodeBind } from "./held-sockets.js";

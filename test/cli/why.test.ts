@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { main } from "../../src/cli/addrinuse.js";
+import { main } from "../../src/cli/addrinuse/addrinuse.js";
 import { captureIO } from "../helpers/io.js";
 import { closeServer, listen, listenInChild, makeServerTimeWait, portOf } from "../helpers/sockets.js";
 import { netlinkAvailable } from "../../src/kernel/netlink.js";

@@ -32,7 +32,7 @@ test("keepEnds keeps the start and the end of an endless ssh log, at its size", 
 });
 
 test("writeJson writes what JSON.stringify(value, null, 2) writes, in pieces", async () => {
-  const { writeJson } = await import("../../src/cli/output-sink.js");
+  const { writeJson } = await import("../../src/cli/multi-rsh/output-sink.js");
   const doc = {
     a: 1,
     s: "x\u0000\"\\\n",

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/addrinuse.js";
+import { main } from "../../src/cli/addrinuse/addrinuse.js";
 import { captureIO } from "../helpers/io.js";
 
 async function lab(args: string[], opts: { tty?: boolean } = {}) {

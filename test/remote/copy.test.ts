@@ -11,7 +11,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { main } from "../../src/cli/multi-rsh.js";
+import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 import { captureIO } from "../helpers/io.js";
 
 const HOSTS = ["h1", "h2", "h3"];
@@ -231,7 +231,7 @@ test("-o files are complete up to a Ctrl-C twice: what arrived is on disk, every
 });
 
 test("-I refuses stdin beyond its memory limit with a one-line reason (64 MiB by default)", async () => {
-  const { MAX_STDIN_BYTES, readStdinForAll } = await import("../../src/cli/transfer.js");
+  const { MAX_STDIN_BYTES, readStdinForAll } = await import("../../src/cli/multi-rsh/transfer.js");
   assert.equal(MAX_STDIN_BYTES, 64 * 1024 * 1024);
   await assert.rejects(readStdinForAll(Readable.from([Buffer.alloc(600), Buffer.alloc(600)]), 1000), /-I: stdin is larger than 1000 B/);
   assert.equal((await readStdinForAll(Readable.from([Buffer.alloc(600)]), 1000)).length, 600);

@@ -10,7 +10,7 @@ import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/multi-rsh.js";
+import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 import { captureIO } from "../helpers/io.js";
 import { generateEd25519, startFaultSshServer, writeClientFiles, type FaultServer } from "../helpers/sshd.js";
 

@@ -5,7 +5,7 @@
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { main } from "../../src/cli/multi-rsh.js";
+import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 import { FAILURE_CAUSES } from "../../src/remote/failure-cause.js";
 import { captureIO } from "../helpers/io.js";
 import { startFaultServer, type RshFault } from "../helpers/rsh-fault.js";

@@ -1,6 +1,6 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { main } from "../../src/cli/multi-rsh.js";
+import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 import { startDemoHosts, type DemoHosts } from "../../src/remote/demo/rshd.js";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { captureIO } from "../helpers/io.js";

@@ -12,7 +12,7 @@ import type { Transport } from "../../src/remote/transport.js";
 import { makeKey, runOn, sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
 import { captureIO } from "../helpers/io.js";
-import { main } from "../../src/cli/multi-rsh.js";
+import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 
 const req = { host: "10.0.0.1", user: "root", localUser: "root", command: "uptime; id", connectTimeoutMs: 2500 };
 

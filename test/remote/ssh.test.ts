@@ -13,7 +13,7 @@ import type { Transport, TransportOptions } from "../../src/remote/transport.js"
 import { makeKey, runOn, sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
 import { captureIO } from "../helpers/io.js";
-import { main } from "../../src/cli/multi-rsh.js";
+import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 
 const skip = sshdSkipReason();
 

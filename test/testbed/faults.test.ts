@@ -40,11 +40,11 @@ before(async () => {
   tb = await up({ hosts: 2 + FAULTS.length, faults: Object.fromEntries(FAULTS.map((f) => [f, 1])), prefix: PREFIX, net: NET });
   assertRouteOverBridge(tb.hosts.map((h) => h.address), tb.bridge);
   try {
-    const mod = (await import("../../src/cli/multi-rsh.js")) as MultiRshModule;
-    if (typeof mod.main !== "function") multiRshMissing = "src/cli/multi-rsh.ts has no main(argv, io) yet";
+    const mod = (await import("../../src/cli/multi-rsh/multi-rsh.js")) as MultiRshModule;
+    if (typeof mod.main !== "function") multiRshMissing = "src/cli/multi-rsh/multi-rsh.ts has no main(argv, io) yet";
     else multiRsh = mod.main;
   } catch (e) {
-    multiRshMissing = `src/cli/multi-rsh.ts does not load: ${(e as Error).message.split("\n")[0]}`;
+    multiRshMissing = `src/cli/multi-rsh/multi-rsh.ts does not load: ${(e as Error).message.split("\n")[0]}`;
   }
 });
 

@@ -22,7 +22,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { expandHostList } from "../../src/remote/hosts/hostlist.js";
-import { main } from "../../src/cli/multi-rsh.js";
+import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 import type { TcpSocket } from "../../src/kernel/parse.js";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { findShuttle } from "../../src/remote/relay.js";

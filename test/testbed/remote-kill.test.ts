@@ -10,7 +10,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { main } from "../../src/cli/multi-rsh.js";
+import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 import { captureIO } from "../helpers/io.js";
 import { assertRouteOverBridge, down, missingRequirement, run, up, type Testbed } from "../../testbed/testbed.js";
 

@@ -1,6 +1,6 @@
 /**
  * Node groups as ClusterShell and pdsh users already keep them, parsed from text (the reader that
- * finds the files is cli/groups-reader.ts):
+ * finds the files is cli/multi-rsh/groups-reader.ts):
  *
  *  - ClusterShell YAML (`groups.d/*.yaml`): a mapping of sources to groups, `source: {group: nodeset}`;
  *  - ClusterShell's local source (`groups`, `groups.d/local.cfg`, or `--groups FILE`): `name: nodeset` lines;

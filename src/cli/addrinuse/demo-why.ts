@@ -5,7 +5,7 @@
  */
 import net from "node:net";
 import { once } from "node:events";
-import type { CliIO } from "./io.js";
+import type { CliIO } from "../io.js";
 import { formatWhy, whyReport } from "./why.js";
 
 export async function runWhyDemo(json: boolean, io: CliIO): Promise<number> {

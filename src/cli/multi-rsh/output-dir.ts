@@ -7,8 +7,8 @@
  */
 import { closeSync, mkdirSync, openSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { UsageError } from "../errors.js";
-import { hostFileTag } from "../remote/copy.js";
+import { UsageError } from "../../errors.js";
+import { hostFileTag } from "../../remote/copy.js";
 
 export type Stream = "stdout" | "stderr";
 

@@ -4,12 +4,12 @@
  * countdown comes from the kernel's own timers.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { addressesOverlap } from "../core/address.js";
-import { seconds } from "../diagnosis/diagnose.js";
-import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
-import { tryBind } from "../net/probe.js";
-import { StatusLine } from "./display.js";
-import { showsProgress, type CliIO } from "./io.js";
+import { addressesOverlap } from "../../core/address.js";
+import { seconds } from "../../diagnosis/diagnose.js";
+import { readTcpSocketsAsync, tableSourceNamed } from "../../kernel/read.js";
+import { tryBind } from "../../net/probe.js";
+import { StatusLine } from "../display.js";
+import { showsProgress, type CliIO } from "../io.js";
 
 export interface WaitOptions {
   port: number;

@@ -1,21 +1,25 @@
 /**
  * `addrinuse`: why a port cannot be bound, who holds it, how long until the kernel lets go, and what
  * to do. Each subcommand lives in its own file; this one wires the argument parser (commander) to
- * them and turns every error into one line and an exit code through cli/exit.ts.
- *
- * Start-up is a large part of what `why` costs (node itself is ~20 ms here), so the command modules and
- * commander are imported only when used, and a plain `why PORT [--host ADDR] [--json]` skips commander
- * altogether. Anything else, including every malformed `why`, goes through commander, so errors and
- * help read the same either way.
+ * them and turns every error into one line and an exit code through cli/exit.ts. (Loading every
+ * subcommand up front costs `why` under 5 ms in the bundle: see cli/startup.ts.)
  */
-import type { Command } from "commander";
-import { normaliseStateName } from "../kernel/parse.js";
-import { assertLinux, tableSourceProblem } from "../kernel/read.js";
-import { UsageError } from "../errors.js";
-import { addressArg, countArg, portArg, secondsArg } from "./args.js";
-import { processIO, type CliIO } from "./io.js";
-import { packageVersion } from "./version.js";
-import type { WhyOptions } from "./why.js";
+import { Command, Option } from "commander";
+import { normaliseStateName } from "../../kernel/parse.js";
+import { assertLinux, tableSourceProblem } from "../../kernel/read.js";
+import { UsageError } from "../../errors.js";
+import { addressArg, countArg, portArg, secondsArg } from "../args.js";
+import { reportError } from "../exit.js";
+import { processIO, type CliIO } from "../io.js";
+import { packageVersion } from "../version.js";
+import { runWhyDemo } from "./demo-why.js";
+import { runFree } from "./free.js";
+import { registerLab } from "./lab.js";
+import { runLs, runWatch } from "./ls.js";
+import { runTune } from "./tune.js";
+import { runWait } from "./wait.js";
+import { runWhyConnect } from "./why-connect.js";
+import { runWhy } from "./why.js";
 
 function stateArg(text: string) {
   const s = normaliseStateName(text);
@@ -23,8 +27,7 @@ function stateArg(text: string) {
   return s;
 }
 
-export async function buildProgram(io: CliIO, done: (code: number) => void): Promise<Command> {
-  const { Command, Option } = await import("commander");
+export function buildProgram(io: CliIO, done: (code: number) => void): Command {
   const program = new Command("addrinuse")
     .description("Why can't this port be bound? Who holds it, in which TCP state, for how long, and what to do.")
     .exitOverride()
@@ -51,12 +54,10 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
     .action(async (port: number | undefined, o: { host?: string; connect?: string; json?: boolean }) => {
       if (o.connect !== undefined) {
         if (port !== undefined || o.host !== undefined) throw new UsageError("why --connect HOST:PORT takes no PORT and no --host");
-        const { runWhyConnect } = await import("./why-connect.js");
         done(await runWhyConnect(o.connect, !!o.json, io));
         return;
       }
       if (port === undefined) throw new UsageError("why needs a PORT (or --connect HOST:PORT)");
-      const { runWhy } = await import("./why.js");
       done(await runWhy({ port, host: o.host, json: !!o.json }, io));
     });
 
@@ -69,7 +70,6 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
     .option("--without-reuseaddr", "wait until a program that does not set SO_REUSEADDR could bind (TIME_WAIT gone too)")
     .option("--json", "one JSON document on stdout")
     .action(async (port: number, o: { host?: string; timeout: number; withoutReuseaddr?: boolean; json?: boolean }) => {
-      const { runWait } = await import("./wait.js");
       done(await runWait({ port, host: o.host, timeoutS: o.timeout, withoutReuseAddr: !!o.withoutReuseaddr, json: !!o.json }, io));
     });
 
@@ -84,7 +84,6 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
     .option("--grace <seconds>", "between SIGTERM and SIGKILL", (v) => secondsArg(v, "--grace"), 5)
     .option("--json", "one JSON document on stdout")
     .action(async (port: number, o: { host?: string; yes?: boolean; grace: number; json?: boolean }) => {
-      const { runFree } = await import("./free.js");
       done(await runFree({ port, host: o.host, yes: !!o.yes, graceS: o.grace, json: !!o.json }, io));
     });
 
@@ -97,7 +96,6 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
 
   lsOptions(program.command("ls").description("TCP sockets counted per local port and state, busiest first")).action(
     async (o: { port?: number; state?: ReturnType<typeof stateArg>; top: number; json?: boolean }) => {
-      const { runLs } = await import("./ls.js");
       done(await runLs({ port: o.port, state: o.state, top: o.top, json: !!o.json }, io));
     },
   );
@@ -106,7 +104,6 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
     .option("--interval <seconds>", "seconds between refreshes", (v) => secondsArg(v, "--interval", { allowZero: false }), 1)
     .addOption(new Option("--count <n>", "stop after N refreshes (0 = until Ctrl-C)").argParser((v) => countArg(v, "--count", 0)).default(0))
     .action(async (o: { port?: number; state?: ReturnType<typeof stateArg>; top: number; json?: boolean; interval: number; count: number }) => {
-      const { runWatch } = await import("./ls.js");
       done(await runWatch({ port: o.port, state: o.state, top: o.top, json: !!o.json, intervalS: o.interval, count: o.count }, io));
     });
 
@@ -115,7 +112,6 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
     .description("read-only: the kernel settings behind TIME_WAIT and port exhaustion, what each really does, how to change it")
     .option("--json", "JSON on stdout")
     .action(async (o: { json?: boolean }) => {
-      const { runTune } = await import("./tune.js");
       done(await runTune(!!o.json, io));
     });
 
@@ -124,11 +120,8 @@ export async function buildProgram(io: CliIO, done: (code: number) => void): Pro
     .description("show `why` on a port this demo holds: a listener, then the TIME_WAIT it leaves")
     .option("--json", "JSON on stdout")
     .action(async (o: { json?: boolean }) => {
-      const { runWhyDemo } = await import("./demo-why.js");
       done(await runWhyDemo(!!o.json, io));
     });
-
-  const { registerLab } = await import("./lab.js");
   registerLab(program, io, done);
   return program;
 }
@@ -140,12 +133,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     // Before any command: a misspelt reader must not pass for a comparison of procfs with itself.
     const badTable = tableSourceProblem(io.env.ADDRINUSE_TABLE);
     if (badTable !== undefined) throw new UsageError(badTable);
-    const why = plainWhy(argv);
-    if (why) {
-      const { runWhy } = await import("./why.js");
-      return await runWhy(why, io);
-    }
-    const program = await buildProgram(io, (c) => (code = c));
+    const program = buildProgram(io, (c) => (code = c));
     if (argv.length === 0) {
       program.outputHelp({ error: true });
       return 2;
@@ -153,32 +141,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     await program.parseAsync([...argv], { from: "user" });
     return code;
   } catch (err) {
-    const { reportError } = await import("./exit.js");
     return reportError("addrinuse", err, io);
-  }
-}
-
-/**
- * `why PORT`, `--host ADDR`, `--json`, each at most once and all valid: the options commander would
- * produce. Anything else returns undefined and takes commander's path.
- */
-function plainWhy(argv: readonly string[]): WhyOptions | undefined {
-  if (argv[0] !== "why") return undefined;
-  let port: string | undefined;
-  let host: string | undefined;
-  let json = false;
-  for (let i = 1; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "--json" && !json) json = true;
-    else if (a === "--host" && host === undefined && i + 1 < argv.length) host = argv[++i]!;
-    else if (port === undefined && !a.startsWith("-")) port = a;
-    else return undefined;
-  }
-  if (port === undefined) return undefined;
-  try {
-    return { port: portArg(port), host: host === undefined || host === "localhost" ? host : addressArg(host), json };
-  } catch {
-    return undefined;
   }
 }
 
@@ -200,8 +163,7 @@ export function run(): void {
     (code) => {
       process.exitCode = code;
     },
-    async (err: unknown) => {
-      const { reportError } = await import("./exit.js");
+    (err: unknown) => {
       process.exitCode = reportError("addrinuse", err, processIO());
     },
   );

@@ -1,11 +1,11 @@
 /** `addrinuse ls` and `addrinuse watch`: which local ports hold how many sockets in which states. */
 import { setTimeout as sleep } from "node:timers/promises";
-import { secondsToMs } from "../core/timer.js";
-import { countByPort, countByState, type PortCount } from "../diagnosis/portstats.js";
-import { readTcpSocketsAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
-import type { TcpState } from "../kernel/parse.js";
-import { table } from "./display.js";
-import type { CliIO } from "./io.js";
+import { secondsToMs } from "../../core/timer.js";
+import { countByPort, countByState, type PortCount } from "../../diagnosis/portstats.js";
+import { readTcpSocketsAsync, tableSourceNamed, type TableSource } from "../../kernel/read.js";
+import type { TcpState } from "../../kernel/parse.js";
+import { table } from "../display.js";
+import type { CliIO } from "../io.js";
 
 export interface LsOptions {
   port?: number;

@@ -6,16 +6,16 @@
  * (other network namespaces, NAT rules, systemd units) run only when that leaves the port
  * unexplained, in why-more.ts.
  */
-import { diagnose, ownerLabel, parsePortRanges, printableCommand, seconds, type Diagnosis, type SocketRow } from "../diagnosis/diagnose.js";
-import { addressesOverlap, formatEndpoint } from "../core/address.js";
-import { BOUND_INACTIVE_STATES } from "../kernel/inet-diag.js";
-import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../kernel/read.js";
-import { readPortSettings } from "../kernel/sysctl.js";
-import { tryBind } from "../net/probe.js";
+import { diagnose, ownerLabel, parsePortRanges, printableCommand, seconds, type Diagnosis, type SocketRow } from "../../diagnosis/diagnose.js";
+import { addressesOverlap, formatEndpoint } from "../../core/address.js";
+import { BOUND_INACTIVE_STATES } from "../../kernel/inet-diag.js";
+import { readTcpTableAsync, tableSourceNamed, type TableSource } from "../../kernel/read.js";
+import { readPortSettings } from "../../kernel/sysctl.js";
+import { tryBind } from "../../net/probe.js";
 import { lookup } from "node:dns/promises";
-import type { Further } from "./why-more.js";
-import { table } from "./display.js";
-import type { CliIO } from "./io.js";
+import { explainFurther, type Further } from "./why-more.js";
+import { table } from "../display.js";
+import type { CliIO } from "../io.js";
 
 export interface WhyOptions {
   port: number;
@@ -100,13 +100,13 @@ export async function whyReport(port: number, asked: string | undefined, options
     unreadableProcesses: snapshot.unreadableProcesses,
     boundInactiveListed,
   });
-  // Loaded only when there is something to look further into (a listener to name, or nothing here).
+  // Only when there is something to look further into (a listener to name, or nothing here).
   const needsMore =
     d.groups.length === 0 ||
     d.kinds.includes("unknown") ||
     rows.some((r) => r.state === "LISTEN" && r.owners.some((o) => o.pid === 1 || o.command.includes("docker-proxy")));
   const further: Further = needsMore
-    ? (await import("./why-more.js")).explainFurther(port, host ?? "::", d, rows, options.env ?? process.env)
+    ? explainFurther(port, host ?? "::", d, rows, options.env ?? process.env)
     : { findings: [], ownNamespace: null, namespacesScanned: null };
   for (const f of further.findings) {
     if (!d.kinds.includes(f.kind)) d.kinds.push(f.kind);

@@ -11,9 +11,9 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { UsageError } from "../errors.js";
-import { GroupError, GroupResolver, parseClusterShellYaml, parseDshGroup, parseGroupLines, type GroupSource } from "../remote/hosts/groups.js";
-import type { FileReader } from "../remote/hosts/hostlist.js";
+import { UsageError } from "../../errors.js";
+import { GroupError, GroupResolver, parseClusterShellYaml, parseDshGroup, parseGroupLines, type GroupSource } from "../../remote/hosts/groups.js";
+import type { FileReader } from "../../remote/hosts/hostlist.js";
 
 function read(path: string): string {
   try {

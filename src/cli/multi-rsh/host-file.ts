@@ -5,8 +5,8 @@
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import type { Readable } from "node:stream";
-import { UsageError } from "../errors.js";
-import { oneLine } from "../core/untrusted.js";
+import { UsageError } from "../../errors.js";
+import { oneLine } from "../../core/untrusted.js";
 
 export const HOST_FILE_MAX_BYTES = 64 * 1024 * 1024;
 

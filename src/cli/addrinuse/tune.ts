@@ -1,8 +1,8 @@
 /** `addrinuse tune`: the settings that govern TIME_WAIT and ports, what they really do, how to change them. Changes nothing. */
-import { TUNABLES } from "../diagnosis/tunables.js";
-import { readSockstat, readSysctl } from "../kernel/sysctl.js";
-import { readTcpSocketsAsync, tableSourceNamed } from "../kernel/read.js";
-import type { CliIO } from "./io.js";
+import { TUNABLES } from "../../diagnosis/tunables.js";
+import { readSockstat, readSysctl } from "../../kernel/sysctl.js";
+import { readTcpSocketsAsync, tableSourceNamed } from "../../kernel/read.js";
+import type { CliIO } from "../io.js";
 
 export interface TuneReport {
   settings: { name: string; value: string | null; meaning: string; change: string }[];

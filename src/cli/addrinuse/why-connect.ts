@@ -1,12 +1,12 @@
 /** `addrinuse why --connect HOST:PORT`: is connect() to this destination out of local ports, and why. */
 import { isIP } from "node:net";
-import { exhaustion, type ExhaustionReport } from "../diagnosis/exhaustion.js";
-import { parsePortRanges, seconds } from "../diagnosis/diagnose.js";
-import { parsePort } from "../core/address.js";
-import { readTcpTableAsync, tableSourceNamed } from "../kernel/read.js";
-import { readPortSettings, readSysctl } from "../kernel/sysctl.js";
-import { UsageError } from "../errors.js";
-import type { CliIO } from "./io.js";
+import { exhaustion, type ExhaustionReport } from "../../diagnosis/exhaustion.js";
+import { parsePortRanges, seconds } from "../../diagnosis/diagnose.js";
+import { parsePort } from "../../core/address.js";
+import { readTcpTableAsync, tableSourceNamed } from "../../kernel/read.js";
+import { readPortSettings, readSysctl } from "../../kernel/sysctl.js";
+import { UsageError } from "../../errors.js";
+import type { CliIO } from "../io.js";
 
 /** "10.0.0.1:80" or "[::1]:80"; names are not looked up. */
 export function destinationArg(text: string): { host: string; port: number } {

@@ -8,15 +8,15 @@
  */
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { addressesOverlap, formatEndpoint } from "../core/address.js";
-import { freePlan, type FreePlan } from "../diagnosis/free-plan.js";
-import { readTcpTableAsync, tableSourceNamed } from "../kernel/read.js";
-import { requestsWithAck } from "../kernel/netlink.js";
-import { encodeDestroyRequest } from "../kernel/sock-destroy.js";
-import { tryBind } from "../net/probe.js";
+import { addressesOverlap, formatEndpoint } from "../../core/address.js";
+import { freePlan, type FreePlan } from "../../diagnosis/free-plan.js";
+import { readTcpTableAsync, tableSourceNamed } from "../../kernel/read.js";
+import { requestsWithAck } from "../../kernel/netlink.js";
+import { encodeDestroyRequest } from "../../kernel/sock-destroy.js";
+import { tryBind } from "../../net/probe.js";
 import { endianness } from "node:os";
-import { kernelConfigOption } from "../kernel/sysctl.js";
-import type { CliIO } from "./io.js";
+import { kernelConfigOption } from "../../kernel/sysctl.js";
+import type { CliIO } from "../io.js";
 
 export interface FreeOptions {
   port: number;

@@ -20,13 +20,13 @@
  * the host's record, a notice on stderr). The text mode keeps nothing and has no cap.
  */
 import { isUtf8 } from "node:buffer";
-import { LineSplitter, MAX_LINE_BYTES } from "../remote/output/lines.js";
-import { formatGathered, gatherOutputs } from "../remote/output/gather.js";
-import { escapeForTerminal } from "../core/terminal-safe.js";
-import type { HostResult } from "../remote/engine.js";
-import type { OutputGate } from "../remote/flow.js";
-import type { StatusLine } from "./display.js";
-import type { CliIO } from "./io.js";
+import { LineSplitter, MAX_LINE_BYTES } from "../../remote/output/lines.js";
+import { formatGathered, gatherOutputs } from "../../remote/output/gather.js";
+import { escapeForTerminal } from "../../core/terminal-safe.js";
+import type { HostResult } from "../../remote/engine.js";
+import type { OutputGate } from "../../remote/flow.js";
+import type { StatusLine } from "../display.js";
+import type { CliIO } from "../io.js";
 
 export type OutputMode = "lines" | "gather" | "json" | "ndjson";
 

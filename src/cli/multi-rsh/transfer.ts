@@ -6,10 +6,12 @@
  */
 import { statSync } from "node:fs";
 import type { Readable } from "node:stream";
-import { UsageError } from "../errors.js";
-import type { HostResult } from "../remote/engine.js";
-import { CopyFromSession, CopySource, CopyToSession, copyFromCommand, copyToCommand, planCopy, stdinInput, type CopyPlan, type RcpProgram } from "../remote/copy.js";
-import type { RemoteInput } from "../remote/transport.js";
+import { UsageError } from "../../errors.js";
+import type { HostResult } from "../../remote/engine.js";
+import { CopyFromSession, CopySource, CopyToSession, copyFromCommand, copyToCommand, planCopy, stdinInput, type CopyPlan, type RcpProgram } from "../../remote/copy.js";
+import type { RemoteInput } from "../../remote/transport.js";
+import type { CliIO } from "../io.js";
+import type { Opts } from "./options.js";
 
 /** -I keeps stdin in memory once (every host is sent the same buffer): at most this much. */
 export const MAX_STDIN_BYTES = 64 * 1024 * 1024;
@@ -163,4 +165,23 @@ export function planTransfer(o: TransferOptions, program: RcpProgram, stdinBytes
     describe: (results) => `multi-rsh: --rcopy: ${files} file${files === 1 ? "" : "s"} (${mib(bytes)}) into ${dest} from ${results.filter((r) => r.state === "done").length} of ${results.length} hosts\n`,
     json: (results) => ({ rcopy: { sources, dest, files, bytes, hostsDone: results.filter((r) => r.state === "done").length } }),
   };
+}
+
+/**
+ * --copy, --rcopy and -I, checked (and -I's stdin read) before any host is contacted; null when none
+ * was asked for. A copy takes as long as its bytes do, so -t applies only when given; connecting
+ * still has a bound (10 s, clush's and pdsh's), or a host that never answers would hold the run.
+ */
+export async function transferFor(o: Opts, words: readonly string[], io: CliIO, given: (name: string) => boolean): Promise<Transfer | null> {
+  if (!(o.copy || o.rcopy || o.I || o.dest !== undefined || o.r || o.preserve || o.rcpPath !== undefined)) return null;
+  // Words that would be a command (with -R exec every word is the template).
+  checkTransferOptions(o, o.hostfile === "-", o.R === "exec" ? 0 : words.length);
+  // io.stdin only now: touching process.stdin makes a piped fd 0 non-blocking (see io.ts).
+  const stdinBytes = o.I ? await readStdinForAll(io.stdin) : null;
+  const transfer = planTransfer(o, o.rcpPath ?? (o.R === "rsh" ? "rcp" : "scp"), stdinBytes);
+  if (transfer.kind !== "stdin" && !given("t")) {
+    o.t = 0;
+    if (!given("connectTimeout")) o.connectTimeout = 10;
+  }
+  return transfer;
 }

@@ -9,15 +9,15 @@
 import { accessSync, constants, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
-import { UsageError } from "../errors.js";
-import { renderHtml, renderSvg } from "../lab/figure.js";
-import { Agent } from "../lab/agent.js";
-import { removeStaleNamespaces, teardownAll, teardownAllSync } from "../lab/netns.js";
-import { releaseLeftovers, runScenario, type ScenarioResult } from "../lab/run.js";
-import { SCENARIOS, type Scenario } from "../lab/scenarios.js";
-import { StatusLine, table } from "./display.js";
-import { EXIT_FAIL, EXIT_OK } from "./exit.js";
-import { showsProgress, type CliIO } from "./io.js";
+import { UsageError } from "../../errors.js";
+import { renderHtml, renderSvg } from "../../lab/figure.js";
+import { Agent } from "../../lab/agent.js";
+import { removeStaleNamespaces, teardownAll, teardownAllSync } from "../../lab/netns.js";
+import { releaseLeftovers, runScenario, type ScenarioResult } from "../../lab/run.js";
+import { SCENARIOS, type Scenario } from "../../lab/scenarios.js";
+import { StatusLine, table } from "../display.js";
+import { EXIT_FAIL, EXIT_OK } from "../exit.js";
+import { showsProgress, type CliIO } from "../io.js";
 
 export interface LabOptions {
   which: "list" | "all" | number;

@@ -8,8 +8,8 @@
  * port that already has an explanation (bench/why.ts times that path).
  */
 import { readFileSync } from "node:fs";
-import { formatEndpoint, unmapV4 } from "../core/address.js";
-import { printableCommand, type Diagnosis, type DiagnosisKind, type SocketRow } from "../diagnosis/diagnose.js";
+import { formatEndpoint, unmapV4 } from "../../core/address.js";
+import { printableCommand, type Diagnosis, type DiagnosisKind, type SocketRow } from "../../diagnosis/diagnose.js";
 import {
   containerOfNamespace,
   containerOfPid,
@@ -18,10 +18,10 @@ import {
   readDockerContainers,
   type ContainerInfo,
   type ContainerRef,
-} from "../kernel/containers.js";
-import { listenersElsewhere, listNetworkNamespaces, type NetworkNamespace } from "../kernel/namespaces.js";
-import { readNatRules } from "../kernel/nat.js";
-import { findSocketUnits } from "../kernel/systemd.js";
+} from "../../kernel/containers.js";
+import { listenersElsewhere, listNetworkNamespaces, type NetworkNamespace } from "../../kernel/namespaces.js";
+import { readNatRules } from "../../kernel/nat.js";
+import { findSocketUnits } from "../../kernel/systemd.js";
 
 export interface Finding {
   kind: DiagnosisKind;
