@@ -48,6 +48,17 @@ export function printEnd(io: CliIO, out: RunOutput, end: RunEnd): void {
   out.sink.flushGathered(p.hosts);
   const dropped = out.sink.dropped();
   const notices = end.notices.length ? { notices: end.notices } : {};
+  // What both machine-readable forms say of the run as a whole.
+  const totals = {
+    counts: summary.counts,
+    nonZeroExit: summary.nonZeroExit,
+    ledger: summary.ledger,
+    durationMs: summary.durationMs,
+    exitCode: end.exitCode,
+    ...(demoHosts ? { demoHosts } : {}),
+    ...notices,
+    ...(dropped ? { outputDropped: dropped } : {}),
+  };
   if (out.mode === "json") {
     const dirs = out.dirs;
     const doc = {
@@ -57,17 +68,10 @@ export function printEnd(io: CliIO, out: RunOutput, end: RunEnd): void {
       duplicates: p.duplicates,
       // Written in parts by writeDocument, in this place.
       results: null,
-      counts: summary.counts,
-      nonZeroExit: summary.nonZeroExit,
+      ...totals,
       failures: summary.failures,
       causes: summary.causes,
       retries: summary.retries,
-      ledger: summary.ledger,
-      durationMs: summary.durationMs,
-      exitCode: end.exitCode,
-      ...(demoHosts ? { demoHosts } : {}),
-      ...notices,
-      ...(dropped ? { outputDropped: dropped } : {}),
       fdLimit: { needed: end.fdLimit.needed, before: end.fdLimit.before, after: end.fdLimit.after, outcome: end.fdLimit.outcome, parallel: end.parallel },
       rate: end.rate,
       ...(transfer ? transfer.json(results) : {}),
@@ -80,14 +84,7 @@ export function printEnd(io: CliIO, out: RunOutput, end: RunEnd): void {
     const tail = {
       summary: {
         hosts: p.hosts.length,
-        counts: summary.counts,
-        nonZeroExit: summary.nonZeroExit,
-        ledger: summary.ledger,
-        durationMs: summary.durationMs,
-        exitCode: end.exitCode,
-        ...(demoHosts ? { demoHosts } : {}),
-        ...notices,
-        ...(dropped ? { outputDropped: dropped } : {}),
+        ...totals,
       },
     };
     io.stdout.write(JSON.stringify(tail) + "\n");

@@ -16,15 +16,7 @@ import type { Opts } from "./options.js";
 /** -I keeps stdin in memory once (every host is sent the same buffer): at most this much. */
 export const MAX_STDIN_BYTES = 64 * 1024 * 1024;
 
-export interface TransferOptions {
-  copy?: string[];
-  rcopy?: string[];
-  dest?: string;
-  r?: boolean;
-  preserve?: boolean;
-  I?: boolean;
-  rcpPath?: string;
-}
+export type TransferOptions = Pick<Opts, "copy" | "rcopy" | "dest" | "r" | "preserve" | "I" | "rcpPath">;
 
 export interface Transfer {
   kind: "copy" | "rcopy" | "stdin";
@@ -75,8 +67,42 @@ export async function readStdinForAll(stdin: Readable, limit = MAX_STDIN_BYTES):
   return Buffer.concat(chunks);
 }
 
-export function planTransfer(o: TransferOptions, program: RcpProgram, stdinBytes: Buffer | null): Transfer {
+/** What a copy keeps per host: its input, what it makes of the host's stdout, and its verdict. */
+interface HostSession {
+  readonly input: RemoteInput;
+  onStdout(chunk: Buffer): void;
+  close(): void;
+  result(r: HostResult): HostResult;
+}
+
+/** One session per host, made as the host starts; a host's result is adjusted once, however often asked. */
+function perHostSessions<S extends HostSession>(make: (host: string) => S, ended?: (s: S) => void): Pick<Transfer, "inputFor" | "onStdout" | "result"> {
+  const sessions = new Map<string, S>();
   const adjusted = new Map<string, HostResult>();
+  return {
+    inputFor: (host) => {
+      const s = make(host);
+      sessions.set(host, s);
+      return s.input;
+    },
+    onStdout: (host, chunk) => {
+      sessions.get(host)?.onStdout(chunk);
+      return true;
+    },
+    result: (r) => {
+      const have = adjusted.get(r.host);
+      if (have) return have;
+      const s = sessions.get(r.host);
+      s?.close();
+      const out = s ? s.result(r) : r;
+      if (s) ended?.(s);
+      adjusted.set(r.host, out);
+      return out;
+    },
+  };
+}
+
+export function planTransfer(o: TransferOptions, program: RcpProgram, stdinBytes: Buffer | null): Transfer {
   if (o.I) {
     const bytes = stdinBytes ?? Buffer.alloc(0);
     return {
@@ -95,29 +121,11 @@ export function planTransfer(o: TransferOptions, program: RcpProgram, stdinBytes
   if (o.copy) {
     const plan: CopyPlan = planCopy(o.copy, flags);
     const source = new CopySource(plan);
-    const sessions = new Map<string, CopyToSession>();
     const command = copyToCommand(program, plan, dest);
     return {
       kind: "copy",
       command,
-      inputFor: (host) => {
-        const s = new CopyToSession(plan, source, program);
-        sessions.set(host, s);
-        return s.input;
-      },
-      onStdout: (host, chunk) => {
-        sessions.get(host)?.onStdout(chunk);
-        return true;
-      },
-      result: (r) => {
-        const have = adjusted.get(r.host);
-        if (have) return have;
-        const s = sessions.get(r.host);
-        s?.close();
-        const out = s ? s.result(r) : r;
-        adjusted.set(r.host, out);
-        return out;
-      },
+      ...perHostSessions(() => new CopyToSession(plan, source, program)),
       describe: (results) =>
         `multi-rsh: --copy: ${plan.files} file${plan.files === 1 ? "" : "s"} (${mib(plan.bytes)}) to ${dest} on ${results.filter((r) => r.state === "done").length} of ${results.length} hosts\n`,
       json: (results) => ({
@@ -132,36 +140,20 @@ export function planTransfer(o: TransferOptions, program: RcpProgram, stdinBytes
   }
   const sources = o.rcopy!;
   if (sources.length === 0) throw new UsageError("--rcopy needs at least one remote path", "AIU_COPY");
-  const sessions = new Map<string, CopyFromSession>();
   const command = copyFromCommand(program, sources, flags);
   let files = 0;
   let bytes = 0;
   return {
     kind: "rcopy",
     command,
-    inputFor: (host) => {
-      const s = new CopyFromSession(host, dest, sources, flags, program);
-      sessions.set(host, s);
-      return s.input;
-    },
-    onStdout: (host, chunk) => {
-      sessions.get(host)?.onStdout(chunk);
-      return true;
-    },
-    result: (r) => {
-      const have = adjusted.get(r.host);
-      if (have) return have;
-      const s = sessions.get(r.host);
-      s?.close();
-      const out = s ? s.result(r) : r;
-      if (s) {
+    ...perHostSessions(
+      (host) => new CopyFromSession(host, dest, sources, flags, program),
+      (s) => {
         const oc = s.outcome();
         files += oc.files;
         bytes += oc.bytes;
-      }
-      adjusted.set(r.host, out);
-      return out;
-    },
+      },
+    ),
     describe: (results) => `multi-rsh: --rcopy: ${files} file${files === 1 ? "" : "s"} (${mib(bytes)}) into ${dest} from ${results.filter((r) => r.state === "done").length} of ${results.length} hosts\n`,
     json: (results) => ({ rcopy: { sources, dest, files, bytes, hostsDone: results.filter((r) => r.state === "done").length } }),
   };
