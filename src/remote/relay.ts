@@ -8,8 +8,8 @@
  * (`ProxyCommand nc %h %p`) does no better: it quits as soon as ssh does, FIN first. Here the TCP side
  * is ours, and when ssh's side ends we send no FIN: we wait for the server's (sshd closes on the
  * DISCONNECT), then close, so the TIME_WAIT is the host's. A server that never closes is reset after
- * REMOTE_CLOSE_GRACE_MS (RST: no TIME_WAIT anywhere), as is every connection on abort: the socket is
- * ours, so no `ss -K` and no root are needed.
+ * END_GRACE_MS (RST: no TIME_WAIT anywhere), as is every connection on abort: the socket is ours, so
+ * no `ss -K` and no root are needed. net/close.ts `endAfterPeer` decides all of it.
  *
  * How ssh reaches us: `-o ProxyCommand=nohup nc.openbsd -U SOCKET`, one private 0700 directory and
  * socket per host. netcat-openbsd under nohup delivers ssh's last bytes (the DISCONNECT) every time
@@ -33,13 +33,9 @@ import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, delimiter, join } from "node:path";
-import type { ErrorCode } from "../errors.js";
-import { closeAfterPeer } from "../net/close.js";
+import { endAfterPeer } from "../net/close.js";
 import type SSHConfig from "ssh-config";
-import type { ClosedBy } from "./transport.js";
-
-/** After ssh's side ends, how long the server has to send its FIN before we reset (the ssh transport's grace). */
-export const REMOTE_CLOSE_GRACE_MS = 2000;
+import { END_GRACE_MS, type ClosedBy, type HostError } from "./transport.js";
 /** The longest `ssh -G` may take; it only reads configuration files. */
 const SSH_G_TIMEOUT_MS = 10_000;
 
@@ -322,7 +318,7 @@ export interface RelayedSocket {
 
 export interface RelayOutcome {
   /** The TCP connection to the target could not be made (ssh then only sees its proxy close). */
-  connectError: { code: ErrorCode; message: string } | null;
+  connectError: HostError | null;
   /** Who ended the TCP connection; null when there was none. */
   closedBy: ClosedBy | null;
   localPort: number | null;
@@ -330,7 +326,7 @@ export interface RelayOutcome {
   remotePort?: number;
 }
 
-function connectErrorOf(e: NodeJS.ErrnoException, t: SshTarget): { code: ErrorCode; message: string } {
+function connectErrorOf(e: NodeJS.ErrnoException, t: SshTarget): HostError {
   const where = `connect to host ${t.hostName} port ${t.port}`;
   if (e.code === "ECONNREFUSED") return { code: "ERR_CONNECT_REFUSED", message: `${where}: Connection refused` };
   if (e.code === "ETIMEDOUT") return { code: "ERR_CONNECT_TIMEOUT", message: `${where}: Connection timed out` };
@@ -349,10 +345,10 @@ export class SshRelay {
   private tcp: net.Socket | null = null;
   private tcpUp = false;
   private connectError: RelayOutcome["connectError"] = null;
-  private closing: Promise<{ closedBy: ClosedBy }> | null = null;
-  /** Aborting it makes closeAfterPeer reset now. */
+  /** Who ended the TCP connection, from endAfterPeer; started when ssh's side is done (or at the close). */
+  private closing: Promise<ClosedBy> | null = null;
+  /** Aborting it resets the TCP connection now, unless the host's FIN is already in. */
   private readonly resetNow = new AbortController();
-  private graceTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
   private outcome: RelayOutcome = { connectError: null, closedBy: null, localPort: null };
   private settledTcp!: () => void;
@@ -424,11 +420,17 @@ export class SshRelay {
       if (!this.tcpUp && !this.connectError) this.connectError = connectErrorOf(e, t);
     });
     tcp.once("close", () => {
-      if (this.tcpUp) return;
-      // Never connected: ssh sees its proxy close and exits; the error is ours to tell.
       clearTimeout(this.connectTimer);
-      unix.destroy();
-      this.settledTcp();
+      // Never connected: ssh sees its proxy close and exits; the error is ours to tell.
+      if (!this.tcpUp) {
+        unix.destroy();
+        return this.settledTcp();
+      }
+      void this.endTcp(0).then((closedBy) => {
+        this.outcome.closedBy = closedBy;
+        unix.destroy();
+        this.settledTcp();
+      });
     });
     tcp.once("connect", () => {
       clearTimeout(this.connectTimer);
@@ -469,33 +471,40 @@ export class SshRelay {
       tcp.resume();
       this.startGrace();
     });
-    // The host closed (normally after the DISCONNECT, or its session died): closeAfterPeer answers
-    // with our FIN, second, so the TIME_WAIT is the host's; ssh sees the end of its proxy.
+    // The host closed (normally after the DISCONNECT, or its session died): endAfterPeer answers
+    // with our FIN, second (the socket is half-open), so the TIME_WAIT is the host's; ssh sees the
+    // end of its proxy.
     tcp.once("end", () => {
       if (unixOpen) unix.end();
+      void this.endTcp(END_GRACE_MS);
     });
     tcp.on("error", () => {
       unix.destroy();
     });
-    this.closing = closeAfterPeer(tcp, { timeoutMs: 0, onTimeout: "reset", signal: this.resetNow.signal });
-    void this.closing.then((r) => {
-      clearTimeout(this.graceTimer);
-      this.outcome.closedBy = r.closedBy;
-      if (unixOpen) unix.destroy();
-      this.settledTcp();
-    });
   }
 
+  /** ssh's side is done: the host has END_GRACE_MS to send its FIN, then it is reset. */
   private startGrace(): void {
-    if (this.graceTimer || this.resetNow.signal.aborted) return;
-    this.graceTimer = setTimeout(() => this.resetNow.abort(), REMOTE_CLOSE_GRACE_MS);
+    void this.endTcp(END_GRACE_MS);
+  }
+
+  /** From now on endAfterPeer decides how the TCP connection ends (once; later calls share it). */
+  private endTcp(graceMs: number): Promise<ClosedBy> {
+    this.closing ??= endAfterPeer(this.tcp!, { graceMs, signal: this.resetNow.signal });
+    return this.closing;
+  }
+
+  /** RST now (no TIME_WAIT on either side), unless the host's FIN is in: then ours answers it. */
+  private resetAll(): void {
+    this.resetNow.abort();
+    void this.endTcp(0);
   }
 
   /** Stop now (abort, timeout): the TCP connection is reset (no TIME_WAIT on either side). */
   reset(): void {
     this.done = true;
     this.server.close();
-    if (this.tcpUp) this.resetNow.abort();
+    if (this.tcpUp) this.resetAll();
     else this.tcp?.destroy();
     this.unix?.destroy();
   }
@@ -519,10 +528,9 @@ export class SshRelay {
     if (!this.unix) this.settledTcp();
     else if (this.tcpUp) {
       if (waitForRemote) this.startGrace();
-      else this.resetNow.abort();
+      else this.resetAll();
     } else this.tcp?.destroy();
     await this.tcpSettled;
-    clearTimeout(this.graceTimer);
     this.removeDir();
     return { ...this.outcome, connectError: this.tcpUp ? null : this.connectError };
   }

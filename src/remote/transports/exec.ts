@@ -20,8 +20,8 @@
  * runLocalCommand() is shared with the openssh transport.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { UsageError, type ErrorCode } from "../../errors.js";
-import { writableStdin, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
+import { UsageError } from "../../errors.js";
+import { notStarted, writableStdin, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 import { homedir } from "node:os";
 import type SSHConfig from "ssh-config";
 import {
@@ -57,11 +57,8 @@ export interface ChildHooks {
 /** The longest an onAbort hook may delay the kill. */
 export const ABORT_HOOK_MS = 1000;
 
-export function abortError(signal: AbortSignal): { code: ErrorCode; message: string } {
-  return signal.reason === "timeout"
-    ? { code: "ERR_COMMAND_TIMEOUT", message: "timed out: local command killed" }
-    : { code: "ERR_CANCELLED", message: "cancelled: local command killed" };
-}
+/** The error of a host whose command was killed on abort; the engine names the real one. */
+export const KILLED: HostError = { code: "ERR_CANCELLED", message: "aborted: local command killed" };
 
 /**
  * Spawn argv[0] with the rest as arguments (no shell), stdin at EOF, and resolve once it has exited
@@ -70,7 +67,7 @@ export function abortError(signal: AbortSignal): { code: ErrorCode; message: str
 export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks: ChildHooks = {}): Promise<TransportResult> {
   return new Promise((resolve) => {
     if (req.signal.aborted) {
-      resolve({ exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: abortError(req.signal) });
+      resolve(notStarted("ERR_CANCELLED", "cancelled before the local command started"));
       return;
     }
     const [file, ...args] = argv;
@@ -133,14 +130,7 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
     child.on("error", (e: NodeJS.ErrnoException) => {
       if (spawned) return;
       const why = e.code === "ENOENT" ? "not found" : e.code === "EACCES" ? "not executable" : e.message;
-      done({
-        exitCode: null,
-        signal: null,
-        closedBy: null,
-        localPort: null,
-        connected: false,
-        error: { code: "ERR_TRANSPORT", message: `cannot run '${file}': ${why}` },
-      });
+      done(notStarted("ERR_TRANSPORT", `cannot run '${file}': ${why}`));
     });
     child.on("close", (code, sig) => {
       if (!spawned) return;
@@ -152,7 +142,7 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, hooks:
             closedBy: null,
             localPort: null,
             connected: true,
-            error: aborted ? abortError(req.signal) : null,
+            error: aborted ? KILLED : null,
           };
       void Promise.resolve(finish).then(done, (e: unknown) =>
         done({
@@ -252,7 +242,7 @@ export class ExecTransport implements Transport {
           ...(o.remoteAddress !== undefined ? { remoteAddress: o.remoteAddress } : {}),
           ...(o.remotePort !== undefined ? { remotePort: o.remotePort } : {}),
           connected: true,
-          error: aborted ? abortError(req.signal) : null,
+          error: aborted ? KILLED : null,
           // As with -R openssh: the system ssh cannot end the remote command, nor can a reset.
           ...(aborted ? { remoteCommand: "left-running" as const } : {}),
         };

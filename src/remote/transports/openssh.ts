@@ -29,10 +29,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import type { ErrorCode } from "../../errors.js";
 import { readTcpSockets } from "../../kernel/read.js";
 import type { TcpState } from "../../kernel/parse.js";
-import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
+import { notStarted, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 import type SSHConfig from "ssh-config";
 import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh-config.js";
-import { ABORT_HOOK_MS, runLocalCommand } from "./exec.js";
+import { ABORT_HOOK_MS, KILLED, runLocalCommand } from "./exec.js";
 import { NO_SHUTTLE_NOTICE, SshRelay, findShuttle, needsSshG, planFromSshConfig, planSshRelay, proxyOptions, type RelayOutcome, type RelayedSocket, type SshTarget } from "../relay.js";
 
 export interface OpenSshEnvironment {
@@ -62,7 +62,7 @@ export function opensshArgv(options: TransportOptions, req: Pick<RunRequest, "ho
 }
 
 /** Why ssh exited 255, from its log: the error code and the line that says it. */
-export function classifySshLog(log: string): { code: ErrorCode; message: string } {
+export function classifySshLog(log: string): HostError {
   const lines = log.split("\n").map((l) => l.trim()).filter((l) => l !== "");
   const said = lines.filter((l) => !/^(debug\d|Transferred:|Bytes per second:|Authenticated to|Warning: Permanently added)/.test(l));
   const find = (re: RegExp) => said.find((l) => re.test(l));
@@ -120,11 +120,6 @@ export const OPENSSH_LOG_KEEP = 1024 * 1024;
 
 export function keepEnds(text: string, max: number): string {
   return `${text.slice(0, max / 2)}\n[...]\n${text.slice(-(max / 2))}`;
-}
-
-/** The result of a host whose ssh never ran. */
-function notStarted(code: ErrorCode, message: string): TransportResult {
-  return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
 }
 
 function hostPort(address: string, port: number): string {
@@ -192,10 +187,7 @@ export class OpenSshTransport implements Transport {
     const plan = configs
       ? planFromSshConfig(configs, req.host, { ...(this.options.port !== undefined ? { port: this.options.port } : {}), connectTimeoutMs: req.connectTimeoutMs })
       : await planSshRelay(opensshArgv(this.options, req, null, ssh), req.signal);
-    if (req.signal.aborted) {
-      const timeout = req.signal.reason === "timeout";
-      return notStarted(timeout ? "ERR_CONNECT_TIMEOUT" : "ERR_CANCELLED", timeout ? "timed out before ssh started" : "cancelled before ssh started");
-    }
+    if (req.signal.aborted) return notStarted("ERR_CANCELLED", "cancelled before ssh started");
     return this.runSsh(req, plan.relay ? { target: plan.target, shuttle } : null);
   }
 
@@ -319,15 +311,12 @@ export class OpenSshTransport implements Transport {
           connected: ran,
         };
         if (aborted) {
-          const timeout = req.signal.reason === "timeout";
           return {
             ...base,
             exitCode: null,
             signal: null,
-            error: {
-              code: timeout ? (ran ? "ERR_COMMAND_TIMEOUT" : "ERR_CONNECT_TIMEOUT") : "ERR_CANCELLED",
-              message: timeout ? "timed out: ssh killed" : "cancelled: ssh killed",
-            },
+            // The engine names the error of an aborted host.
+            error: KILLED,
             // The system ssh has no way to end the remote command, and sshd keeps a command that
             // does not write running after its connection goes: said, not hidden (-R ssh ends it).
             ...(ran ? { remoteCommand: "left-running" as const } : {}),

@@ -54,13 +54,12 @@ import {
   type KnownHostEntry,
 } from "../known-hosts.js";
 import { applyAlgorithmSpec, badSshConfigValue, parseSshConfigs, readSshConfigTexts, resolveSshConfig, fsConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
-import { writableStdin, type ClosedBy, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
+import { endAfterPeer } from "../../net/close.js";
+import { END_GRACE_MS, notStarted, writableStdin, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 
 const { Client, OpenSSHAgent, utils } = ssh2;
 type SshClient = InstanceType<typeof Client>;
 
-/** How long to wait for the server's FIN after our DISCONNECT before resetting. */
-export const DEFAULT_GRACE_MS = 2000;
 /**
  * Session setup (TCP connect, banner, key exchange, authentication) is bounded even when no timeout
  * is set anywhere (-t 0, no --connect-timeout, no ConnectTimeout): -t 0 lets a command run as long
@@ -264,7 +263,7 @@ export class SshTransport implements Transport {
     this.home = env.home ?? homedir();
     this.localUser = env.localUser ?? userInfo().username;
     this.agentSocket = env.agentSocket ?? process.env["SSH_AUTH_SOCK"] ?? "";
-    this.graceMs = env.graceMs ?? DEFAULT_GRACE_MS;
+    this.graceMs = env.graceMs ?? END_GRACE_MS;
     this.handshakeLimitMs = env.handshakeLimitMs ?? HANDSHAKE_LIMIT_MS;
     let texts: string[] = [];
     try {
@@ -364,10 +363,10 @@ export class SshTransport implements Transport {
       cfg = this.resolve(req);
     } catch (e) {
       const code: ErrorCode = e instanceof AddrinuseError ? e.code : "ERR_TRANSPORT";
-      return failed(code, (e as Error).message);
+      return notStarted(code, (e as Error).message);
     }
     if (cfg.unsupported.length > 0) {
-      return failed(
+      return notStarted(
         "ERR_TRANSPORT",
         `${req.host}: the ssh config sets ${cfg.unsupported.join(", ")}, which the built-in ssh does not follow; use -R openssh`,
       );
@@ -379,10 +378,10 @@ export class SshTransport implements Transport {
     };
     for (const [keyword, list] of [["Ciphers", algorithms.cipher], ["KexAlgorithms", algorithms.kex], ["MACs", algorithms.hmac]] as const) {
       if (list.length === 0) {
-        return failed("ERR_TRANSPORT", `${req.host}: the ssh config's ${keyword} leaves nothing the built-in ssh speaks; use -R openssh`);
+        return notStarted("ERR_TRANSPORT", `${req.host}: the ssh config's ${keyword} leaves nothing the built-in ssh speaks; use -R openssh`);
       }
     }
-    if (req.signal.aborted) return failed(abortCode(req.signal, false), abortMessage(req.signal));
+    if (req.signal.aborted) return notStarted("ERR_CANCELLED", "cancelled before connecting");
     // sshd drops a handshake beyond its MaxStartups before it sends its banner: try again a few
     // times, backing off, and count it. Each dropped attempt was closed by the server first.
     for (let retries = 0; ; retries++) {
@@ -414,19 +413,6 @@ function backoff(attempt: number, signal: AbortSignal): Promise<boolean> {
   });
 }
 
-function failed(code: ErrorCode, message: string): TransportResult {
-  return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
-}
-
-function abortCode(signal: AbortSignal, connected: boolean): ErrorCode {
-  if (signal.reason === "timeout") return connected ? "ERR_COMMAND_TIMEOUT" : "ERR_CONNECT_TIMEOUT";
-  return "ERR_CANCELLED";
-}
-
-function abortVerb(signal: AbortSignal): string {
-  return signal.reason === "timeout" ? "timed out" : "cancelled";
-}
-
 /**
  * Run on a second channel of a timed-out or cancelled connection (see execKillSession): one grep
  * over every process's environment, then kill each match's process group (sshd makes each
@@ -438,10 +424,6 @@ export const KILL_SESSION_SCRIPT =
 
 /** How long a timed-out or cancelled host waits for sshd to confirm its command ended; well inside the engine's ABORT_GRACE_MS. */
 export const KILL_WAIT_MS = 1000;
-
-function abortMessage(signal: AbortSignal): string {
-  return signal.reason === "timeout" ? "timed out: connection reset" : "cancelled: connection reset";
-}
 
 type ClientError = Error & { level?: string; code?: string };
 
@@ -483,15 +465,15 @@ class HostRun {
   private commandDone = false;
   private exitCode: number | null = null;
   private exitSignal: string | null = null;
-  private error: { code: ErrorCode; message: string } | null = null;
-  private remoteFin = false;
-  private reset = false;
-  private peerReset = false;
+  private error: HostError | null = null;
+  /** Who ended the connection, from endAfterPeer; started when our side is done (or at the close). */
+  private closing: Promise<ClosedBy> | null = null;
+  /** Aborting it resets the connection now, unless the server's FIN is already in. */
+  private readonly resetSignal = new AbortController();
   private ending = false;
   private settled = false;
   private hostKeyProblem: string | null = null;
   private connectTimer: NodeJS.Timeout | null = null;
-  private graceTimer: NodeJS.Timeout | null = null;
   private channel: ClientChannel | null = null;
   private killTimer: NodeJS.Timeout | null = null;
   private remoteCommand: "ended" | "signalled" | null = null;
@@ -514,7 +496,8 @@ class HostRun {
   }
 
   private readonly onAbort = (): void => {
-    this.fail(abortCode(this.req.signal, this.started), abortMessage(this.req.signal));
+    // The engine names the error of an aborted host; this one only marks that it was aborted.
+    this.fail("ERR_CANCELLED", `${this.target}: aborted`);
     if (!this.endRemoteCommand()) this.resetNow();
   };
 
@@ -563,10 +546,7 @@ class HostRun {
   private remoteCommandEnded(): void {
     if (this.killTimer) clearTimeout(this.killTimer);
     this.killTimer = null;
-    if (this.exitSignal !== null || this.exitCode !== null) {
-      this.remoteCommand = "ended";
-      this.error = { code: this.error?.code ?? abortCode(this.req.signal, true), message: `${abortVerb(this.req.signal)}: remote command ended (${this.exitSignal !== null ? `signal ${this.exitSignal}` : `exit ${this.exitCode}`}), connection reset` };
-    }
+    if (this.exitSignal !== null || this.exitCode !== null) this.remoteCommand = "ended";
     this.resetNow();
   }
 
@@ -586,8 +566,6 @@ class HostRun {
     sock.on("connect", () => this.onTcpConnect());
     sock.on("error", (e: NodeJS.ErrnoException) => this.onSocketError(e));
     sock.on("end", () => {
-      this.remoteFin = true;
-      if (this.graceTimer) clearTimeout(this.graceTimer);
       if (!this.commandDone && this.droppedBeforeBanner()) {
         this.fail(
           "ERR_DROPPED_BY_SERVER",
@@ -604,7 +582,7 @@ class HostRun {
       }
       // allowHalfOpen is off: Node answers with our FIN now, after theirs.
     });
-    sock.on("close", () => this.settle());
+    sock.on("close", () => void this.settle());
   }
 
   private onTcpConnect(): void {
@@ -803,7 +781,6 @@ class HostRun {
       else this.fail("ERR_CONNECT", `${this.target}: cannot connect: ${e.code ?? e.message}`);
       return;
     }
-    if (e.code === "ECONNRESET") this.peerReset = true;
     if (!this.commandDone && this.droppedBeforeBanner()) {
       this.fail("ERR_DROPPED_BY_SERVER", `${this.target}: the server reset the connection before its banner (${e.code ?? e.message})`);
     }
@@ -821,21 +798,23 @@ class HostRun {
     } catch {
       // already unwritable: nothing to say to the server
     }
-    if (this.remoteFin) return;
-    this.graceTimer = setTimeout(() => this.resetNow(), this.t.graceMs);
+    this.endAfterServer(this.t.graceMs);
+  }
+
+  /** From now on endAfterPeer decides the close: the server's FIN within graceMs, else RST. */
+  private endAfterServer(graceMs: number): Promise<ClosedBy> {
+    this.closing ??= endAfterPeer(this.sock!, { graceMs, signal: this.resetSignal.signal });
+    return this.closing;
   }
 
   private resetNow(): void {
     const sock = this.sock;
     if (!sock || sock.destroyed) return;
-    if (this.tcpUp && !this.remoteFin) {
-      this.reset = true;
-      sock.resetAndDestroy();
-    } else {
-      // Still connecting (SYN_SENT: closing it sends nothing), or the server's FIN is already in and
-      // ours is being sent: no TIME_WAIT on our side either way.
-      sock.destroy();
-    }
+    // Still connecting (SYN_SENT): closing it sends nothing, and there is no connection to end.
+    if (!this.tcpUp) return void sock.destroy();
+    // RST (no TIME_WAIT on either side), unless the server's FIN is in: then ours answers it.
+    this.resetSignal.abort();
+    void this.endAfterServer(0);
   }
 
   /**
@@ -852,27 +831,21 @@ class HostRun {
     if (!this.error) this.error = { code, message };
   }
 
-  private closedBy(): ClosedBy | null {
-    if (!this.tcpUp) return null;
-    if (this.reset || this.peerReset) return "reset";
-    // We never send the first FIN (see the top comment); "local" would mean a path that did.
-    return this.remoteFin ? "remote" : "local";
-  }
-
-  private settle(): void {
+  private async settle(): Promise<void> {
     if (this.settled) return;
     this.settled = true;
     if (this.connectTimer) clearTimeout(this.connectTimer);
-    if (this.graceTimer) clearTimeout(this.graceTimer);
     if (this.killTimer) clearTimeout(this.killTimer);
     this.req.signal.removeEventListener("abort", this.onAbort);
     this.view?.destroy();
     if (!this.error && !this.commandDone) this.fail("ERR_CONNECTION_LOST", `${this.target}: connection closed`);
+    // The socket is closed: endAfterPeer tells who ended it (from its own watch, or from the state).
+    const closedBy = this.tcpUp ? await this.endAfterServer(0) : null;
     this.done({
       // Aborted: the command did not end by itself; what the kill made it say is not its status.
       exitCode: this.req.signal.aborted ? null : this.exitCode,
       signal: this.exitSignal,
-      closedBy: this.closedBy(),
+      closedBy,
       localPort: this.localPort,
       ...(this.remoteAddress !== null ? { remoteAddress: this.remoteAddress, remotePort: this.cfg.port } : {}),
       connected: this.started,
