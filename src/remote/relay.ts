@@ -42,6 +42,9 @@ const SSH_G_TIMEOUT_MS = 10_000;
 export const NO_SHUTTLE_NOTICE =
   "no netcat-openbsd (nc.openbsd) found: the system ssh closes first and leaves a TIME_WAIT per host here; install netcat-openbsd for remote-first close";
 
+/** netcat-openbsd under nohup: what ssh's ProxyCommand runs to reach the relay's Unix socket. */
+export type Shuttle = { nohup: string; nc: string };
+
 /** Where ssh would connect, from `ssh -G`. */
 export interface SshTarget {
   hostName: string;
@@ -141,7 +144,7 @@ function shellWord(s: string): string {
  * `$SHELL -c "exec COMMAND"` after expanding its % tokens, so % is doubled and words are quoted.
  * ProxyUseFdpass=no: the shuttle relays bytes, it does not hand over a socket.
  */
-export function proxyOptions(shuttle: { nohup: string; nc: string }, socketPath: string): string[] {
+export function proxyOptions(shuttle: Shuttle, socketPath: string): string[] {
   const cmd = [shuttle.nohup, shuttle.nc, "-U", socketPath].map(shellWord).join(" ").replace(/%/g, "%%");
   return ["-o", `ProxyCommand=${cmd}`, "-o", "ProxyUseFdpass=no"];
 }
@@ -260,13 +263,13 @@ function onPath(name: string, path = process.env.PATH ?? ""): string | null {
   return null;
 }
 
-let shuttleFound: { nohup: string; nc: string } | null | undefined;
+let shuttleFound: Shuttle | null | undefined;
 
 /**
  * netcat-openbsd and nohup from PATH, looked up once per process: `nc.openbsd` (Debian's name), else
  * an `nc` that says it is OpenBSD netcat (other distributions install it as nc). null when missing.
  */
-export function findShuttle(): { nohup: string; nc: string } | null {
+export function findShuttle(): Shuttle | null {
   if (shuttleFound !== undefined) return shuttleFound;
   const nohup = onPath("nohup");
   let nc = onPath("nc.openbsd");
@@ -533,5 +536,42 @@ export class SshRelay {
     await this.tcpSettled;
     this.removeDir();
     return { ...this.outcome, connectError: this.tcpUp ? null : this.connectError };
+  }
+}
+
+/** One ssh run's relay, as withRelay hands it over. */
+export interface RelayRun {
+  /** The ssh argument vector through the relay: its ProxyCommand right after argv[0]. */
+  argv(ssh: readonly string[]): string[];
+  /** The relay's TCP connection, once up. */
+  readonly socket: RelayedSocket | null;
+  /** After ssh has exited (SshRelay.finish). */
+  finish(waitForRemote: boolean): Promise<RelayOutcome>;
+}
+
+/**
+ * Runs `body` with a relay to `target` open (null when none can be made: ssh then connects itself),
+ * and closes the relay after, whatever happened (the program may not even have started). On abort
+ * the relay's connection is reset at once, before the kill of ssh (this listener comes first): our
+ * own socket, so RST, no TIME_WAIT here or there, no root needed.
+ */
+export async function withRelay<T>(target: SshTarget, shuttle: Shuttle, signal: AbortSignal, body: (relay: RelayRun | null) => Promise<T>): Promise<T> {
+  let socket: RelayedSocket | null = null;
+  const relay = await SshRelay.open(target, (s) => (socket = s));
+  if (!relay) return body(null);
+  const reset = () => relay.reset();
+  signal.addEventListener("abort", reset, { once: true });
+  try {
+    return await body({
+      argv: (ssh) => [ssh[0]!, ...proxyOptions(shuttle, relay.socketPath), ...ssh.slice(1)],
+      get socket() {
+        return socket;
+      },
+      finish: (waitForRemote) => relay.finish(waitForRemote),
+    });
+  } finally {
+    signal.removeEventListener("abort", reset);
+    relay.reset();
+    await relay.finish();
   }
 }
