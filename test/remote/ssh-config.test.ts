@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { applyAlgorithmSpec, expandTokens, inlineIncludes, parseSshConfigs, resolveSshConfig } from "../../src/remote/ssh-config.js";
+import { applyAlgorithmSpec, expandTokens, inlineIncludes, parseSshConfigs, resolveSshConfig } from "../../src/remote/ssh/config.js";
 
 const ctx = { home: "/home/op", localUser: "op" };
 

@@ -25,7 +25,7 @@ import { expandHostList } from "../../src/core/hostlist.js";
 import { main } from "../../src/cli/multi-rsh.js";
 import type { TcpSocket } from "../../src/kernel/parse.js";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { findShuttle } from "../../src/remote/relay.js";
+import { findShuttle } from "../../src/remote/ssh/relay.js";
 import { captureIO } from "../helpers/io.js";
 import { assertRouteOverBridge, down, missingRequirement, up, type Testbed } from "./testbed.js";
 

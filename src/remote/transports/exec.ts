@@ -25,9 +25,9 @@ import type SSHConfig from "ssh-config";
 import {
   NO_SHUTTLE_NOTICE, execTemplateOptOut, findShuttle, needsSshG, parseSshCommandLine, planFromSshConfig, planSshRelay, withRelay,
   type SshCommandLine,
-} from "../relay.js";
-import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh-config.js";
-import { witnessed } from "../witness.js";
+} from "../ssh/relay.js";
+import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh/config.js";
+import { witnessed } from "../ssh/witness.js";
 
 /** Substitute %h, %u and %% in each template argument. */
 export function expandTemplate(template: readonly string[], host: string, user: string): string[] {

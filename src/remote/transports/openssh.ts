@@ -31,9 +31,9 @@ import { readTcpSockets, socketInodesOf } from "../../kernel/read.js";
 import type { TcpState } from "../../kernel/parse.js";
 import { notStarted, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 import type SSHConfig from "ssh-config";
-import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh-config.js";
+import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh/config.js";
 import { ABORT_HOOK_MS, KILLED, runLocalCommand } from "../local-command.js";
-import { NO_SHUTTLE_NOTICE, findShuttle, needsSshG, planFromSshConfig, planSshRelay, withRelay, type RelayOutcome, type RelayRun, type RelayedSocket } from "../relay.js";
+import { NO_SHUTTLE_NOTICE, findShuttle, needsSshG, planFromSshConfig, planSshRelay, withRelay, type RelayOutcome, type RelayRun, type RelayedSocket } from "../ssh/relay.js";
 
 export interface OpenSshEnvironment {
   /** The ssh binary (default "ssh" from PATH). */

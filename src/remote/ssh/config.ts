@@ -15,8 +15,8 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import SSHConfig from "ssh-config";
-import { AddrinuseError } from "../errors.js";
-import { secondsToMs } from "../core/timer.js";
+import { AddrinuseError } from "../../errors.js";
+import { secondsToMs } from "../../core/timer.js";
 import { matchPattern } from "./known-hosts.js";
 
 export type HostKeyPolicy = "strict" | "accept-new" | "off";

@@ -33,9 +33,9 @@ import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, delimiter, join } from "node:path";
-import { endAfterPeer } from "../net/close.js";
+import { endAfterPeer } from "../../net/close.js";
 import type SSHConfig from "ssh-config";
-import { END_GRACE_MS, type ClosedBy, type HostError } from "./transport.js";
+import { END_GRACE_MS, type ClosedBy, type HostError } from "../transport.js";
 /** The longest `ssh -G` may take; it only reads configuration files. */
 const SSH_G_TIMEOUT_MS = 10_000;
 

@@ -8,11 +8,11 @@
  * server closed first and our socket is gone (it races with ssh's own close), leaving nothing here.
  */
 import { isIP } from "node:net";
-import { unmapV4 } from "../core/address.js";
-import type { TcpSocket, TcpState } from "../kernel/parse.js";
-import { readTcpSocketsAsync } from "../kernel/read.js";
+import { unmapV4 } from "../../core/address.js";
+import type { TcpSocket, TcpState } from "../../kernel/parse.js";
+import { readTcpSocketsAsync } from "../../kernel/read.js";
 import type { SshTarget } from "./relay.js";
-import type { ClosedBy, TransportResult } from "./transport.js";
+import type { ClosedBy, TransportResult } from "../transport.js";
 
 const THIS_SIDE_CLOSED_FIRST = new Set<TcpState>(["FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "TIME_WAIT"]);
 

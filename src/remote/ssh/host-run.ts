@@ -52,8 +52,8 @@ import {
   KnownHostsIndex,
   parseKnownHosts,
   type KnownHostEntry,
-} from "../known-hosts.js";
-import { applyAlgorithmSpec, badSshConfigValue, parseSshConfigs, readSshConfigTexts, resolveSshConfig, fsConfigReader, type HostKeyPolicy, type SshHostConfig } from "../ssh-config.js";
+} from "./known-hosts.js";
+import { applyAlgorithmSpec, badSshConfigValue, parseSshConfigs, readSshConfigTexts, resolveSshConfig, fsConfigReader, type HostKeyPolicy, type SshHostConfig } from "./config.js";
 import { endAfterPeer } from "../../net/close.js";
 import { END_GRACE_MS, notStarted, writableStdin, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 
