@@ -16,7 +16,7 @@ import { closeAfterPeer } from "../../src/net/close.js";
 import { shutdown } from "../../src/net/shutdown.js";
 import { runHosts } from "../../src/remote/engine.js";
 import { createExecTransport } from "../../src/remote/transports/exec.js";
-import { createSshTransport } from "../../src/remote/ssh/host-run.js";
+import { createSshTransport } from "../../src/remote/transports/ssh.js";
 import { MAX_TIMER_MS, secondsToMs, timerDelay } from "../../src/core/timer.js";
 import { captureIO } from "../helpers/io.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";

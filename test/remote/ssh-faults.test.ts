@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { createSshTransport, type SshEnvironment } from "../../src/remote/ssh/host-run.js";
+import { createSshTransport, type SshEnvironment } from "../../src/remote/transports/ssh.js";
 import type { ServerChannel } from "ssh2";
 import type { Transport, TransportResult } from "../../src/remote/transport.js";
 import { generateEd25519, runOn, startFaultSshServer, startRawServer, writeClientFiles, type FaultServerOptions } from "../helpers/sshd.js";

@@ -21,21 +21,22 @@
  * Where to connect: what ssh itself would (HostName and Port after every Host block, Include and
  * -o, AddressFamily, BindAddress, ConnectTimeout), and whether the user's configuration has its own
  * ProxyCommand, ProxyJump or connection sharing: then there is no relay (the TCP connection is
- * theirs, closedBy stays honest). Read in-process (ssh-config.ts, as -R ssh does; an exec
- * template's own options with parseSshCommandLine) unless the configuration has Match blocks or
+ * theirs, closedBy stays honest). Read in-process by config.ts's one resolver (as -R ssh does; an
+ * exec template's own options with argv.ts) unless the configuration has Match blocks or
  * canonicalisation, or the template an option that is not understood here: those ask `ssh -G` with
- * the same arguments, exact but one more ssh process per host (measured: ~4 ms of CPU in it, ~2 ms
- * more here to spawn it). Tests check the in-process plan against the real ssh -G. The planning is
- * pure (planFromSshConfig, planFromSshG, parseSshCommandLine); the I/O is below it.
+ * the same arguments (planSshRelay), exact but one more ssh process per host (measured: ~4 ms of
+ * CPU in it, ~2 ms more here to spawn it), whose answer the same resolver reads. Tests check the
+ * in-process plan against the real ssh -G.
  */
 import net from "node:net";
 import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, delimiter, join } from "node:path";
+import { delimiter, join } from "node:path";
 import { endAfterPeer } from "../../net/close.js";
-import type SSHConfig from "ssh-config";
 import { END_GRACE_MS, type ClosedBy, type HostError } from "../transport.js";
+import { planFromSshG, type RelayPlan, type SshTarget } from "./config.js";
+
 /** The longest `ssh -G` may take; it only reads configuration files. */
 const SSH_G_TIMEOUT_MS = 10_000;
 
@@ -44,95 +45,6 @@ export const NO_SHUTTLE_NOTICE =
 
 /** netcat-openbsd under nohup: what ssh's ProxyCommand runs to reach the relay's Unix socket. */
 export type Shuttle = { nohup: string; nc: string };
-
-/** Where ssh would connect, from `ssh -G`. */
-export interface SshTarget {
-  hostName: string;
-  port: number;
-  /** AddressFamily: 0 = any. */
-  family: 0 | 4 | 6;
-  /** BindAddress, or null. */
-  localAddress: string | null;
-  /** ConnectTimeout in ms; 0 = none. */
-  connectTimeoutMs: number;
-}
-
-export type RelayPlan = { relay: true; target: SshTarget } | { relay: false; why: string };
-
-/**
- * Whether to relay, and where to, from the text `ssh -G` prints (one "keyword value" per line,
- * keywords in lower case). Pure.
- */
-export function planFromSshG(text: string): RelayPlan {
-  const cfg = new Map<string, string>();
-  for (const line of text.split("\n")) {
-    const i = line.indexOf(" ");
-    if (i <= 0) continue;
-    const key = line.slice(0, i).toLowerCase();
-    // The first value is the one in force (IdentityFile and the like repeat).
-    if (!cfg.has(key)) cfg.set(key, line.slice(i + 1).trim());
-  }
-  return planFromSettings(cfg);
-}
-
-/**
- * Whether the configuration holds something only ssh itself resolves exactly (Match blocks, host
- * name canonicalisation): then ask `ssh -G`. Otherwise planFromSshConfig's answer is ssh's. Pure.
- */
-export function needsSshG(texts: readonly string[]): boolean {
-  return texts.some((t) => /^\s*(match|canonicalizehostname|canonicaldomains)\b/im.test(t));
-}
-
-/**
- * The same plan as planFromSshG, in-process, from the parsed configuration files (ssh-config.ts's
- * reading, first value wins across files) and the command line's own settings, which ssh puts
- * first: -p, and -o ConnectTimeout. Only for configurations that need no ssh -G (needsSshG). Pure.
- */
-export function planFromSshConfig(configs: readonly SSHConfig[], host: string, cmdline: { port?: number; connectTimeoutMs: number }): RelayPlan {
-  const cfg = new Map<string, string>();
-  for (const c of configs) {
-    const computed = c.compute({ Host: host }, { ignoreCase: true, matchExec: false }) as Record<string, string | string[]>;
-    for (const [k, v] of Object.entries(computed)) {
-      const value = Array.isArray(v) ? v[0] : v;
-      if (value !== undefined && !cfg.has(k.toLowerCase())) cfg.set(k.toLowerCase(), value);
-    }
-  }
-  // ssh_config(5): HostName takes %% and %h (the alias); absent, the alias itself.
-  cfg.set("hostname", (cfg.get("hostname") ?? host).replace(/%([%h])/g, (_m, c: string) => (c === "%" ? "%" : host)));
-  if (cmdline.port !== undefined) cfg.set("port", String(cmdline.port));
-  else if (!cfg.has("port")) cfg.set("port", "22");
-  if (cmdline.connectTimeoutMs > 0) cfg.set("connecttimeout", String(Math.max(1, Math.ceil(cmdline.connectTimeoutMs / 1000))));
-  return planFromSettings(cfg);
-}
-
-function planFromSettings(cfg: ReadonlyMap<string, string>): RelayPlan {
-  const set = (k: string) => {
-    const v = cfg.get(k);
-    return v !== undefined && v !== "" && v.toLowerCase() !== "none";
-  };
-  if (set("proxycommand")) return { relay: false, why: "the ssh configuration has its own ProxyCommand" };
-  if (set("proxyjump")) return { relay: false, why: "the ssh configuration has a ProxyJump" };
-  // A shared (multiplexed) connection is the master's: it may exist already, or outlive this command.
-  const master = (cfg.get("controlmaster") ?? "false").toLowerCase();
-  if (master !== "false" && master !== "no" && set("controlpath")) return { relay: false, why: "the ssh configuration shares connections (ControlMaster)" };
-  if (set("bindinterface")) return { relay: false, why: "the ssh configuration sets BindInterface" };
-  const hostName = cfg.get("hostname");
-  const port = Number(cfg.get("port"));
-  if (!hostName || !Number.isInteger(port) || port < 1 || port > 65535) return { relay: false, why: "ssh -G named no host name and port" };
-  const af = (cfg.get("addressfamily") ?? "any").toLowerCase();
-  const timeout = cfg.get("connecttimeout");
-  const seconds = timeout === undefined || timeout === "none" ? 0 : Number(timeout);
-  return {
-    relay: true,
-    target: {
-      hostName,
-      port,
-      family: af === "inet" ? 4 : af === "inet6" ? 6 : 0,
-      localAddress: set("bindaddress") ? cfg.get("bindaddress")! : null,
-      connectTimeoutMs: Number.isFinite(seconds) && seconds > 0 ? Math.round(seconds * 1000) : 0,
-    },
-  };
-}
 
 /** For the shell that ssh runs the ProxyCommand with: one word, whatever the path holds. */
 function shellWord(s: string): string {
@@ -147,106 +59,6 @@ function shellWord(s: string): string {
 export function proxyOptions(shuttle: Shuttle, socketPath: string): string[] {
   const cmd = [shuttle.nohup, shuttle.nc, "-U", socketPath].map(shellWord).join(" ").replace(/%/g, "%%");
   return ["-o", `ProxyCommand=${cmd}`, "-o", "ProxyUseFdpass=no"];
-}
-
-/** ssh's options that take an argument (ssh.c's getopt string), to walk a template like ssh does. */
-const SSH_OPTS_WITH_ARG = new Set("BbcDEeFIiJLlmOoPpQRSWw".split(""));
-
-/**
- * Why an exec template gets no relay, or null when it does (pure): only an `ssh` program (by its
- * base name: a foreign command's TCP is its own), and not when the template itself proxies (-J,
- * -W, or -o ProxyCommand/ProxyJump; the configuration's own are seen by ssh -G later), or asks
- * ssh for something other than a command (-G, -V, -Q, -O, -N, -f).
- */
-export function execTemplateOptOut(argv: readonly string[]): string | null {
-  if (argv.length === 0 || basename(argv[0]!) !== "ssh") return "the template's program is not ssh";
-  // ssh parses options before and after the host (it restarts getopt after the host), up to the command.
-  let host = false;
-  for (let i = 1; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "--") {
-      if (host) break;
-      host = true;
-      i++;
-      continue;
-    }
-    if (!a.startsWith("-") || a === "-") {
-      if (host) break;
-      host = true;
-      continue;
-    }
-    for (let j = 1; j < a.length; j++) {
-      const c = a[j]!;
-      if (SSH_OPTS_WITH_ARG.has(c)) {
-        const value = j + 1 < a.length ? a.slice(j + 1) : argv[++i] ?? "";
-        if (c === "J") return "the template has -J";
-        if (c === "W") return "the template has -W";
-        if (c === "Q" || c === "O") return `the template has -${c}`;
-        if (c === "o" && /^\s*(proxycommand|proxyjump)\b/i.test(value)) return "the template sets ProxyCommand or ProxyJump";
-        break;
-      }
-      if ("GVNf".includes(c)) return `the template has -${c}`;
-    }
-  }
-  return null;
-}
-
-/** What an ssh command line says about where it connects, for planning without ssh -G. */
-export interface SshCommandLine {
-  host: string;
-  /** -F */
-  configFile?: string;
-  /** -p */
-  port?: number;
-  /** -o options, -4/-6 and -b as config lines: ssh reads them before any file (first value wins). */
-  configLines: string[];
-}
-
-/** Flags without an argument that do not touch the connection's target. */
-const TARGET_NEUTRAL_FLAGS = new Set("1246AaCgKkqsTtvXxYy".split(""));
-/** Options with an argument that do not touch the connection's target either. */
-const TARGET_NEUTRAL_OPTIONS = new Set("cDEeIiLlmRw".split(""));
-
-/**
- * An ssh argument vector read the way ssh reads it, when every option in it is one this knows
- * (pure); null otherwise (then ssh -G decides). The remote command after the host is not read.
- */
-export function parseSshCommandLine(argv: readonly string[]): SshCommandLine | null {
-  const out: SshCommandLine = { host: "", configLines: [] };
-  for (let i = 1; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "--" || !a.startsWith("-") || a === "-") {
-      if (out.host) break;
-      const h = a === "--" ? argv[++i] : a;
-      if (h === undefined) return null;
-      out.host = h;
-      continue;
-    }
-    for (let j = 1; j < a.length; j++) {
-      const c = a[j]!;
-      if (TARGET_NEUTRAL_FLAGS.has(c)) {
-        if (c === "4") out.configLines.push("AddressFamily inet");
-        if (c === "6") out.configLines.push("AddressFamily inet6");
-        continue;
-      }
-      if (!SSH_OPTS_WITH_ARG.has(c)) return null;
-      const value = j + 1 < a.length ? a.slice(j + 1) : argv[++i];
-      if (value === undefined) return null;
-      if (c === "F") out.configFile = value;
-      else if (c === "p") {
-        const port = Number(value);
-        if (!Number.isInteger(port) || port < 1 || port > 65535) return null;
-        out.port = port;
-      } else if (c === "b") out.configLines.push(`BindAddress ${value}`);
-      else if (c === "o") {
-        const m = /^\s*([A-Za-z]+)\s*(?:=\s*|\s+)(.*)$/.exec(value);
-        if (!m) return null;
-        out.configLines.push(`${m[1]} ${m[2]}`);
-      } else if (!TARGET_NEUTRAL_OPTIONS.has(c)) return null;
-      break;
-    }
-  }
-  return out.host ? out : null;
 }
 
 function onPath(name: string, path = process.env.PATH ?? ""): string | null {

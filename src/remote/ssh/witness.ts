@@ -11,7 +11,7 @@ import { isIP } from "node:net";
 import { unmapV4 } from "../../core/address.js";
 import type { TcpSocket, TcpState } from "../../kernel/parse.js";
 import { readTcpSocketsAsync } from "../../kernel/read.js";
-import type { SshTarget } from "./relay.js";
+import type { SshTarget } from "./config.js";
 import type { ClosedBy, TransportResult } from "../transport.js";
 
 const THIS_SIDE_CLOSED_FIRST = new Set<TcpState>(["FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "TIME_WAIT"]);

@@ -21,12 +21,10 @@ import { UsageError } from "../../errors.js";
 import type { RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
 import { KILLED, exitResult, runLocalCommand } from "../local-command.js";
 import { homedir } from "node:os";
-import type SSHConfig from "ssh-config";
-import {
-  NO_SHUTTLE_NOTICE, execTemplateOptOut, findShuttle, needsSshG, parseSshCommandLine, planFromSshConfig, planSshRelay, withRelay,
-  type SshCommandLine,
-} from "../ssh/relay.js";
-import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh/config.js";
+import { execTemplateOptOut, parseSshCommandLine } from "../ssh/argv.js";
+import { planFromSshConfig } from "../ssh/config.js";
+import { PlanningConfigs } from "../ssh/config-files.js";
+import { NO_SHUTTLE_NOTICE, findShuttle, planSshRelay, withRelay, type Shuttle } from "../ssh/relay.js";
 import { witnessed } from "../ssh/witness.js";
 
 /** Substitute %h, %u and %% in each template argument. */
@@ -38,7 +36,7 @@ export function expandTemplate(template: readonly string[], host: string, user: 
 
 export interface ExecEnvironment {
   /** The relay's shuttle for ssh templates (default: netcat-openbsd from PATH); null = no relay. */
-  shuttle?: { nohup: string; nc: string } | null;
+  shuttle?: Shuttle | null;
   /** Home directory for ~/.ssh/config (default: the user's). */
   home?: string;
 }
@@ -48,29 +46,8 @@ export class ExecTransport implements Transport {
   private readonly template: readonly string[];
   /** Said once per run, for the CLI to print (e.g. that the relay's shuttle is missing). */
   readonly notices: string[] = [];
-  /** Config file texts per -F value ("" = none), read once per run; null: only ssh -G is exact. */
-  private readonly texts = new Map<string, string[] | null>();
-
-  /** The template's parsed configuration (its -o lines first), or null when ssh -G must decide. */
-  private configs(line: SshCommandLine): SSHConfig[] | null {
-    const key = line.configFile ?? "";
-    if (!this.texts.has(key)) {
-      try {
-        this.texts.set(key, readSshConfigTexts(fsConfigReader, this.env.home ?? homedir(), line.configFile, "/etc/ssh/ssh_config"));
-      } catch {
-        this.texts.set(key, null);
-      }
-    }
-    const files = this.texts.get(key);
-    if (!files) return null;
-    const texts = [line.configLines.join("\n"), ...files];
-    if (needsSshG(texts)) return null;
-    try {
-      return parseSshConfigs(texts);
-    } catch {
-      return null;
-    }
-  }
+  /** The configuration ssh would read, per -F value, read once per run. */
+  private readonly planning: PlanningConfigs;
 
   constructor(
     options: TransportOptions,
@@ -81,6 +58,7 @@ export class ExecTransport implements Transport {
       throw new UsageError("-R exec needs a command template after --, e.g. -R exec -- docker exec %h sh -c");
     }
     this.template = template;
+    this.planning = new PlanningConfigs(env.home ?? homedir());
   }
 
   async run(req: RunRequest): Promise<TransportResult> {
@@ -93,7 +71,7 @@ export class ExecTransport implements Transport {
     // Where ssh would connect: in-process when its command line and configuration allow (as
     // -R openssh does), else from ssh -G.
     const line = parseSshCommandLine(argv);
-    const configs = line ? this.configs(line) : null;
+    const configs = line ? this.planning.for(line.configFile, line.configLines) : null;
     const plan = line && configs ? planFromSshConfig(configs, line.host, { ...(line.port !== undefined ? { port: line.port } : {}), connectTimeoutMs: 0 }) : await planSshRelay(argv, req.signal);
     if (!plan.relay) return plain();
     // No relay: ssh's own connection, which it closes first; the kernel says what it left (witness.ts).

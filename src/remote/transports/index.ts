@@ -23,6 +23,6 @@ export function transportNames(): TransportName[] {
 
 // Loaded lazily so that `-R rsh` never pays for ssh2's start-up.
 registerTransport("rsh", async () => (await import("./rsh.js")).createRshTransport);
-registerTransport("ssh", async () => (await import("../ssh/host-run.js")).createSshTransport);
+registerTransport("ssh", async () => (await import("./ssh.js")).createSshTransport);
 registerTransport("exec", async () => (await import("./exec.js")).createExecTransport);
 registerTransport("openssh", async () => (await import("./openssh.js")).createOpenSshTransport);

@@ -30,16 +30,16 @@ import type { ErrorCode } from "../../errors.js";
 import { readTcpSockets, socketInodesOf } from "../../kernel/read.js";
 import type { TcpState } from "../../kernel/parse.js";
 import { notStarted, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
-import type SSHConfig from "ssh-config";
-import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh/config.js";
+import { planFromSshConfig } from "../ssh/config.js";
+import { PlanningConfigs } from "../ssh/config-files.js";
 import { ABORT_HOOK_MS, KILLED, runLocalCommand } from "../local-command.js";
-import { NO_SHUTTLE_NOTICE, findShuttle, needsSshG, planFromSshConfig, planSshRelay, withRelay, type RelayOutcome, type RelayRun, type RelayedSocket } from "../ssh/relay.js";
+import { NO_SHUTTLE_NOTICE, findShuttle, planSshRelay, withRelay, type RelayOutcome, type RelayRun, type RelayedSocket, type Shuttle } from "../ssh/relay.js";
 
 export interface OpenSshEnvironment {
   /** The ssh binary (default "ssh" from PATH). */
   ssh?: string;
   /** The relay's shuttle (default: netcat-openbsd from PATH); null = no relay, ssh connects itself. */
-  shuttle?: { nohup: string; nc: string } | null;
+  shuttle?: Shuttle | null;
   /** Home directory for ~/.ssh/config (default: the user's). */
   home?: string;
 }
@@ -136,24 +136,14 @@ export class OpenSshTransport implements Transport {
   constructor(
     private readonly options: TransportOptions,
     private readonly env: OpenSshEnvironment = {},
-  ) {}
+  ) {
+    this.planning = new PlanningConfigs(env.home ?? homedir());
+  }
 
   /** Said once per run, for the CLI to print (e.g. that the relay's shuttle is missing). */
   readonly notices: string[] = [];
-  /** The parsed ssh configuration, read once per run; null when only ssh -G resolves it exactly. */
-  private parsed: SSHConfig[] | null | undefined;
-
-  private configs(): SSHConfig[] | null {
-    if (this.parsed !== undefined) return this.parsed;
-    try {
-      const texts = readSshConfigTexts(fsConfigReader, this.env.home ?? homedir(), this.options.sshConfigFile, "/etc/ssh/ssh_config");
-      this.parsed = needsSshG(texts) ? null : parseSshConfigs(texts);
-    } catch {
-      // Unreadable or unparsable: ssh -G (and then ssh itself) will say what is wrong.
-      this.parsed = null;
-    }
-    return this.parsed;
-  }
+  /** The ssh configuration, read once per run. */
+  private readonly planning: PlanningConfigs;
 
   async run(req: RunRequest): Promise<TransportResult> {
     const ssh = this.env.ssh ?? "ssh";
@@ -164,7 +154,7 @@ export class OpenSshTransport implements Transport {
     }
     // Where ssh would connect, and whether it may go through us at all: in-process when the
     // configuration allows it, else from ssh -G (its log file is not needed there).
-    const configs = this.configs();
+    const configs = this.planning.for(this.options.sshConfigFile);
     const plan = configs
       ? planFromSshConfig(configs, req.host, { ...(this.options.port !== undefined ? { port: this.options.port } : {}), connectTimeoutMs: req.connectTimeoutMs })
       : await planSshRelay(opensshArgv(this.options, req, null, ssh), req.signal);
