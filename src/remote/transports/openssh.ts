@@ -28,12 +28,15 @@ import { join } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import type { ErrorCode } from "../../errors.js";
 import { readTcpSockets, socketInodesOf } from "../../kernel/read.js";
-import type { TcpState } from "../../kernel/parse.js";
 import { notStarted, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
 import { planFromSshConfig } from "../ssh/config.js";
 import { PlanningConfigs } from "../ssh/config-files.js";
+import { closedByFromStates } from "../ssh/witness.js";
 import { ABORT_HOOK_MS, KILLED, runLocalCommand } from "../local-command.js";
 import { NO_SHUTTLE_NOTICE, findShuttle, planSshRelay, withRelay, type RelayOutcome, type RelayRun, type RelayedSocket, type Shuttle } from "../ssh/relay.js";
+
+/** Who closed ssh's own connection, from its rows in the kernel table (shared with witness.ts). */
+export { closedByFromStates };
 
 export interface OpenSshEnvironment {
   /** The ssh binary (default "ssh" from PATH). */
@@ -84,12 +87,6 @@ export function classifySshLog(log: string): HostError {
     }
   }
   return { code: "ERR_TRANSPORT", message: `ssh exited 255${said.length ? `: ${said.at(-1)}` : ""}` };
-}
-
-/** Which side closed first, from the states of our socket's row after ssh exited. */
-export function closedByFromStates(states: readonly TcpState[]): ClosedBy {
-  const weFirst: TcpState[] = ["FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "TIME_WAIT"];
-  return states.some((s) => weFirst.includes(s)) ? "local" : "remote";
 }
 
 /**
