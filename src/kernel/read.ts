@@ -328,3 +328,29 @@ function withOwners(
   for (const s of sockets) s.owners = s.inode === 0 ? NO_OWNERS : (owners.get(s.inode) ?? NO_OWNERS);
   return { sockets, unreadableProcesses: unreadable, ownersComplete: unreadable === 0, source, omitted, v6only };
 }
+
+/**
+ * The inodes of the sockets one process holds, from its /proc/PID/fd links ("socket:[INODE]"), to
+ * find its rows in the TCP table. Empty when the process is gone or not ours to look into.
+ */
+export function socketInodesOf(pid: number, procRoot = "/proc"): Set<number> {
+  const dir = `${procRoot}/${pid}/fd`;
+  let fds: string[];
+  try {
+    fds = readdirSync(dir);
+  } catch {
+    return new Set();
+  }
+  const inodes = new Set<number>();
+  for (const fd of fds) {
+    let link = "";
+    try {
+      link = readlinkSync(`${dir}/${fd}`);
+    } catch {
+      // the fd closed meanwhile
+    }
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (m) inodes.add(Number(m[1]));
+  }
+  return inodes;
+}

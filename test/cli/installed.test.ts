@@ -17,7 +17,7 @@ import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startDemoHosts, type DemoHosts } from "../../src/remote/demo/rshd.js";
-import { findShuttle } from "../../src/remote/relay.js";
+import { findShuttle } from "../../src/remote/ssh/relay.js";
 import { sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));

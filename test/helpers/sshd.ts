@@ -13,6 +13,7 @@ import { join } from "node:path";
 import ssh2 from "ssh2";
 import type { ClientInfo, Connection, ServerChannel } from "ssh2";
 import type { RunRequest, Transport, TransportResult } from "../../src/remote/transport.js";
+import { abortError } from "../../src/remote/engine.js";
 
 export const SSHD = "/usr/sbin/sshd";
 
@@ -358,15 +359,16 @@ export async function runOn(
   let out = "";
   let err = "";
   let connected = 0;
-  const result = await t.run({
+  const signal = extra.signal ?? new AbortController().signal;
+  const ran = await t.run({
     host,
     user: "root",
     localUser: "root",
     command,
     connectTimeoutMs: 10_000,
     separateStderr: false,
-    signal: new AbortController().signal,
     ...extra,
+    signal,
     onConnected: () => {
       connected++;
       extra.onConnectedHook?.();
@@ -380,5 +382,8 @@ export async function runOn(
       extra.onStderr?.(b);
     },
   });
+  // An aborted host's error is the engine's to name, for every transport: named here the same way.
+  const reason = signal.reason === "timeout" ? "timeout" : "cancel";
+  const result = signal.aborted ? { ...ran, error: abortError(reason, null, 0, connected > 0 || ran.connected, ran) } : ran;
   return { result, out, err, connected };
 }

@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { findShuttle } from "../../src/remote/relay.js";
+import { findShuttle } from "../../src/remote/ssh/relay.js";
 import { assertRouteOverBridge, down, missingRequirement, up, type Testbed, type TestbedHost } from "../../testbed/testbed.js";
 
 const PREFIX = process.env.ADDRINUSE_TESTBED_PREFIX ?? "aitbc";

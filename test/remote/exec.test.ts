@@ -2,7 +2,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { findShuttle } from "../../src/remote/relay.js";
+import { findShuttle } from "../../src/remote/ssh/relay.js";
 import { createExecTransport, expandTemplate } from "../../src/remote/transports/exec.js";
 import { runOn, sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { findShuttle } from "../../src/remote/relay.js";
+import { findShuttle } from "../../src/remote/ssh/relay.js";
 import { sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const cli = fileURLToPath(new URL("../../bin/multi-rsh.js", import.meta.url));

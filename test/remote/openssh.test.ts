@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { classifySshLog, closedByFromStates, createOpenSshTransport, opensshArgv } from "../../src/remote/transports/openssh.js";
-import { findShuttle } from "../../src/remote/relay.js";
+import { findShuttle } from "../../src/remote/ssh/relay.js";
 import type { Transport } from "../../src/remote/transport.js";
 import { makeKey, runOn, sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";

@@ -6,8 +6,10 @@ import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { SshRelay, execTemplateOptOut, needsSshG, parseSshCommandLine, planFromSshConfig, planFromSshG, planSshRelay, proxyOptions, type SshTarget } from "../../src/remote/relay.js";
-import { parseSshConfigs } from "../../src/remote/ssh-config.js";
+import { SshRelay, planSshRelay, proxyOptions } from "../../src/remote/ssh/relay.js";
+import { execTemplateOptOut, parseSshCommandLine } from "../../src/remote/ssh/argv.js";
+import { needsSshG, planFromSshConfig, planFromSshG, type SshTarget } from "../../src/remote/ssh/config.js";
+import { parseSshConfigs } from "../../src/remote/ssh/config.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";
 
 const G = ["user root", "hostname 10.0.0.7", "port 2222", "addressfamily inet", "controlmaster false", "connecttimeout 3", "proxyusefdpass no", ""].join("\n");

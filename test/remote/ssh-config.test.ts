@@ -1,6 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { applyAlgorithmSpec, expandTokens, inlineIncludes, parseSshConfigs, resolveSshConfig } from "../../src/remote/ssh-config.js";
+import { applyAlgorithmSpec } from "../../src/remote/ssh/algorithms.js";
+import { expandTokens, parseSshConfigs, resolveSshConfig } from "../../src/remote/ssh/config.js";
+import { inlineIncludes } from "../../src/remote/ssh/config-files.js";
 
 const ctx = { home: "/home/op", localUser: "op" };
 

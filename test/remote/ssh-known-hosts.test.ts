@@ -11,7 +11,7 @@ import {
   matchHostPatterns,
   matchPattern,
   parseKnownHosts,
-} from "../../src/remote/known-hosts.js";
+} from "../../src/remote/ssh/known-hosts.js";
 
 /** An SSH public key blob: string type, then some bytes (RFC 4253 §6.6). */
 function blob(type: string, fill: number): Buffer {

@@ -8,7 +8,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { createSshTransport, signWithKeyObject, type SshEnvironment } from "../../src/remote/transports/ssh.js";
+import { createSshTransport, type SshEnvironment } from "../../src/remote/transports/ssh.js";
+import { signWithKeyObject } from "../../src/remote/ssh/identities.js";
 import type { Transport, TransportOptions } from "../../src/remote/transport.js";
 import { makeKey, runOn, sshdSkipReason, startSshd, type Sshd } from "../helpers/sshd.js";
 import { closeServer, listen, portOf } from "../helpers/sockets.js";

@@ -9,7 +9,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { findShuttle } from "../../src/remote/relay.js";
+import { findShuttle } from "../../src/remote/ssh/relay.js";
 import { captureIO } from "../helpers/io.js";
 import {
   FAULTS, FLOOD_LINE, FLOOD_LINES, assertRouteOverBridge, down, missingRequirement, run, up,

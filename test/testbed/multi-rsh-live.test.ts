@@ -10,7 +10,7 @@
  *
  * The kernel is the judge of who closed first. rsh and ssh wait for the remote's FIN, so this machine
  * keeps no TIME_WAIT towards the testbed, whatever a case did. The system ssh closes first by
- * itself, so openssh and exec (an ssh template) go through the relay (src/remote/relay.ts): the
+ * itself, so openssh and exec (an ssh template) go through the relay (src/remote/ssh/relay.ts): the
  * TCP connection is ours, and the same holds for them. Without netcat-openbsd there is no relay:
  * openssh then reads the close order from the kernel table and says so per host (closedBy "local"),
  * which the test checks against the table; exec has no connection of its own (closedBy null, the
@@ -25,7 +25,7 @@ import { expandHostList } from "../../src/remote/hosts/hostlist.js";
 import { main } from "../../src/cli/multi-rsh/multi-rsh.js";
 import type { TcpSocket } from "../../src/kernel/parse.js";
 import { readTcpSockets } from "../../src/kernel/read.js";
-import { findShuttle } from "../../src/remote/relay.js";
+import { findShuttle } from "../../src/remote/ssh/relay.js";
 import { captureIO } from "../helpers/io.js";
 import { assertRouteOverBridge, down, missingRequirement, up, type Testbed } from "../../testbed/testbed.js";
 

@@ -3,7 +3,7 @@
  * the host itself (its network namespace's processes), over the testbed's real in.rshd and sshd.
  * rsh: a second connection kills the process group the wrapper's shell leads; ssh: a "signal"
  * request and, since OpenSSH refuses it for root logins, a second channel that kills this
- * connection's session (src/remote/transports/ssh.ts).
+ * connection's session (src/remote/ssh/remote-kill.ts).
  *
  * ADDRINUSE_TESTBED_PREFIX / ADDRINUSE_TESTBED_NET move the testbed (default aitbr, 10.245).
  */

@@ -2,7 +2,7 @@
  * -R openssh: the system `ssh`, one process per host, for what the built-in client cannot do
  * (ProxyCommand/ProxyJump, GSSAPI, hardware keys, certificates). Spawned as
  * `ssh [-o ProxyCommand=RELAY] -T -o BatchMode=yes [-F file] [-o ConnectTimeout=N] [-l user] -E LOG -o LogLevel=DEBUG1 -- host command`
- * through runLocalCommand (exec.ts): no shell, stdin at EOF, its own process group.
+ * through local-command.ts: no shell, stdin at EOF, its own process group.
  *
  * ssh's own messages go to a per-host log file (-E), never into the host's output, and are read for
  * "Sending command" (the command started) and, on exit 255, why (auth, host key, refused, timeout)
@@ -21,24 +21,27 @@
  * the server did ("remote"). An abort then resets ssh's connection with `ss -K` (root only: "reset"),
  * then kills the process group.
  */
-import { closeSync, openSync, readSync, readdirSync, readlinkSync, unlinkSync, watch, type FSWatcher } from "node:fs";
+import { closeSync, openSync, readSync, unlinkSync, watch, type FSWatcher } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readTcpSockets } from "../../kernel/read.js";
-import type { TcpState } from "../../kernel/parse.js";
-import type { ClosedBy, RunRequest, Transport, TransportOptions, TransportResult, HostErrorCode } from "../transport.js";
-import type SSHConfig from "ssh-config";
-import { fsConfigReader, parseSshConfigs, readSshConfigTexts } from "../ssh-config.js";
-import { ABORT_HOOK_MS, runLocalCommand } from "./exec.js";
-import { NO_SHUTTLE_NOTICE, SshRelay, findShuttle, needsSshG, planFromSshConfig, planSshRelay, proxyOptions, type RelayOutcome, type RelayedSocket, type SshTarget } from "../relay.js";
+import { readTcpSockets, socketInodesOf } from "../../kernel/read.js";
+import { notStarted, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult, type HostErrorCode } from "../transport.js";
+import { planFromSshConfig } from "../ssh/config.js";
+import { PlanningConfigs } from "../ssh/config-files.js";
+import { closedByFromStates } from "../ssh/witness.js";
+import { ABORT_HOOK_MS, KILLED, runLocalCommand } from "../local-command.js";
+import { NO_SHUTTLE_NOTICE, findShuttle, planSshRelay, withRelay, type RelayOutcome, type RelayRun, type RelayedSocket, type Shuttle } from "../ssh/relay.js";
+
+/** Who closed ssh's own connection, from its rows in the kernel table (shared with witness.ts). */
+export { closedByFromStates };
 
 export interface OpenSshEnvironment {
   /** The ssh binary (default "ssh" from PATH). */
   ssh?: string;
   /** The relay's shuttle (default: netcat-openbsd from PATH); null = no relay, ssh connects itself. */
-  shuttle?: { nohup: string; nc: string } | null;
+  shuttle?: Shuttle | null;
   /** Home directory for ~/.ssh/config (default: the user's). */
   home?: string;
 }
@@ -61,7 +64,7 @@ export function opensshArgv(options: TransportOptions, req: Pick<RunRequest, "ho
 }
 
 /** Why ssh exited 255, from its log: the error code and the line that says it. */
-export function classifySshLog(log: string): { code: HostErrorCode; message: string } {
+export function classifySshLog(log: string): HostError {
   const lines = log.split("\n").map((l) => l.trim()).filter((l) => l !== "");
   const said = lines.filter((l) => !/^(debug\d|Transferred:|Bytes per second:|Authenticated to|Warning: Permanently added)/.test(l));
   const find = (re: RegExp) => said.find((l) => re.test(l));
@@ -85,31 +88,6 @@ export function classifySshLog(log: string): { code: HostErrorCode; message: str
   return { code: "HOST_TRANSPORT", message: `ssh exited 255${said.length ? `: ${said.at(-1)}` : ""}` };
 }
 
-/** Which side closed first, from the states of our socket's row after ssh exited. */
-export function closedByFromStates(states: readonly TcpState[]): ClosedBy {
-  const weFirst: TcpState[] = ["FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "TIME_WAIT"];
-  return states.some((s) => weFirst.includes(s)) ? "local" : "remote";
-}
-
-function socketInodes(pid: number): Set<number> {
-  const inodes = new Set<number>();
-  let fds: string[];
-  try {
-    fds = readdirSync(`/proc/${pid}/fd`);
-  } catch {
-    return inodes;
-  }
-  for (const fd of fds) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) inodes.add(Number(m[1]));
-    } catch {
-      // fd closed meanwhile
-    }
-  }
-  return inodes;
-}
-
 /**
  * What is kept of ssh's log per host: its start (where "Connection established." and "Sending
  * command" are) and its end (why it exited). A hostile server can make it endless (every
@@ -119,11 +97,6 @@ export const OPENSSH_LOG_KEEP = 1024 * 1024;
 
 export function keepEnds(text: string, max: number): string {
   return `${text.slice(0, max / 2)}\n[...]\n${text.slice(-(max / 2))}`;
-}
-
-/** The result of a host whose ssh never ran. */
-function notStarted(code: HostErrorCode, message: string): TransportResult {
-  return { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: { code, message } };
 }
 
 function hostPort(address: string, port: number): string {
@@ -159,24 +132,14 @@ export class OpenSshTransport implements Transport {
   constructor(
     private readonly options: TransportOptions,
     private readonly env: OpenSshEnvironment = {},
-  ) {}
+  ) {
+    this.planning = new PlanningConfigs(env.home ?? homedir());
+  }
 
   /** Said once per run, for the CLI to print (e.g. that the relay's shuttle is missing). */
   readonly notices: string[] = [];
-  /** The parsed ssh configuration, read once per run; null when only ssh -G resolves it exactly. */
-  private parsed: SSHConfig[] | null | undefined;
-
-  private configs(): SSHConfig[] | null {
-    if (this.parsed !== undefined) return this.parsed;
-    try {
-      const texts = readSshConfigTexts(fsConfigReader, this.env.home ?? homedir(), this.options.sshConfigFile, "/etc/ssh/ssh_config");
-      this.parsed = needsSshG(texts) ? null : parseSshConfigs(texts);
-    } catch {
-      // Unreadable or unparsable: ssh -G (and then ssh itself) will say what is wrong.
-      this.parsed = null;
-    }
-    return this.parsed;
-  }
+  /** The ssh configuration, read once per run. */
+  private readonly planning: PlanningConfigs;
 
   async run(req: RunRequest): Promise<TransportResult> {
     const ssh = this.env.ssh ?? "ssh";
@@ -187,42 +150,35 @@ export class OpenSshTransport implements Transport {
     }
     // Where ssh would connect, and whether it may go through us at all: in-process when the
     // configuration allows it, else from ssh -G (its log file is not needed there).
-    const configs = this.configs();
+    const configs = this.planning.for(this.options.sshConfigFile);
     const plan = configs
       ? planFromSshConfig(configs, req.host, { ...(this.options.port !== undefined ? { port: this.options.port } : {}), connectTimeoutMs: req.connectTimeoutMs })
       : await planSshRelay(opensshArgv(this.options, req, null, ssh), req.signal);
-    if (req.signal.aborted) {
-      const timeout = req.signal.reason === "timeout";
-      return notStarted(timeout ? "HOST_CONNECT_TIMEOUT" : "HOST_CANCELLED", timeout ? "timed out before ssh started" : "cancelled before ssh started");
-    }
-    return this.runSsh(req, plan.relay ? { target: plan.target, shuttle } : null);
+    if (req.signal.aborted) return notStarted("HOST_CANCELLED", "cancelled before ssh started");
+    return plan.relay ? withRelay(plan.target, shuttle, req.signal, (relay) => this.runSsh(req, relay)) : this.runSsh(req, null);
   }
 
-  private async runSsh(
-    req: RunRequest,
-    via: { target: SshTarget; shuttle: { nohup: string; nc: string } } | null,
-  ): Promise<TransportResult> {
-    let socket: RelayedSocket | null = null;
-    const relay = via ? await SshRelay.open(via.target, (s) => (socket = s)) : null;
+  private async runSsh(req: RunRequest, relay: RelayRun | null): Promise<TransportResult> {
     // Created here (O_EXCL, 0600) so that ssh appends to our file, never to one planted in /tmp.
     const logFile = join(tmpdir(), `addrinuse-openssh-${process.pid}-${this.seq++}-${randomBytes(4).toString("hex")}.log`);
     let logFd: number;
     try {
       logFd = openSync(logFile, "wx+", 0o600);
     } catch (e) {
-      relay?.reset();
-      await relay?.finish();
       return notStarted("HOST_TRANSPORT", `cannot create the ssh log file: ${(e as Error).message}`);
     }
     const plain = opensshArgv(this.options, req, logFile, this.env.ssh ?? "ssh");
-    const argv = relay && via ? [plain[0]!, ...proxyOptions(via.shuttle, relay.socketPath), ...plain.slice(1)] : plain;
+    const argv = relay ? relay.argv(plain) : plain;
+    // Without the relay, ssh's own socket, found in the kernel's tables.
+    let own = null as RelayedSocket | null;
+    const socketOf = (): RelayedSocket | null => relay?.socket ?? own;
 
     let log = "";
     let offset = 0;
     // The last bytes ssh wrote on stderr, where its parting "Connection to ... closed" goes.
     let stderrTail = "";
-    let child: ChildProcess | null = null;
-    let watcher: FSWatcher | null = null;
+    let child = null as ChildProcess | null;
+    let watcher = null as FSWatcher | null;
     let connected = false;
     let resetByUs = false;
     // ss -K makes ssh exit by itself, often before ss does: finish waits for ss's verdict.
@@ -231,17 +187,17 @@ export class OpenSshTransport implements Transport {
 
     const findSocket = () => {
       // Through the relay the socket is ours, known from its connect on.
-      if (relay || socket || child?.pid === undefined) return;
-      const inodes = socketInodes(child.pid);
+      if (relay || own || child?.pid === undefined) return;
+      const inodes = socketInodesOf(child.pid);
       if (inodes.size === 0) return;
       const row = readTcpSockets().find((r) => inodes.has(r.inode) && r.state === "ESTABLISHED");
-      if (row) socket = { localAddress: row.localAddress, localPort: row.localPort, remoteAddress: row.remoteAddress, remotePort: row.remotePort };
+      if (row) own = { localAddress: row.localAddress, localPort: row.localPort, remoteAddress: row.remoteAddress, remotePort: row.remotePort };
     };
     const markConnected = () => {
       if (connected) return;
       connected = true;
       findSocket();
-      req.onConnected({ localPort: (socket as RelayedSocket | null)?.localPort ?? null });
+      req.onConnected({ localPort: socketOf()?.localPort ?? null });
     };
     const readLog = () => {
       for (let i = 0; i < 64; i++) {
@@ -251,7 +207,7 @@ export class OpenSshTransport implements Transport {
         log += buf.toString("utf8", 0, n);
         if (log.length > OPENSSH_LOG_KEEP) log = keepEnds(log, OPENSSH_LOG_KEEP);
       }
-      if (!socket && log.includes("debug1: Connection established.")) findSocket();
+      if (!socketOf() && log.includes("debug1: Connection established.")) findSocket();
       if (!connected && log.includes("debug1: Sending command:")) markConnected();
     };
 
@@ -268,104 +224,104 @@ export class OpenSshTransport implements Transport {
       }
     };
 
-    const run = runLocalCommand(argv, req, {
-      onSpawn: (c) => {
-        child = c;
-        try {
-          watcher = watch(logFile, () => readLog());
-          watcher.on("error", () => {});
-        } catch {
-          // No inotify: the log is read at exit; onConnected then waits for the first output.
-        }
+    // Every chunk of output says the command started; ssh's own stderr keeps its parting words.
+    const errOut = req.separateStderr ? req.onStderr : req.onStdout;
+    const watched: RunRequest = {
+      ...req,
+      separateStderr: true,
+      onStdout: (d) => {
+        markConnected();
+        req.onStdout(d);
       },
-      onOutput: markConnected,
-      onAbort: () => {
-        // Our own socket: reset it directly (RST, no TIME_WAIT, no root needed).
-        if (relay) {
-          relay.reset();
-          return Promise.resolve();
-        }
-        findSocket();
-        const s = socket;
-        resetting = s ? destroySocket(s).then((ok) => void (resetByUs = ok)) : Promise.resolve();
-        return resetting;
+      onStderr: (d) => {
+        markConnected();
+        stderrTail = (stderrTail + d.toString("latin1")).slice(-512);
+        errOut(d);
       },
-      onStderr: (b) => {
-        stderrTail = (stderrTail + b.toString("latin1")).slice(-512);
-      },
-      finish: async (code, sig, aborted) => {
-        if (resetting) await resetting;
-        watcher?.close();
-        readLog();
-        const ran = connected || log.includes("debug1: Sending command:");
-        // ssh has exited: the relay waits for the host's FIN (bounded) before saying who closed;
-        // when no session ran (auth, host key), sshd would not close: reset at once.
-        const relayed: RelayOutcome | null = relay ? await relay.finish(ran) : null;
-        cleanup();
-        let closedBy: ClosedBy | null = null;
-        if (relayed) closedBy = relayed.closedBy;
-        else if (resetByUs) closedBy = "reset";
-        else if (socket) {
-          const s = socket;
-          const rows = readTcpSockets({ localPort: s.localPort }).filter((r) => r.remotePort === s.remotePort && r.remoteAddress === s.remoteAddress);
-          closedBy = closedByFromStates(rows.map((r) => r.state));
-        }
-        const s = socket as RelayedSocket | null;
-        const base = {
-          closedBy,
-          localPort: s?.localPort ?? null,
-          ...(s ? { remoteAddress: s.remoteAddress, remotePort: s.remotePort } : {}),
-          connected: ran,
+    };
+    const onSpawn = (c: ChildProcess) => {
+      child = c;
+      try {
+        watcher = watch(logFile, () => readLog());
+        watcher.on("error", () => {});
+      } catch {
+        // No inotify: the log is read at exit; onConnected then waits for the first output.
+      }
+    };
+    // Through the relay an abort resets our own socket (withRelay); else ss -K resets ssh's.
+    const beforeKill = () => {
+      findSocket();
+      const s = own;
+      resetting = s ? destroySocket(s).then((ok) => void (resetByUs = ok)) : Promise.resolve();
+      return resetting;
+    };
+    try {
+      const exit = await runLocalCommand(argv, watched, relay ? { onSpawn } : { onSpawn, beforeKill });
+      if (!exit.started) return exit.result;
+      const { code, signal: sig, aborted } = exit;
+      if (resetting) await resetting;
+      watcher?.close();
+      readLog();
+      const ran = connected || log.includes("debug1: Sending command:");
+      // ssh has exited: the relay waits for the host's FIN (bounded) before saying who closed;
+      // when no session ran (auth, host key), sshd would not close: reset at once.
+      const relayed: RelayOutcome | null = relay ? await relay.finish(ran) : null;
+      cleanup();
+      let closedBy: ClosedBy | null = null;
+      if (relayed) closedBy = relayed.closedBy;
+      else if (resetByUs) closedBy = "reset";
+      else if (own) {
+        const s = own;
+        const rows = readTcpSockets({ localPort: s.localPort }).filter((r) => r.remotePort === s.remotePort && r.remoteAddress === s.remoteAddress);
+        closedBy = closedByFromStates(rows.map((r) => r.state));
+      }
+      const s = socketOf();
+      const base = {
+        closedBy,
+        localPort: s?.localPort ?? null,
+        ...(s ? { remoteAddress: s.remoteAddress, remotePort: s.remotePort } : {}),
+        connected: ran,
+      };
+      if (aborted) {
+        return {
+          ...base,
+          exitCode: null,
+          signal: null,
+          // The engine names the error of an aborted host.
+          error: KILLED,
+          // The system ssh has no way to end the remote command, and sshd keeps a command that
+          // does not write running after its connection goes: said, not hidden (-R ssh ends it).
+          ...(ran ? { remoteCommand: "left-running" as const } : {}),
         };
-        if (aborted) {
-          const timeout = req.signal.reason === "timeout";
-          return {
-            ...base,
-            exitCode: null,
-            signal: null,
-            error: {
-              code: timeout ? (ran ? "HOST_COMMAND_TIMEOUT" : "HOST_CONNECT_TIMEOUT") : "HOST_CANCELLED",
-              message: timeout ? "timed out: ssh killed" : "cancelled: ssh killed",
-            },
-            // The system ssh has no way to end the remote command, and sshd keeps a command that
-            // does not write running after its connection goes: said, not hidden (-R ssh ends it).
-            ...(ran ? { remoteCommand: "left-running" as const } : {}),
-          };
-        }
-        if (code === null) {
-          return { ...base, exitCode: null, signal: null, error: { code: "HOST_TRANSPORT", message: `ssh was killed by ${sig}` } };
-        }
-        // The remote's own status: any code but 255, or 255 when the server reported it.
-        if (code !== 255 || /rtype exit-(status|signal)/.test(log)) return { ...base, exitCode: code, signal: null, error: null };
-        if (ran) {
-          // Started, and no status came: the connection went. Which words ssh uses depends on where
-          // its loop noticed: a read of EOF in the client loop goes to stderr ("Connection to HOST
-          // closed by remote host."); EOF or RST seen by the packet layer, or a write into the dead
-          // socket, is a fatal message that -E sends to the log ("Connection closed by ADDR port N",
-          // "Connection reset by ADDR port N", "Read from remote host ...", "client_loop: send
-          // disconnect: Broken pipe"). The RST comes when the killed end had unread data: a race.
-          const said =
-            /Connection to \S+ closed[^\r\n]*/.exec(stderrTail)?.[0] ??
-            /(Read from remote host[^\r\n]*|Connection (?:reset|closed) by [^\r\n]*|client_loop: send disconnect: [^\r\n]*)/.exec(log)?.[0];
-          return {
-            ...base,
-            exitCode: null,
-            signal: null,
-            error: { code: "HOST_CONNECTION_LOST", message: `ssh: ${said ?? "the connection ended before the command's exit status (ssh exit 255)"}` },
-          };
-        }
-        // Through the relay, a failed connect is ours: ssh only saw its proxy close.
-        return { ...base, exitCode: null, signal: null, error: relayed?.connectError ?? classifySshLog(log) };
-      },
-    });
-    // When ssh cannot even be spawned, finish never runs: the log file and the relay still go.
-    const r = await run;
-    cleanup();
-    if (relay) {
-      relay.reset();
-      await relay.finish();
+      }
+      if (code === null) {
+        return { ...base, exitCode: null, signal: null, error: { code: "HOST_TRANSPORT", message: `ssh was killed by ${sig}` } };
+      }
+      // The remote's own status: any code but 255, or 255 when the server reported it.
+      if (code !== 255 || /rtype exit-(status|signal)/.test(log)) return { ...base, exitCode: code, signal: null, error: null };
+      if (ran) {
+        // Started, and no status came: the connection went. Which words ssh uses depends on where
+        // its loop noticed: a read of EOF in the client loop goes to stderr ("Connection to HOST
+        // closed by remote host."); EOF or RST seen by the packet layer, or a write into the dead
+        // socket, is a fatal message that -E sends to the log ("Connection closed by ADDR port N",
+        // "Connection reset by ADDR port N", "Read from remote host ...", "client_loop: send
+        // disconnect: Broken pipe"). The RST comes when the killed end had unread data: a race.
+        const said =
+          /Connection to \S+ closed[^\r\n]*/.exec(stderrTail)?.[0] ??
+          /(Read from remote host[^\r\n]*|Connection (?:reset|closed) by [^\r\n]*|client_loop: send disconnect: [^\r\n]*)/.exec(log)?.[0];
+        return {
+          ...base,
+          exitCode: null,
+          signal: null,
+          error: { code: "HOST_CONNECTION_LOST", message: `ssh: ${said ?? "the connection ended before the command's exit status (ssh exit 255)"}` },
+        };
+      }
+      // Through the relay, a failed connect is ours: ssh only saw its proxy close.
+      return { ...base, exitCode: null, signal: null, error: relayed?.connectError ?? classifySshLog(log) };
+    } finally {
+      // When ssh cannot even be spawned its exit is never read: the log file still goes.
+      cleanup();
     }
-    return r;
   }
 }
 

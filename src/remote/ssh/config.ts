@@ -1,23 +1,19 @@
 /**
- * ~/.ssh/config resolution for the built-in ssh transport: parsed text in, one host's settings out.
- * The only I/O is inlineIncludes(), through the reader it is given; the transport reads the files
- * once per run, not once per host.
+ * ~/.ssh/config resolution, the one reading of it: parsed text in, one host's settings out, for the
+ * built-in ssh transport (resolveSshConfig) and for the relay of the system ssh (planFromSshConfig,
+ * planFromSshG: where ssh would connect, and whether it may go through us). No I/O: the files are
+ * read by config-files.ts, once per run, not once per host.
  *
  * Parsing and Host/Match selection are the `ssh-config` package's; this module applies OpenSSH's
  * rules on top (ssh_config(5)): the first value obtained for a keyword wins, in the order user config
  * then system config (unless -F names the only file); IdentityFile accumulates; tokens %d %u %r %h %n
  * %p %% and a leading ~ are expanded; `Match exec` is never run (it would run a shell per host).
  * ProxyCommand and ProxyJump are reported in `unsupported` so the transport can say to use
- * `-R openssh` rather than silently connect straight to the host. `Include` is followed by inlining
- * the files it names (globs allowed; relative paths from ~/.ssh for the user's config, /etc/ssh for
- * the system's), which is exact for the usual top-level `Include config.d/*`; inside a Host block
- * the included file's own Host lines end that block, where OpenSSH would resume it afterwards.
+ * `-R openssh` rather than silently connect straight to the host.
  */
-import { readdirSync, readFileSync } from "node:fs";
 import SSHConfig from "ssh-config";
-import { AddrinuseError } from "../errors.js";
-import { secondsToMs } from "../core/timer.js";
-import { matchPattern } from "./known-hosts.js";
+import { AddrinuseError } from "../../errors.js";
+import { secondsToMs } from "../../core/timer.js";
 
 export type HostKeyPolicy = "strict" | "accept-new" | "off";
 
@@ -44,34 +40,30 @@ export interface SshHostConfig {
   algorithms: { ciphers: string | null; kex: string | null; macs: string | null };
   /** Keywords set for this host that only `-R openssh` honours. */
   unsupported: string[];
+  /** AddressFamily: 0 = any. */
+  addressFamily: 0 | 4 | 6;
+  /** BindAddress, or null. */
+  bindAddress: string | null;
+  /**
+   * Why ssh would not itself open a TCP connection to hostName:port (its own ProxyCommand, a
+   * ProxyJump, a shared connection, BindInterface), or null when it would.
+   */
+  notDirect: string | null;
 }
 
-/**
- * The algorithm list an OpenSSH-style spec asks for (ssh_config(5) Ciphers, KexAlgorithms, MACs):
- * `a,b` is the list, `+a,b` appends, `-a,*b*` removes (wildcards allowed), `^a,b` puts first. Names
- * outside `supported` are dropped (they can only be OpenSSH's own). The defaults when there is no spec.
- */
-export function applyAlgorithmSpec(defaults: readonly string[], supported: readonly string[], spec: string | null): string[] {
-  if (spec === null || spec.trim() === "") return [...defaults];
-  const op = spec[0] === "+" || spec[0] === "-" || spec[0] === "^" ? spec[0] : "";
-  const names = spec
-    .slice(op ? 1 : 0)
-    .split(",")
-    .map((n) => n.trim())
-    .filter((n) => n !== "");
-  const known = names.filter((n) => supported.includes(n));
-  switch (op) {
-    case "+":
-      return [...new Set([...defaults, ...known])];
-    case "^":
-      return [...new Set([...known, ...defaults])];
-    case "-":
-      return defaults.filter((d) => !names.some((pat) => matchPattern(d, pat)));
-    default:
-      return [...new Set(known)];
-  }
+/** Where ssh would connect (the relay's target). */
+export interface SshTarget {
+  hostName: string;
+  port: number;
+  /** AddressFamily: 0 = any. */
+  family: 0 | 4 | 6;
+  /** BindAddress, or null. */
+  localAddress: string | null;
+  /** ConnectTimeout in ms; 0 = none. */
+  connectTimeoutMs: number;
 }
 
+export type RelayPlan = { relay: true; target: SshTarget } | { relay: false; why: string };
 
 export interface ResolveContext {
   home: string;
@@ -85,96 +77,6 @@ const DEFAULT_IDENTITIES = ["id_rsa", "id_ecdsa", "id_ed25519", "id_dsa"];
 // Keywords that change where or through what the connection goes: connecting directly instead
 // would reach the wrong place, so the host fails with a pointer to -R openssh.
 const UNSUPPORTED = ["proxycommand", "proxyjump"];
-
-export interface ConfigReader {
-  /** File text, or null when it cannot be read (a missing Include is skipped, as ssh does). */
-  read(path: string): string | null;
-  /** Names in a directory, or [] when it cannot be listed. */
-  list(dir: string): string[];
-}
-
-/** The real filesystem, for the transports; tests pass their own reader. */
-export const fsConfigReader: ConfigReader = {
-  read: (p) => {
-    try {
-      return readFileSync(p, "utf8");
-    } catch {
-      return null;
-    }
-  },
-  list: (d) => {
-    try {
-      return readdirSync(d);
-    } catch {
-      return [];
-    }
-  },
-};
-
-const MAX_INCLUDE_DEPTH = 16;
-
-function globToRegExp(glob: string): RegExp {
-  const body = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]");
-  return new RegExp(`^${body}$`);
-}
-
-/** The files one Include argument names, sorted as glob(3) returns them. */
-function includeTargets(arg: string, baseDir: string, home: string, reader: ConfigReader): string[] {
-  let p = arg.startsWith("~/") ? home + arg.slice(1) : arg;
-  if (!p.startsWith("/")) p = `${baseDir}/${p}`;
-  if (!/[*?]/.test(p)) return [p];
-  const slash = p.lastIndexOf("/");
-  const dir = p.slice(0, slash) || "/";
-  if (/[*?]/.test(dir)) return []; // globs in directory parts: not followed
-  const re = globToRegExp(p.slice(slash + 1));
-  return reader
-    .list(dir)
-    .filter((n) => re.test(n))
-    .sort()
-    .map((n) => `${dir}/${n}`);
-}
-
-/** Replace each `Include` line with the text of the files it names (recursively, bounded). */
-export function inlineIncludes(text: string, baseDir: string, home: string, reader: ConfigReader, depth = 0): string {
-  if (depth > MAX_INCLUDE_DEPTH) throw new AddrinuseError("AIU_USAGE", `ssh config: Include nested deeper than ${MAX_INCLUDE_DEPTH}`);
-  return text
-    .split("\n")
-    .map((line) => {
-      const m = /^\s*include(?:\s*=\s*|\s+)(.+?)\s*$/i.exec(line);
-      if (!m) return line;
-      return m[1]!
-        .split(/\s+/)
-        .flatMap((arg) => includeTargets(arg.replace(/^"|"$/g, ""), baseDir, home, reader))
-        .map((file) => {
-          const t = reader.read(file);
-          return t === null ? "" : inlineIncludes(t, baseDir, home, reader, depth + 1);
-        })
-        .join("\n");
-    })
-    .join("\n");
-}
-
-/**
- * The config texts ssh reads, in its order, Includes inlined: the -F file alone, or the user's
- * ~/.ssh/config then the system file (null: none). Relative Include paths: from ~/.ssh in a user
- * config (-F too), from /etc/ssh in the system one. A -F file that cannot be read is a usage error
- * (ssh: "Can't open user config file").
- */
-export function readSshConfigTexts(reader: ConfigReader, home: string, file: string | undefined, systemFile: string | null): string[] {
-  const texts: string[] = [];
-  const userDir = `${home}/.ssh`;
-  if (file !== undefined) {
-    const t = reader.read(file);
-    if (t === null) throw new AddrinuseError("AIU_USAGE", `cannot read ssh config file '${file}'`);
-    texts.push(inlineIncludes(t, userDir, home, reader));
-  } else {
-    const user = reader.read(`${userDir}/config`);
-    if (user !== null) texts.push(inlineIncludes(user, userDir, home, reader));
-    const system = systemFile === null ? null : reader.read(systemFile);
-    if (system !== null) texts.push(inlineIncludes(system, "/etc/ssh", home, reader));
-  }
-  return texts;
-}
 
 /**
  * The first value in any block (Host, Match or none) that can never be right: a Port that is not a
@@ -312,6 +214,11 @@ export function resolveSshConfig(configs: readonly SSHConfig[], host: string, ct
   };
 
   const files = identityFiles.filter((f) => f.toLowerCase() !== "none");
+  const set = (k: string): string | null => {
+    const v = first(merged, k);
+    return v !== undefined && v !== "" && v.toLowerCase() !== "none" ? v : null;
+  };
+  const af = (first(merged, "addressfamily") ?? "any").toLowerCase();
   const alias = first(merged, "hostkeyalias");
   return {
     alias: host,
@@ -331,5 +238,63 @@ export function resolveSshConfig(configs: readonly SSHConfig[], host: string, ct
       const v = first(merged, k);
       return v !== undefined && v.toLowerCase() !== "none";
     }),
+    addressFamily: af === "inet" ? 4 : af === "inet6" ? 6 : 0,
+    bindAddress: set("bindaddress"),
+    notDirect: notDirect(set, (first(merged, "controlmaster") ?? "false").toLowerCase()),
   };
+}
+
+function notDirect(set: (k: string) => string | null, master: string): string | null {
+  if (set("proxycommand")) return "the ssh configuration has its own ProxyCommand";
+  if (set("proxyjump")) return "the ssh configuration has a ProxyJump";
+  // A shared (multiplexed) connection is the master's: it may exist already, or outlive this command.
+  if (master !== "false" && master !== "no" && set("controlpath")) return "the ssh configuration shares connections (ControlMaster)";
+  if (set("bindinterface")) return "the ssh configuration sets BindInterface";
+  return null;
+}
+
+/**
+ * Whether the configuration holds something only ssh itself resolves exactly (Match blocks, host
+ * name canonicalisation): then ask `ssh -G`. Otherwise planFromSshConfig's answer is ssh's. Pure.
+ */
+export function needsSshG(texts: readonly string[]): boolean {
+  return texts.some((t) => /^\s*(match|canonicalizehostname|canonicaldomains)\b/im.test(t));
+}
+
+/**
+ * Whether the system ssh may go through the relay, and where it would connect: resolveSshConfig's
+ * answer, with the command line's own settings first as ssh puts them (-p, -o ConnectTimeout, in
+ * whole seconds). A configuration it refuses plans no relay: ssh itself will say what is wrong.
+ * Only for configurations that need no ssh -G (needsSshG). Pure.
+ */
+export function planFromSshConfig(configs: readonly SSHConfig[], host: string, cmdline: { port?: number; connectTimeoutMs: number }): RelayPlan {
+  let cfg: SshHostConfig;
+  try {
+    cfg = resolveSshConfig(configs, host, { home: "", localUser: "" });
+  } catch (e) {
+    return { relay: false, why: (e as Error).message };
+  }
+  if (cfg.notDirect) return { relay: false, why: cfg.notDirect };
+  if (!cfg.hostName) return { relay: false, why: "ssh -G named no host name and port" };
+  const timeoutMs = cmdline.connectTimeoutMs > 0 ? Math.max(1, Math.ceil(cmdline.connectTimeoutMs / 1000)) * 1000 : cfg.connectTimeoutMs;
+  return {
+    relay: true,
+    target: { hostName: cfg.hostName, port: cmdline.port ?? cfg.port, family: cfg.addressFamily, localAddress: cfg.bindAddress, connectTimeoutMs: timeoutMs },
+  };
+}
+
+/**
+ * The same plan from the text `ssh -G` prints: one "keyword value" per line, which is ssh_config
+ * syntax, so the one resolver reads it (the first value is the one in force). Pure.
+ */
+export function planFromSshG(text: string): RelayPlan {
+  if (!/^port\s/im.test(text)) return { relay: false, why: "ssh -G named no host name and port" };
+  let configs: SSHConfig[];
+  try {
+    configs = parseSshConfigs([text]);
+  } catch (e) {
+    return { relay: false, why: `ssh -G: ${(e as Error).message}` };
+  }
+  // Its first line, "host ALIAS", reads as a Host block: the alias is the host it is for.
+  return planFromSshConfig(configs, /^host\s+(\S+)/im.exec(text)?.[1] ?? "", { connectTimeoutMs: 0 });
 }

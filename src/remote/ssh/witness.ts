@@ -8,13 +8,22 @@
  * server closed first and our socket is gone (it races with ssh's own close), leaving nothing here.
  */
 import { isIP } from "node:net";
-import { unmapV4 } from "../core/address.js";
-import type { TcpSocket, TcpState } from "../kernel/parse.js";
-import { readTcpSocketsAsync } from "../kernel/read.js";
-import type { SshTarget } from "./relay.js";
-import type { ClosedBy, TransportResult } from "./transport.js";
+import { unmapV4 } from "../../core/address.js";
+import type { TcpSocket, TcpState } from "../../kernel/parse.js";
+import { readTcpSocketsAsync } from "../../kernel/read.js";
+import type { SshTarget } from "./config.js";
+import type { ClosedBy, TransportResult } from "../transport.js";
 
 const THIS_SIDE_CLOSED_FIRST = new Set<TcpState>(["FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "TIME_WAIT"]);
+
+/**
+ * Who closed a connection that is not ours (the system ssh's), from the states of its rows after
+ * the program exited: FIN_WAIT_* / CLOSING / TIME_WAIT mean this side first; LAST_ACK or no row,
+ * the server. (Our own sockets are net/close.ts endAfterPeer's to tell.)
+ */
+export function closedByFromStates(states: readonly TcpState[]): ClosedBy {
+  return states.some((s) => THIS_SIDE_CLOSED_FIRST.has(s)) ? "local" : "remote";
+}
 
 async function resolveTarget(target: SshTarget): Promise<string | null> {
   if (isIP(target.hostName)) return target.hostName;
@@ -55,6 +64,6 @@ export async function witnessed(target: SshTarget, run: () => Promise<TransportR
   // More than one (another program towards the same host meanwhile): which is ours is unknown.
   if (fresh.length !== 1) return result;
   const row = fresh[0]!;
-  const closedBy: ClosedBy = THIS_SIDE_CLOSED_FIRST.has(row.state) ? "local" : "remote";
+  const closedBy = closedByFromStates([row.state]);
   return { ...result, closedBy, localPort: row.localPort, remoteAddress: row.remoteAddress, remotePort: row.remotePort };
 }

@@ -154,6 +154,40 @@ export function checkHostKey(entries: readonly KnownHostEntry[], name: string, k
   return { kind: "unknown", otherTypes: [...otherTypes] };
 }
 
+/** What to do with a server's key: go on (and file it, under accept-new), or refuse it and say why. */
+export type HostKeyDecision = { accept: true; file: boolean } | { accept: false; problem: string };
+
+/**
+ * The policy (StrictHostKeyChecking: strict, accept-new, off) applied to checkHostKey's verdict;
+ * `target` names the host in the messages (user@host:port).
+ */
+export function decideHostKey(policy: "strict" | "accept-new" | "off", entries: readonly KnownHostEntry[], name: string, key: Buffer, target: string): HostKeyDecision {
+  if (policy === "off") return { accept: true, file: false };
+  const v = checkHostKey(entries, name, key);
+  switch (v.kind) {
+    case "match":
+      return { accept: true, file: false };
+    case "revoked":
+      return { accept: false, problem: `${target}: the host key ${fingerprint(key)} is marked @revoked (${v.entry.file}:${v.entry.line})` };
+    case "changed":
+      return {
+        accept: false,
+        problem:
+          `${target}: HOST KEY CHANGED for ${name}: the server offers ${fingerprint(key)}, ` +
+          `${v.entry.file}:${v.entry.line} has another ${v.entry.keyType} key; if the change is expected, ` +
+          `remove it with ssh-keygen -R '${name}' -f ${v.entry.file}`,
+      };
+    case "unknown": {
+      if (policy === "accept-new") return { accept: true, file: true };
+      const others = v.otherTypes.length ? ` (known_hosts has only ${v.otherTypes.join(", ")} keys for it)` : "";
+      return {
+        accept: false,
+        problem: `${target}: unknown host key ${fingerprint(key)} for ${name}${others}; add it to known_hosts or run with --host-key-checking accept-new`,
+      };
+    }
+  }
+}
+
 /**
  * The key types known for a host, to offer first in the key exchange, as OpenSSH does
  * (order_hostkeyalgs): otherwise the server may pick a type we have no line for and a host we know
