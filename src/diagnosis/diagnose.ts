@@ -17,8 +17,12 @@
  *  - connections on the port with no listener: accepted by a server that has stopped listening, or
  *    outgoing ones whose local port the kernel took from ip_local_port_range;
  *  - not in use at all: EACCES (privileged port), EADDRNOTAVAIL (an address this machine lacks).
+ *
+ * The listener cases are in listener-conflicts.ts, the counting by state in state-groups.ts.
  */
-import { addressesOverlap, addressFamily, formatEndpoint, isWildcard, unmapV4 } from "../core/address.js";
+import { addressesOverlap, addressFamily, formatEndpoint, unmapV4 } from "../core/address.js";
+import { explainListeners } from "./listener-conflicts.js";
+import { groupByState, type OmittedRows, type StateGroup } from "./state-groups.js";
 
 export interface SocketRow {
   family: 4 | 6;
@@ -78,15 +82,6 @@ export interface DiagnoseContext {
   boundInactiveListed?: boolean;
 }
 
-export interface StateGroup {
-  state: string;
-  count: number;
-  /** Longest time left on the kernel timer among the group, ms (TIME_WAIT, FIN_WAIT_2, ...). */
-  longestTimerMs: number | null;
-  /** The listed sockets: all `count` of them unless the caller passed some as OmittedRows. */
-  sockets: SocketRow[];
-}
-
 export interface Diagnosis {
   port: number;
   host: string;
@@ -102,63 +97,9 @@ export interface Diagnosis {
 }
 
 const CLOSING_STATES = new Set(["FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "LAST_ACK"]);
-const STATE_ORDER = [
-  "LISTEN",
-  "ESTABLISHED",
-  "SYN_SENT",
-  "SYN_RECV",
-  "NEW_SYN_RECV",
-  "CLOSE_WAIT",
-  "LAST_ACK",
-  "FIN_WAIT_1",
-  "FIN_WAIT_2",
-  "CLOSING",
-  "TIME_WAIT",
-  "CLOSE",
-];
 
 export function seconds(ms: number): string {
   return ms >= 10_000 ? `${Math.round(ms / 1000)} s` : `${(ms / 1000).toFixed(1)} s`;
-}
-
-/**
- * Sockets the caller counted instead of listing (src/kernel's ownerlessSample): ownerless rows in one
- * state on one local address and port. They add to counts and timers; only listed rows are shown.
- */
-export interface OmittedRows {
-  state: string;
-  localAddress: string;
-  localPort: number;
-  count: number;
-  longestTimerMs: number | null;
-}
-
-export function groupByState(rows: readonly SocketRow[], omitted: readonly OmittedRows[] = []): StateGroup[] {
-  const map = new Map<string, StateGroup>();
-  const group = (state: string) => {
-    let g = map.get(state);
-    if (!g) {
-      g = { state, count: 0, longestTimerMs: null, sockets: [] };
-      map.set(state, g);
-    }
-    return g;
-  };
-  for (const r of rows) {
-    const g = group(r.state);
-    g.count++;
-    g.sockets.push(r);
-    if (r.timer !== "none") g.longestTimerMs = Math.max(g.longestTimerMs ?? 0, r.timerMs);
-  }
-  for (const o of omitted) {
-    const g = group(o.state);
-    g.count += o.count;
-    if (o.longestTimerMs !== null) g.longestTimerMs = Math.max(g.longestTimerMs ?? 0, o.longestTimerMs);
-  }
-  const rank = (s: string) => {
-    const i = STATE_ORDER.indexOf(s);
-    return i < 0 ? STATE_ORDER.length : i;
-  };
-  return [...map.values()].sort((a, b) => rank(a.state) - rank(b.state));
 }
 
 /**
@@ -308,64 +249,8 @@ export function diagnose(
     summaries.push({ cause: `${hAddr} is not an address of this machine (EADDRNOTAVAIL), not a port in use`, holder: null, remedy: "bind an address this machine has, or all addresses" });
   }
 
-  // Listeners: two or more on one address are a SO_REUSEPORT group (Linux allows no other way).
-  const byAddress = new Map<string, SocketRow[]>();
-  for (const l of listeners) {
-    const k = unmapV4(l.localAddress);
-    const list = byAddress.get(k);
-    if (list) list.push(l);
-    else byAddress.set(k, [l]);
-  }
-  const dualStackNote = (l: SocketRow) =>
-    unmapV4(l.localAddress) === "::" && l.v6only !== true
-      ? ` ${formatEndpoint("::", port)} without IPV6_V6ONLY covers IPv4's 0.0.0.0 too (Node's default).`
-      : "";
-  for (const [lAddr, group] of byAddress) {
-    const l = group[0]!;
-    const names = [...new Set(group.map(who))].join("; ");
-    const pids = [...new Set(group.flatMap((g) => g.owners.map((o) => o.pid)))];
-    const stop = pids.length
-      ? `Stop it (kill ${pids.join(" ")}, or stop its service) or give your program another port.`
-      : `Its owner could not be named${unreadable > 0 ? " (run as root to see every process)" : ""}; stop that server or use another port.`;
-    if (group.length > 1) {
-      addKind("reuseport-group");
-      const uids = [...new Set(group.map((g) => g.uid).filter((u): u is number => u !== undefined))];
-      advice.push(
-        `${group.length} listening sockets share ${formatEndpoint(l.localAddress, port)} (${names}): a SO_REUSEPORT group; the kernel spreads new connections over them. ` +
-          `Another bind joins the group and takes a share of the connections only if it sets SO_REUSEPORT too and runs as the same effective user${uids.length === 1 ? ` (uid ${uids[0]})` : ""}; any other bind, a Node 20 server's included (its net module has no reusePort option before Node 22.12), gets EADDRINUSE. ${stop}`,
-      );
-      summaries.push({ cause: `a SO_REUSEPORT group of ${group.length} listeners on ${formatEndpoint(l.localAddress, port)}`, holder: names, remedy: pids.length ? `stop them (kill ${pids.join(" ")}) or use another port` : "stop that server or use another port" });
-      continue;
-    }
-    if (lAddr === hAddr || (isWildcard(lAddr) && isWildcard(hAddr))) {
-      addKind("listener");
-      let family = "";
-      if (lAddr !== hAddr) {
-        // 0.0.0.0 against Node's default [::] (dual-stack, so it needs IPv4's wildcard too), or the reverse.
-        addKind("dual-stack");
-        family =
-          lAddr === "0.0.0.0"
-            ? ` It holds IPv4 only, but a bind to [::] without IPV6_V6ONLY (what Node's listen() does with no host) needs IPv4's 0.0.0.0 too; listen({ host: "::", ipv6Only: true }) would serve IPv6 beside it.`
-            : dualStackNote(l);
-      }
-      advice.push(`A live server is listening on ${formatEndpoint(l.localAddress, port)}: ${names}.${family} ${stop}`);
-      summaries.push({ cause: `a live listener on ${formatEndpoint(l.localAddress, port)}`, holder: names, remedy: pids.length ? `stop it (kill ${pids.join(" ")}) or use another port` : "stop that server or use another port" });
-    } else if (isWildcard(lAddr)) {
-      addKind("specific-over-wildcard");
-      if (lAddr === "::" && addressFamily(hAddr) === 4) addKind("dual-stack");
-      advice.push(
-        `${names} listens on every address (${formatEndpoint(l.localAddress, port)}).${dualStackNote(l)} Binding the more specific ${hAddr} over it is the hijack the note warns about (a second server stealing one address's connections); Linux refuses it, even with SO_REUSEADDR. Stop that server, or make it bind only the addresses it needs.`,
-      );
-      summaries.push({ cause: `a listener on every address (${formatEndpoint(l.localAddress, port)}) covers ${hAddr}`, holder: names, remedy: "stop that server, or make it bind only the addresses it needs" });
-    } else {
-      addKind("wildcard-over-specific");
-      if (hAddr === "::" && addressFamily(lAddr) === 4) addKind("dual-stack");
-      advice.push(
-        `${names} listens on the specific address ${formatEndpoint(l.localAddress, port)}, so a bind to every address (${hAddr}${hAddr === "::" ? ", which without IPV6_V6ONLY is IPv4's too" : ""}) on this port is refused. Bind your server to a specific address instead (another one is still free, e.g. with --host), or stop that server.`,
-      );
-      summaries.push({ cause: `a listener on ${formatEndpoint(l.localAddress, port)} blocks a bind to every address`, holder: names, remedy: "bind a specific address (--host) or stop that server" });
-    }
-  }
+  // Listeners on an overlapping address: listener-conflicts.ts.
+  explainListeners(listeners, port, host, who, unreadable, { addKind, advice, summaries });
 
   // Sockets that do not listen block a bind unless both sides set SO_REUSEADDR; the bind says which.
   const noListener = listeners.length === 0;

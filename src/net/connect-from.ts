@@ -11,7 +11,7 @@
  * connection can land in the new one.
  *
  * So we read the kernel table once per round (only the rows with a local or remote port in the range,
- * see allocatorRows), drop every candidate whose 4-tuple to this destination
+ * see range-snapshot.ts), drop every candidate whose 4-tuple to this destination
  * is in the table (any state, TIME_WAIT included), every port a listener holds on an overlapping
  * address (bind would fail), and every port another call in this process holds bound but not yet
  * connected (bound-only sockets are not in /proc/net/tcp). The rest are tried in descending order,
@@ -23,13 +23,16 @@
  * a remote-closes-first protocol like rsh arranges) is the same 4-tuple seen from the other end. Linux
  * accepts a new SYN over its own TIME_WAIT when sequence numbers or timestamps show it is new
  * (RFC 6191, tcp_timewait_state_process), so those ports are usable; they are ordered last.
+ *
+ * This file holds the choice (pickLocalPorts, pure) and the rounds of a call; the shared table
+ * reading and the process's own marks are in range-snapshot.ts, one bind+connect in bind-and-connect.ts.
  */
 import net from "node:net";
-import { AddrinuseError, ArgumentError, PortsExhaustedError } from "../errors.js";
-import { readTcpSocketsAsync, type TableSource } from "../kernel/read.js";
+import { ArgumentError, PortsExhaustedError } from "../errors.js";
 import type { TcpSocket } from "../kernel/parse.js";
 import { addressesOverlap, formatEndpoint, isWildcard, unmapV4 } from "../core/address.js";
-import { MAX_TIMER_MS } from "../core/timer.js";
+import { bindAndConnect } from "./bind-and-connect.js";
+import { currentEpoch, firstUntouched, handedOut, kernelTable, markBindRefused, recentlyRefused } from "./range-snapshot.js";
 
 export interface ConnectFromOptions {
   host: string;
@@ -182,137 +185,8 @@ export function describeCounts(byState: Record<string, number>): string {
     .join(", ");
 }
 
-/**
- * A read of the whole kernel table costs ~15 ms of kernel time on a machine with a large established
- * hash, however empty it is, plus parsing every row, which at a hundred calls a second would be a
- * core's worth. So calls share a snapshot up to `tableMaxAgeMs` old (and a read already under way),
- * and what this process did since the snapshot is known without the kernel: every read takes a new
- * epoch when it starts, every port we handed out to a destination is marked with the newest epoch at
- * that time, and a snapshot hides the ports whose mark is not older than itself (a read that started
- * before the connect may or may not show it). What other processes did since the snapshot shows up
- * as EADDRNOTAVAIL (retried with a fresh read), or, for a TIME_WAIT they made in that window, as its
- * silent reuse: callers sharing a port range with other programs towards one destination pass
- * tableMaxAgeMs: 0.
- */
-interface Snapshot {
-  /** The rows pickLocalPorts looks at: a local or remote port in the snapshot's range. */
-  rows: TcpSocket[];
-  epoch: number;
-  /** When its read started. */
-  at: number;
-  /**
-   * The ports of the range that any row mentions, as its local or its remote port; made on first use.
-   * A fan-out makes hundreds of calls per reading, so this is worked out once per reading.
-   */
-  touched?: Set<number>;
-}
-
-/**
- * The rows the allocator needs for `range`: those whose local port is in it (listeners, our own
- * 4-tuples, other sockets sharing the port) and those whose remote port is in it (the destination's
- * end of a 4-tuple when the destination is in this network namespace). Read over netlink with the
- * range as a kernel-side filter, so the kernel neither prints nor sends the rest of the table; over
- * procfs (no `netlink` package, or `source: "procfs"`) the same rows, dropped before full parsing.
- */
-export async function allocatorRows(
-  range: readonly [number, number],
-  family?: 4 | 6,
-  source: "auto" | TableSource = "auto",
-): Promise<{ rows: TcpSocket[]; source: TableSource }> {
-  const r = await readTcpSocketsAsync({ ports: { local: range, remote: range }, source, ...(family ? { family } : {}) });
-  return { rows: r.rows, source: r.source };
-}
-
-/**
- * The ports of the range that no row of the table mentions at all. pickLocalPorts would call such a
- * port "free" whatever the destination: nothing listens on it, no 4-tuple to anywhere uses it. So the
- * first of them in the walk (after the ports this process knows it handed out) can be tried without
- * classifying the whole range for every destination: a fan-out of hundreds calls this hundreds of
- * times per reading, which the full classification made a visible share of a short run's CPU.
- */
-function firstUntouched(
-  snap: Snapshot,
-  range: readonly [number, number],
-  start: number,
-  skip: ReadonlySet<number>,
-  demote: ReadonlySet<number>,
-): number | undefined {
-  const [from, to] = range;
-  let touched = snap.touched;
-  if (!touched) {
-    touched = new Set();
-    for (const r of snap.rows) {
-      if (r.localPort >= from && r.localPort <= to) touched.add(r.localPort);
-      if (r.remotePort >= from && r.remotePort <= to) touched.add(r.remotePort);
-    }
-    snap.touched = touched;
-  }
-  const total = to - from + 1;
-  for (let i = 0; i < total; i++) {
-    let p = start - i;
-    if (p < from) p += total;
-    if (!touched.has(p) && !skip.has(p) && !demote.has(p)) return p;
-  }
-  return undefined;
-}
-
-/** Keyed by family and range: a snapshot holds only its range's rows. */
-const snapshots = new Map<string, Snapshot>();
-const reading = new Map<string, Promise<Snapshot>>();
-let epoch = 0;
-
-function kernelTable(family: 4 | 6, range: readonly [number, number], maxAgeMs: number, fresh: boolean): Promise<Snapshot> {
-  const key = `${family} ${range[0]}-${range[1]}`;
-  if (!fresh) {
-    const cached = snapshots.get(key);
-    if (cached && performance.now() - cached.at <= maxAgeMs) return Promise.resolve(cached);
-    // A fan-out's first calls all arrive before the first read is back: one read serves them all.
-    const pending = reading.get(key);
-    if (pending) return pending;
-  }
-  const e = ++epoch;
-  const at = performance.now();
-  const p = allocatorRows(range, family).then(({ rows }) => {
-    const snap: Snapshot = { rows, epoch: e, at };
-    const current = snapshots.get(key);
-    if (!current || current.epoch < e) snapshots.set(key, snap);
-    if (handedOut.size > 1024) {
-      // Many destinations each called once: drop the marks every current snapshot already covers.
-      const covered = Math.min(...[...snapshots.values()].map((x) => x.epoch));
-      for (const [k, m] of handedOut) {
-        for (const [port, mark] of m) if (mark < covered) m.delete(port);
-        if (m.size === 0) handedOut.delete(k);
-      }
-    }
-    return snap;
-  });
-  reading.set(key, p);
-  const done = () => {
-    if (reading.get(key) === p) reading.delete(key);
-  };
-  p.then(done, done);
-  return p;
-}
-
-// Per destination: port -> epoch of the newest read started when we handed it out (Infinity while bound and
-// not yet connected: bound-only sockets are not in /proc/net/tcp at all).
-const handedOut = new Map<string, Map<number, number>>();
 // Rotates so that successive calls start their descending walk at different ports.
 let cursor = 0;
-
-// Ports whose bind was refused lately (a socket without SO_REUSEADDR holds them, e.g. an rsh client
-// from rresvport): the table cannot show that, so without this every call would try them first.
-const bindRefused = new Map<number, number>();
-const BIND_REFUSED_MS = 1000;
-
-function recentlyRefused(now: number): Set<number> {
-  const out = new Set<number>();
-  for (const [p, at] of bindRefused) {
-    if (now - at > BIND_REFUSED_MS) bindRefused.delete(p);
-    else out.add(p);
-  }
-  return out;
-}
 
 export const DEFAULT_TABLE_MAX_AGE_MS = 100;
 const MAX_ROUNDS = 4;
@@ -359,88 +233,6 @@ function validate(o: ConnectFromOptions): [number, number] {
   return range;
 }
 
-type Attempt =
-  | { ok: true; socket: net.Socket }
-  | { ok: false; retry: true; errno: string }
-  | { ok: false; retry: false; error: unknown };
-
-/** One bind+connect from `localPort`. Never rejects. */
-function attempt(
-  o: ConnectFromOptions,
-  localPort: number,
-  deadline: number | undefined,
-): Promise<Attempt> {
-  return new Promise((resolve) => {
-    const where = formatEndpoint(o.host, o.port);
-    const opts: net.NetConnectOpts = { host: o.host, port: o.port, localPort };
-    if (o.localAddress !== undefined) opts.localAddress = o.localAddress;
-    const socket = net.connect(opts);
-    let timer: NodeJS.Timeout | undefined;
-    const finish = (r: Attempt) => {
-      if (timer) clearTimeout(timer);
-      socket.removeListener("connect", onConnect);
-      socket.removeListener("error", onError);
-      o.signal?.removeEventListener("abort", onAbort);
-      if (!r.ok) socket.destroy();
-      resolve(r);
-    };
-    const onConnect = () => finish({ ok: true, socket });
-    const onError = (err: NodeJS.ErrnoException) => {
-      const code = err.code ?? "";
-      if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL") return finish({ ok: false, retry: true, errno: code });
-      if (code === "EACCES" || code === "EPERM") {
-        return finish({
-          ok: false,
-          retry: false,
-          error: new AddrinuseError(
-            "AIU_NOT_ROOT",
-            `binding local port ${localPort} to reach ${where} needs root or CAP_NET_BIND_SERVICE (ports below 1024 are privileged); run as root or use localPorts above 1023`,
-            { cause: err },
-          ),
-        });
-      }
-      if (code === "ECONNREFUSED") {
-        return finish({
-          ok: false,
-          retry: false,
-          error: new AddrinuseError("AIU_CONNECT_REFUSED", `connection to ${where} refused: nothing listens there`, { cause: err }),
-        });
-      }
-      if (code === "ETIMEDOUT") {
-        return finish({
-          ok: false,
-          retry: false,
-          error: new AddrinuseError("AIU_CONNECT_TIMEOUT", `connecting to ${where} timed out in the kernel`, { cause: err }),
-        });
-      }
-      finish({
-        ok: false,
-        retry: false,
-        error: new AddrinuseError("AIU_CONNECT_FAILED", `connecting to ${where} from local port ${localPort} failed: ${err.message}`, { cause: err }),
-      });
-    };
-    const onAbort = () => finish({ ok: false, retry: false, error: o.signal?.reason });
-    socket.once("connect", onConnect);
-    socket.once("error", onError);
-    o.signal?.addEventListener("abort", onAbort, { once: true });
-    if (deadline !== undefined) {
-      timer = setTimeout(
-        () =>
-          finish({
-            ok: false,
-            retry: false,
-            error: new AddrinuseError(
-              "AIU_CONNECT_TIMEOUT",
-              `connecting to ${where} took longer than connectTimeoutMs=${o.connectTimeoutMs}`,
-            ),
-          }),
-        // Clamped: past 2^31-1 ms a Node timer fires at once (core/timer.ts).
-        Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now())),
-      );
-    }
-  });
-}
-
 /**
  * Connects to host:port from a local port in `localPorts` whose 4-tuple is neither live nor in
  * TIME_WAIT. Rejects with PortsExhaustedError (counts by state) when no port is left, AddrinuseError
@@ -479,20 +271,20 @@ async function run(o: ConnectFromOptions, range: [number, number]): Promise<Conn
   const tryPort = async (p: number): Promise<ConnectFromResult | null> => {
     attempts++;
     marks().set(p, Infinity);
-    const r = await attempt(o, p, deadline);
+    const r = await bindAndConnect(o, p, deadline);
     if (r.ok) {
-      marks().set(p, epoch);
+      marks().set(p, currentEpoch());
       return { socket: r.socket, localPort: p, attempts };
     }
     marks().delete(p);
     if (!r.retry) throw r.error;
     failed.set(p, r.errno);
-    if (r.errno === "EADDRINUSE") bindRefused.set(p, performance.now());
+    if (r.errno === "EADDRINUSE") markBindRefused(p, performance.now());
     return null;
   };
   try {
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const before = epoch;
+      const before = currentEpoch();
       const snap = await kernelTable(family, range, maxAge, round > 0 || maxAge === 0);
       if (o.signal?.aborted) throw o.signal.reason;
       const fresh = snap.epoch > before;

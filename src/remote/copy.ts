@@ -12,26 +12,17 @@
  * One plan (sources stat'ed, trees walked, bad input refused before any host is contacted) is shared
  * by every host; each host has its own session, which answers for that host only: a host where a file
  * fails (no space, permission, no rcp) gets its own result with the reason and the others go on.
+ *
+ * This file holds what every host shares: the plan, the commands, the file source and the rule for a
+ * host's result. Each host's session is in copy-to-host.ts (--copy) or copy-from-host.ts (--rcopy).
  */
-import { closeSync, fstatSync, futimesSync, mkdirSync, openSync, readdirSync, readSync, statSync, utimesSync, writeSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readSync, statSync } from "node:fs";
 import { open as openFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { UsageError } from "../errors.js";
-import {
-  END_RECORD,
-  OK,
-  SinkParser,
-  StatusReader,
-  dirRecord,
-  errorStatus,
-  fileRecord,
-  isSafeName,
-  shellQuote,
-  timeRecord,
-  type StatusEvent,
-} from "./rcmd/rcp.js";
+import { isSafeName, shellQuote } from "./rcmd/rcp.js";
 import type { HostResult } from "./engine.js";
-import type { RemoteInput, RemoteStdin, HostErrorCode } from "./transport.js";
+import type { RemoteInput, HostErrorCode } from "./transport.js";
 
 /** Files whose total is at most this are read once and sent from memory to every host. */
 export const COPY_CACHE_BYTES = 256 * 1024 * 1024;
@@ -61,7 +52,8 @@ export interface CopyFlags {
   preserve: boolean;
 }
 
-function why(e: unknown): string {
+/** A file operation's failure in words, for a UsageError or the host's result. */
+export function why(e: unknown): string {
   const code = (e as NodeJS.ErrnoException).code;
   return code === "ENOENT" ? "no such file or directory" : code === "EACCES" ? "permission denied" : (code ?? (e as Error).message);
 }
@@ -216,7 +208,7 @@ export interface CopyOutcome {
 }
 
 /** The host's result as the copy saw it: a command that ran is not "done" if a file failed. */
-function applyOutcome(r: HostResult, o: CopyOutcome, finished: boolean, program: string): HostResult {
+export function applyOutcome(r: HostResult, o: CopyOutcome, finished: boolean, program: string): HostResult {
   if (r.state !== "done") return r;
   let error = o.error;
   if (!error && !finished) error = { code: "HOST_COPY", message: `the connection ended before the copy finished` };
@@ -224,330 +216,9 @@ function applyOutcome(r: HostResult, o: CopyOutcome, finished: boolean, program:
   return error ? { ...r, state: "failed", error } : r;
 }
 
-/** One host's --copy: we are the rcp source. */
-export class CopyToSession {
-  readonly input: RemoteInput;
-  private readonly reader = new StatusReader();
-  private readonly queue: StatusEvent[] = [];
-  private waiter: ((s: StatusEvent | null) => void) | null = null;
-  private closed = false;
-  private finished = false;
-  private fatal: string | null = null;
-  private garbage = false;
-  private readonly warnings: string[] = [];
-  private files = 0;
-  private bytes = 0;
-
-  constructor(
-    private readonly plan: CopyPlan,
-    private readonly source: CopySource,
-    private readonly program: RcpProgram,
-  ) {
-    this.input = {
-      framing: "protocol",
-      start: (stdin) =>
-        void this.run(stdin).catch((e: unknown) => {
-          // Not expected (file errors are sent as the file's status); the host still gets one result.
-          this.fatal ??= `multi-rsh: ${(e as Error)?.message ?? String(e)}`;
-          stdin.end();
-        }),
-    };
-  }
-
-  onStdout(chunk: Buffer): void {
-    for (const ev of this.reader.push(chunk)) this.deliver(ev);
-  }
-
-  /** The transport is done with this host: anything still waiting for an answer gets none. */
-  close(): void {
-    this.closed = true;
-    this.deliver(null);
-  }
-
-  private deliver(ev: StatusEvent | null): void {
-    if (ev) this.queue.push(ev);
-    const w = this.waiter;
-    if (!w) return;
-    if (this.queue.length) {
-      this.waiter = null;
-      w(this.queue.shift()!);
-    } else if (this.closed) {
-      this.waiter = null;
-      w(null);
-    }
-  }
-
-  private next(): Promise<StatusEvent | null> {
-    if (this.queue.length) return Promise.resolve(this.queue.shift()!);
-    if (this.closed) return Promise.resolve(null);
-    return new Promise((resolve) => (this.waiter = resolve));
-  }
-
-  /** "ok" to go on, "skip" this entry (the host refused it and said why), "stop" the host. */
-  private async answer(what: string): Promise<"ok" | "skip" | "stop"> {
-    const s = await this.next();
-    if (s === null) return "stop";
-    if ("garbage" in s) {
-      this.garbage = true;
-      return "stop";
-    }
-    if (s.ok) return "ok";
-    if (s.fatal) {
-      this.fatal = s.message || `the host gave up at ${what}`;
-      return "stop";
-    }
-    this.warnings.push(s.message || `the host refused ${what}`);
-    return "skip";
-  }
-
-  private async run(stdin: RemoteStdin): Promise<void> {
-    if ((await this.answer("the start")) !== "ok") return;
-    for (const e of this.plan.entries) if (!(await this.send(stdin, e))) return;
-    await stdin.write(Buffer.from(END_RECORD));
-    if ((await this.answer("the end")) !== "ok") return;
-    this.finished = true;
-    stdin.end();
-  }
-
-  private async send(stdin: RemoteStdin, e: CopyEntry): Promise<boolean> {
-    if (this.plan.preserve) {
-      await stdin.write(Buffer.from(timeRecord(e.mtimeSec, e.atimeSec)));
-      const a = await this.answer(e.name);
-      if (a !== "ok") return a === "skip";
-    }
-    if (e.kind === "dir") {
-      await stdin.write(Buffer.from(dirRecord(e.mode, e.name)));
-      const a = await this.answer(e.name);
-      if (a !== "ok") return a === "skip";
-      for (const c of e.children) if (!(await this.send(stdin, c))) return false;
-      await stdin.write(Buffer.from(END_RECORD));
-      return (await this.answer(`the end of ${e.name}`)) !== "stop";
-    }
-    await stdin.write(Buffer.from(fileRecord(e.mode, e.size, e.name)));
-    const a = await this.answer(e.name);
-    if (a !== "ok") return a === "skip";
-    const r = await this.source.stream(e, (b) => stdin.write(b));
-    if (r.aborted) return false;
-    await stdin.write(r.readError ? errorStatus(`${e.path}: ${r.readError}`) : OK);
-    const b = await this.answer(e.name);
-    if (b === "ok") {
-      this.files++;
-      this.bytes += r.sent;
-    }
-    return b !== "stop";
-  }
-
-  outcome(): CopyOutcome {
-    let error: CopyOutcome["error"] = null;
-    if (this.garbage) {
-      const text = this.reader.garbageText() ?? "";
-      error = /not found|No such file/i.test(text)
-        ? { code: "HOST_COPY", message: `no ${this.program} on the host: ${text.split("\n")[0]}` }
-        : { code: "HOST_PROTOCOL", message: `not the rcp protocol from the host: '${text.slice(0, 120)}'` };
-    } else if (this.fatal) error = { code: "HOST_COPY", message: this.fatal };
-    else if (this.warnings.length) error = { code: "HOST_COPY", message: this.warnings.join("; ") };
-    return { error, files: this.files, bytes: this.bytes };
-  }
-
-  result(r: HostResult): HostResult {
-    return applyOutcome(r, this.outcome(), this.finished, this.program);
-  }
-}
-
 /** A host name as part of a local file name: nothing that could leave the folder. */
 export function hostFileTag(host: string): string {
   return host.replace(/[/\0]/g, "_").replace(/^\.+$/, (m) => "_".repeat(m.length));
-}
-
-/**
- * One host's --rcopy: we are the rcp sink. Each top-level name lands as DEST/NAME.HOST (clush's
- * naming), so hosts never write over each other; the host may only send the names asked for.
- */
-export class CopyFromSession {
-  readonly input: RemoteInput;
-  private readonly parser = new SinkParser();
-  private stdin: RemoteStdin | null = null;
-  private readonly allowed: Set<string>;
-  private readonly stack: { path: string; mtime?: number; atime?: number }[] = [];
-  private times: { mtime: number; atime: number } | null = null;
-  private fd: number | null = null;
-  private filePath = "";
-  private fileTimes: { mtime: number; atime: number } | null = null;
-  private writeError: string | null = null;
-  private readonly errors: string[] = [];
-  private broken: string | null = null;
-  private files = 0;
-  private bytes = 0;
-  readonly written: string[] = [];
-
-  constructor(
-    private readonly host: string,
-    private readonly dest: string,
-    sources: readonly string[],
-    private readonly flags: CopyFlags,
-    private readonly program: RcpProgram,
-  ) {
-    this.allowed = new Set(sources.map((s) => basename(s)));
-    this.input = {
-      framing: "protocol",
-      start: (stdin) => {
-        this.stdin = stdin;
-        void stdin.write(OK);
-      },
-    };
-  }
-
-  private reply(b: Buffer): void {
-    void this.stdin?.write(b);
-  }
-
-  private local(name: string): string {
-    return this.stack.length === 0 ? join(this.dest, `${name}.${hostFileTag(this.host)}`) : join(this.stack[this.stack.length - 1]!.path, name);
-  }
-
-  private violate(message: string): void {
-    this.broken = message;
-    this.reply(errorStatus(`multi-rsh: ${message}`, true));
-  }
-
-  onStdout(chunk: Buffer): void {
-    if (this.broken !== null) return;
-    try {
-      this.take(chunk);
-    } catch (e) {
-      // A local file operation we did not foresee failing: this host stops, the others go on.
-      this.errors.push(`${this.filePath || this.dest}: ${why(e)}`);
-      this.broken = "";
-      this.reply(errorStatus(`multi-rsh: ${why(e)}`, true));
-    }
-  }
-
-  private take(chunk: Buffer): void {
-    for (const ev of this.parser.push(chunk)) {
-      if (this.broken !== null) return;
-      switch (ev.kind) {
-        case "time":
-          this.times = { mtime: ev.mtime, atime: ev.atime };
-          this.reply(OK);
-          break;
-        case "file": {
-          if (this.stack.length === 0 && !this.allowed.has(ev.name)) return this.violate(`the host sent '${ev.name}', which was not asked for`);
-          this.filePath = this.local(ev.name);
-          this.fileTimes = this.times;
-          this.times = null;
-          this.writeError = null;
-          try {
-            this.fd = openSync(this.filePath, "w", ev.mode | 0o200);
-          } catch (e) {
-            this.fd = null;
-            this.errors.push(`${this.filePath}: ${why(e)}`);
-            // \1: the source skips this file's data and goes on with the next.
-            this.parser.skipData();
-            this.reply(errorStatus(`${this.filePath}: ${why(e)}`));
-            break;
-          }
-          this.reply(OK);
-          break;
-        }
-        case "data":
-          if (this.fd !== null && this.writeError === null) {
-            try {
-              let at = 0;
-              while (at < ev.chunk.length) at += writeSync(this.fd, ev.chunk, at);
-              this.bytes += ev.chunk.length;
-            } catch (e) {
-              this.writeError = why(e);
-            }
-          }
-          break;
-        case "fileEnd": {
-          if (this.fd !== null) {
-            try {
-              if (this.flags.preserve && this.fileTimes) futimesSync(this.fd, this.fileTimes.atime, this.fileTimes.mtime);
-              if (fstatSync(this.fd).isFile()) this.written.push(this.filePath);
-            } catch (e) {
-              this.writeError ??= why(e);
-            }
-            closeSync(this.fd);
-            this.fd = null;
-          }
-          if (ev.error) this.errors.push(`${this.filePath}: ${ev.error}`);
-          if (this.writeError) {
-            this.errors.push(`${this.filePath}: ${this.writeError}`);
-            this.reply(errorStatus(`${this.filePath}: ${this.writeError}`));
-          } else {
-            this.files++;
-            this.reply(OK);
-          }
-          break;
-        }
-        case "dir": {
-          if (!this.flags.recursive) return this.violate(`the host sent a directory '${ev.name}' without -r`);
-          if (this.stack.length === 0 && !this.allowed.has(ev.name)) return this.violate(`the host sent '${ev.name}', which was not asked for`);
-          const path = this.local(ev.name);
-          try {
-            mkdirSync(path, { mode: ev.mode | 0o700 });
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== "EEXIST" || !statSync(path).isDirectory()) {
-              this.errors.push(`${path}: ${why(e)}`);
-              this.reply(errorStatus(`${path}: ${why(e)}`));
-              // The source skips the directory; but the parser has no depth of its own to skip.
-              break;
-            }
-          }
-          this.stack.push({ path, ...(this.times ? { mtime: this.times.mtime, atime: this.times.atime } : {}) });
-          this.times = null;
-          this.reply(OK);
-          break;
-        }
-        case "end": {
-          const d = this.stack.pop();
-          if (!d) return this.violate("an end of directory outside any directory");
-          if (this.flags.preserve && d.mtime !== undefined) {
-            try {
-              utimesSync(d.path, d.atime!, d.mtime);
-            } catch {
-              // A time not kept is not worth failing the host over.
-            }
-          }
-          this.reply(OK);
-          break;
-        }
-        case "warning":
-          this.errors.push(ev.message);
-          break;
-        case "fatal":
-          this.errors.push(ev.message);
-          break;
-        case "violation":
-          return this.violate(ev.message);
-      }
-    }
-  }
-
-  close(): void {
-    if (this.fd !== null) {
-      closeSync(this.fd);
-      this.fd = null;
-      this.errors.push(`${this.filePath}: the connection ended in the middle of the file`);
-    }
-  }
-
-  outcome(): CopyOutcome {
-    // broken === "": stopped for a local error, which is in errors.
-    const error = this.broken
-      ? { code: "HOST_PROTOCOL" as HostErrorCode, message: `not the rcp protocol from the host: ${this.broken}` }
-      : this.errors.length
-        ? { code: "AIU_COPY" as HostErrorCode, message: this.errors.join("; ") }
-        : null;
-    return { error, files: this.files, bytes: this.bytes };
-  }
-
-  result(r: HostResult): HostResult {
-    const o = this.outcome();
-    const finished = o.error !== null || this.files > 0 || this.written.length > 0;
-    return applyOutcome(r, { ...o, error: o.error ?? (finished ? null : { code: "HOST_COPY", message: "the host sent no file" }) }, true, this.program);
-  }
 }
 
 /** -I: the same bytes for every host, length-delimited so rsh's client never half-closes. */
