@@ -241,7 +241,9 @@ export function runHosts(o: RunHostsOptions): HostsRun {
       record({
         host,
         state: final,
-        exitCode: t?.exitCode ?? null,
+        // Aborted: the command did not end by itself, and what the kill (or a local ssh's own
+        // timeout in the same instant) made it say is not its status.
+        exitCode: final === "timedout" || final === "cancelled" ? null : (t?.exitCode ?? null),
         signal: t?.signal ?? null,
         durationMs: Date.now() - started,
         error: final === "done" ? null : (error ?? { code: "HOST_TRANSPORT", message: "the transport gave no result" }),
