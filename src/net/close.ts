@@ -6,7 +6,6 @@
  * away data in flight in both directions (RFC 9293 §3.10.7), so it is the last resort.
  */
 import net from "node:net";
-import tls from "node:tls";
 import { ArgumentError } from "../errors.js";
 import { timerDelay } from "../core/timer.js";
 
@@ -43,6 +42,14 @@ function endedBy(socket: net.Socket): ClosedBy | null {
 }
 
 /**
+ * A TLSSocket says so (`encrypted` is always true on one): asked this way, not with instanceof, so
+ * that ending a plain TCP connection (every rsh host) does not load node:tls and with it crypto.
+ */
+function isTls(socket: net.Socket): boolean {
+  return (socket as { encrypted?: unknown }).encrypted === true;
+}
+
+/**
  * The TCP socket under a TLS one. A TLSSocket's handle is the TLS layer, which cannot send an RST
  * (`resetAndDestroy` throws ERR_INVALID_HANDLE_TYPE), so the reset goes to the net.Socket it wraps:
  * a tls.Server's connections (and `tls.connect({ socket })`) have one, as `_parent`, which Node sets
@@ -50,9 +57,9 @@ function endedBy(socket: net.Socket): ClosedBy | null {
  * socket wraps the TCP handle directly and Node offers no way to reset that one.
  */
 function tcpOf(socket: net.Socket): net.Socket | null {
-  if (!(socket instanceof tls.TLSSocket)) return socket;
+  if (!isTls(socket)) return socket;
   const parent: unknown = (socket as unknown as { _parent?: unknown })._parent;
-  return parent instanceof net.Socket && !(parent instanceof tls.TLSSocket) ? parent : null;
+  return parent instanceof net.Socket && !isTls(parent) ? parent : null;
 }
 
 /**
