@@ -23,14 +23,9 @@
 import { addressesOverlap, addressFamily, formatEndpoint, unmapV4 } from "../core/address.js";
 import { explainListeners } from "./listener-conflicts.js";
 import { groupByState, type OmittedRows, type StateGroup } from "./state-groups.js";
+import type { SocketEnds } from "../kernel/parse.js";
 
-export interface SocketRow {
-  family: 4 | 6;
-  localAddress: string;
-  localPort: number;
-  remoteAddress: string;
-  remotePort: number;
-  state: string;
+export interface SocketRow extends SocketEnds {
   timer: string;
   timerMs: number;
   inode: number;

@@ -11,14 +11,9 @@
  */
 import { formatEndpoint } from "../core/address.js";
 import { printableCommand } from "./diagnose.js";
+import type { SocketEnds } from "../kernel/parse.js";
 
-export interface FreeRow {
-  family: 4 | 6;
-  localAddress: string;
-  localPort: number;
-  remoteAddress: string;
-  remotePort: number;
-  state: string;
+export interface FreeRow extends SocketEnds {
   inode: number;
   owners: { pid: number; command: string; user: string | null }[];
 }

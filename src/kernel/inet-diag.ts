@@ -24,17 +24,10 @@
  */
 import { formatIPv6, portFilterMatches, TCP_STATES, type Endianness, type PortFilter, type TcpSocket, type TcpState, type TimerKind } from "./parse.js";
 import { filterBytecode } from "./inet-diag-filter.js";
+import { AF_INET, AF_INET6, IPPROTO_TCP, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST, SOCK_DIAG_BY_FAMILY } from "./sock-diag-abi.js";
 
 export const NETLINK_SOCK_DIAG = 4;
 const TCPDIAG_GETSOCK = 18;
-const SOCK_DIAG_BY_FAMILY = 20;
-const NLMSG_ERROR = 2;
-const NLMSG_DONE = 3;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_DUMP = 0x300; // NLM_F_ROOT | NLM_F_MATCH
-const AF_INET = 2;
-const AF_INET6 = 10;
-const IPPROTO_TCP = 6;
 const INET_DIAG_REQ_BYTECODE = 1;
 const NLMSG_HDRLEN = 16;
 const INET_DIAG_MSG_LEN = 72;

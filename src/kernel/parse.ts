@@ -45,12 +45,17 @@ export const TCP_STATES: readonly (TcpState | undefined)[] = [
 export type TimerKind = "none" | "retransmit" | "keepalive" | "timewait" | "probe";
 const TIMER_KINDS: readonly TimerKind[] = ["none", "retransmit", "keepalive", "timewait", "probe"];
 
-export interface TcpSocket {
+/** A TCP socket's two ends and its state: what every reader of the table matches a row on. */
+export interface SocketEnds {
   family: 4 | 6;
   localAddress: string;
   localPort: number;
   remoteAddress: string;
   remotePort: number;
+  state: string;
+}
+
+export interface TcpSocket extends SocketEnds {
   state: TcpState;
   txQueue: number;
   rxQueue: number;

@@ -9,24 +9,12 @@
  * plain address, a v4-mapped IPv6 one as AF_INET6 (it lives in the IPv6 table).
  */
 import { isIP } from "node:net";
-import { TCP_STATES, type Endianness } from "./parse.js";
+import { TCP_STATES, type Endianness, type SocketEnds } from "./parse.js";
+import { AF_INET, AF_INET6, IPPROTO_TCP, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST, SOCK_DESTROY } from "./sock-diag-abi.js";
 
-const SOCK_DESTROY = 21;
-const NLMSG_ERROR = 2;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_ACK = 0x4;
-const AF_INET = 2;
-const AF_INET6 = 10;
-const IPPROTO_TCP = 6;
 
-export interface DestroyTarget {
-  family: 4 | 6;
-  localAddress: string;
-  localPort: number;
-  remoteAddress: string;
-  remotePort: number;
-  state: string;
-}
+/** The socket to destroy, as the table named it. */
+export type DestroyTarget = SocketEnds;
 
 function addressBytes(addr: string, family: 4 | 6): number[] {
   if (family === 4) return addr.split(".").map(Number);

@@ -66,55 +66,39 @@ const CLIENT_CLOSE = "client close()";
 const SERVER_CLOSE = "server close()";
 const PEER_VANISHES = "server's link down, then kill -9 server process";
 
+/** Scenarios 1 and 2: `first` closes, every segment arrives, then the other end closes. */
+function oneSideClosesFirst(id: number, first: Side, shows: string): Scenario {
+  const second: Side = first === "client" ? "server" : "client";
+  const label: Record<Side, string> = { client: CLIENT_CLOSE, server: SERVER_CLOSE };
+  return {
+    id,
+    slug: `${first}-closes-first`,
+    title: `${first} closes first`,
+    shows,
+    needs: null,
+    script: [
+      { do: "settle" },
+      { do: "close", side: first, label: label[first] },
+      { do: "deliver-all" },
+      { do: "settle" },
+      { do: "close", side: second, label: label[second] },
+      { do: "deliver-all" },
+    ],
+    orphan: { client: true, server: true },
+    async run(ctx) {
+      const ends = await loopbackPair(ctx);
+      await ctx.settle();
+      await ctx.act(label[first], first, () => ends[first].request("close", { name: "conn" }));
+      await ctx.settle();
+      await ctx.act(label[second], second, () => ends[second].request("close", { name: "conn" }));
+      await ctx.settle();
+    },
+  };
+}
+
 export const SCENARIOS: readonly Scenario[] = [
-  {
-    id: 1,
-    slug: "client-closes-first",
-    title: "client closes first",
-    shows: "The end that sends the first FIN keeps TIME_WAIT; the server, closing second, passes LAST_ACK and is gone at once.",
-    needs: null,
-    script: [
-      { do: "settle" },
-      { do: "close", side: "client", label: CLIENT_CLOSE },
-      { do: "deliver-all" },
-      { do: "settle" },
-      { do: "close", side: "server", label: SERVER_CLOSE },
-      { do: "deliver-all" },
-    ],
-    orphan: { client: true, server: true },
-    async run(ctx) {
-      const { server, client } = await loopbackPair(ctx);
-      await ctx.settle();
-      await ctx.act(CLIENT_CLOSE, "client", () => client.request("close", { name: "conn" }));
-      await ctx.settle();
-      await ctx.act(SERVER_CLOSE, "server", () => server.request("close", { name: "conn" }));
-      await ctx.settle();
-    },
-  },
-  {
-    id: 2,
-    slug: "server-closes-first",
-    title: "server closes first",
-    shows: "Mirror of 1: the server keeps TIME_WAIT on its listening port's 4-tuple, the client keeps nothing.",
-    needs: null,
-    script: [
-      { do: "settle" },
-      { do: "close", side: "server", label: SERVER_CLOSE },
-      { do: "deliver-all" },
-      { do: "settle" },
-      { do: "close", side: "client", label: CLIENT_CLOSE },
-      { do: "deliver-all" },
-    ],
-    orphan: { client: true, server: true },
-    async run(ctx) {
-      const { server, client } = await loopbackPair(ctx);
-      await ctx.settle();
-      await ctx.act(SERVER_CLOSE, "server", () => server.request("close", { name: "conn" }));
-      await ctx.settle();
-      await ctx.act(CLIENT_CLOSE, "client", () => client.request("close", { name: "conn" }));
-      await ctx.settle();
-    },
-  },
+  oneSideClosesFirst(1, "client", "The end that sends the first FIN keeps TIME_WAIT; the server, closing second, passes LAST_ACK and is gone at once."),
+  oneSideClosesFirst(2, "server", "Mirror of 1: the server keeps TIME_WAIT on its listening port's 4-tuple, the client keeps nothing."),
   {
     id: 3,
     slug: "simultaneous-close",
