@@ -4,7 +4,7 @@
  */
 import { Command } from "commander";
 import { UsageError } from "../src/errors.js";
-import { reportError } from "../src/cli/exit.js";
+import { commanderOutput, reportError } from "../src/cli/exit.js";
 import { processIO, type CliIO } from "../src/cli/io.js";
 import { FAULTS, MAX_HOSTS, down, status, up, TestbedError, type Fault, type Testbed } from "./testbed.js";
 
@@ -48,11 +48,7 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
   const program = new Command("testbed")
     .description("real rshd/sshd hosts in network namespaces on this machine")
     .exitOverride()
-    .configureOutput({
-      writeOut: (s) => io.stdout.write(s),
-      writeErr: (s) => io.stderr.write(s),
-      outputError: (s, write) => write(`testbed: ${s.trim().replace(/^error: /, "").replace(/\n+/g, " ")}\n`),
-    })
+    .configureOutput(commanderOutput("testbed", io))
     .allowExcessArguments(false);
   program
     .command("up")

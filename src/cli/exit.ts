@@ -26,6 +26,18 @@ const USAGE_CODES = new Set([
   "AIU_HOSTFILE",
 ]);
 
+/**
+ * Commander's output through `io`, its errors as one line of ours (`prog: message`; commander puts
+ * "(Did you mean ...?)" on a line of its own). `reword` may say more about a message.
+ */
+export function commanderOutput(prog: string, io: CliIO, reword: (text: string) => string = (t) => t) {
+  return {
+    writeOut: (s: string) => io.stdout.write(s),
+    writeErr: (s: string) => io.stderr.write(s),
+    outputError: (s: string, write: (str: string) => void) => write(`${prog}: ${reword(s.trim().replace(/^error: /, "").replace(/\n+/g, " "))}\n`),
+  };
+}
+
 export function exitCodeFor(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
   // A UsageError is a user mistake whatever its code (AIU_COPY for a missing source, AIU_GROUP...).

@@ -131,3 +131,22 @@ export function guardOutput(io: CliIO, onLost: (stream: OutName, err: Error) => 
     ...(io.stdinHasData ? { stdinHasData: () => io.stdinHasData!() } : {}),
   };
 }
+
+/**
+ * All of a stream, at most `limit` bytes: past that it is destroyed and `tooBig()` is thrown (a host
+ * list or -I's input is kept in memory, so a stdin without end must not be).
+ */
+export async function readAtMost(stream: Readable, limit: number, tooBig: () => Error): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of stream) {
+    const b = Buffer.isBuffer(c) ? c : Buffer.from(String(c));
+    n += b.length;
+    if (n > limit) {
+      stream.destroy();
+      throw tooBig();
+    }
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks);
+}

@@ -3,8 +3,7 @@
  * plain way: scripts/bundle.mjs makes each CLI one CommonJS file, run from V8's code cache
  * (bin/load.js), so an import costs no file read and little compiling, and the tricks of the ESM
  * days stopped paying. Measured on the bundles: medians of 20-80 interleaved runs, CPU time of the
- * whole process (perf stat task-clock), on a shared 2-core machine where ±5 ms is noise
- * (/work/notes/startup.md has the tables):
+ * whole process (perf stat task-clock), on a shared 2-core machine where ±5 ms is noise:
  *
  * - kept, here: the group reader (-g, -a, @group) and its YAML parser load only when a run names a
  *   group. Loaded always: `multi-rsh --version` +31 ms, `--demo` +50 ms (yaml is outside the

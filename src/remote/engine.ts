@@ -233,7 +233,8 @@ export function runHosts(o: RunHostsOptions): HostsRun {
       else if (t === null || t.error) final = "failed";
       else final = "done";
       const wasConnected = connected || !!t?.connected;
-      const error = final === "timedout" || final === "cancelled" ? abortError(reason as "timeout" | "cancel", firedTimer, idleMs, wasConnected, t) : (t?.error ?? null);
+      const aborted = final === "timedout" || final === "cancelled";
+      const error = aborted ? abortError(reason as "timeout" | "cancel", firedTimer, idleMs, wasConnected, t) : (t?.error ?? null);
       const cause =
         final === "done"
           ? null
@@ -243,10 +244,10 @@ export function runHosts(o: RunHostsOptions): HostsRun {
         state: final,
         // Aborted: the command did not end by itself, and what the kill (or a local ssh's own
         // timeout in the same instant) made it say is not its status.
-        exitCode: final === "timedout" || final === "cancelled" ? null : (t?.exitCode ?? null),
+        exitCode: aborted ? null : (t?.exitCode ?? null),
         signal: t?.signal ?? null,
         durationMs: Date.now() - started,
-        error: final === "done" ? null : (error ?? { code: "HOST_TRANSPORT", message: "the transport gave no result" }),
+        error: final === "done" ? null : error,
         closedBy: t?.closedBy ?? (t === null ? "reset" : null),
         localPort: t?.localPort ?? null,
         ...(t?.remoteAddress ? { remoteAddress: t.remoteAddress } : {}),

@@ -10,13 +10,10 @@
  * killing every child; an abort kills the whole group, so helpers the program started go too.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { notStarted, writableStdin, type HostError, type RunRequest, type TransportResult } from "./transport.js";
+import { ABORTED, notStarted, writableStdin, type RunRequest, type TransportResult } from "./transport.js";
 
 /** The longest `beforeKill` may delay the kill. */
 export const ABORT_HOOK_MS = 1000;
-
-/** The error of a host whose program was killed on abort; the engine names the real one. */
-export const KILLED: HostError = { code: "HOST_CANCELLED", message: "aborted: local command killed" };
 
 export interface LocalCommandOptions {
   /** Once the program runs (before any output). */
@@ -100,5 +97,5 @@ export function runLocalCommand(argv: readonly string[], req: RunRequest, o: Loc
 /** The result of a program whose TCP connection (if any) is its own: its own exit status. */
 export function exitResult(exit: LocalExit): TransportResult {
   if (!exit.started) return exit.result;
-  return { exitCode: exit.code, signal: exit.signal, closedBy: null, localPort: null, connected: true, error: exit.aborted ? KILLED : null };
+  return { exitCode: exit.code, signal: exit.signal, closedBy: null, localPort: null, connected: true, error: exit.aborted ? ABORTED : null };
 }

@@ -51,6 +51,18 @@ export type HostErrorCode =
   | "HOST_TRANSPORT"
   | "HOST_LOCAL";
 
+/**
+ * What a transport returns as the error of a host its signal aborted: a mark only, since the
+ * engine names the real error (timeout or cancel, and how far the host got).
+ */
+export const ABORTED: HostError = { code: "HOST_CANCELLED", message: "aborted" };
+
+/**
+ * How long an aborted host may take to end its remote command (rsh: a second connection's kill of
+ * the process group; ssh: the channel's exit-signal), well inside the engine's ABORT_GRACE_MS.
+ */
+export const KILL_WAIT_MS = 1000;
+
 /** Why one host failed, as a transport reports it (the engine adds the cause; see remote/failure-cause.ts). */
 export interface HostError {
   code: HostErrorCode;

@@ -382,8 +382,9 @@ export async function runOn(
       extra.onStderr?.(b);
     },
   });
-  // An aborted host's error is the engine's to name, for every transport: named here the same way.
+  // An aborted host is recorded as the engine records it, for every transport: no exit status, and
+  // the error the engine names.
   const reason = signal.reason === "timeout" ? "timeout" : "cancel";
-  const result = signal.aborted ? { ...ran, error: abortError(reason, null, 0, connected > 0 || ran.connected, ran) } : ran;
+  const result = signal.aborted ? { ...ran, exitCode: null, error: abortError(reason, null, 0, connected > 0 || ran.connected, ran) } : ran;
   return { result, out, err, connected };
 }

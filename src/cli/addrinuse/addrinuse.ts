@@ -9,7 +9,7 @@ import { normaliseStateName } from "../../kernel/parse.js";
 import { assertLinux, tableSourceProblem } from "../../kernel/read.js";
 import { UsageError } from "../../errors.js";
 import { addressArg, countArg, portArg, secondsArg } from "../args.js";
-import { reportError } from "../exit.js";
+import { commanderOutput, reportError } from "../exit.js";
 import { processIO, type CliIO } from "../io.js";
 import { packageVersion } from "../version.js";
 import { runWhyDemo } from "./demo-why.js";
@@ -31,12 +31,7 @@ export function buildProgram(io: CliIO, done: (code: number) => void): Command {
   const program = new Command("addrinuse")
     .description("Why can't this port be bound? Who holds it, in which TCP state, for how long, and what to do.")
     .exitOverride()
-    .configureOutput({
-      writeOut: (s) => io.stdout.write(s),
-      writeErr: (s) => io.stderr.write(s),
-      // Commander puts "(Did you mean ...?)" on a second line; our errors are one line.
-      outputError: (s, write) => write(`addrinuse: ${s.trim().replace(/^error: /, "").replace(/\n+/g, " ")}\n`),
-    })
+    .configureOutput(commanderOutput("addrinuse", io))
     .showSuggestionAfterError(true)
     .allowExcessArguments(false)
     .version(packageVersion(), "--version", "print the version and exit");

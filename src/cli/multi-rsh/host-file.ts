@@ -7,6 +7,7 @@ import { closeSync, openSync, readSync } from "node:fs";
 import type { Readable } from "node:stream";
 import { UsageError } from "../../errors.js";
 import { oneLine } from "../../core/untrusted.js";
+import { readAtMost } from "../io.js";
 
 export const HOST_FILE_MAX_BYTES = 64 * 1024 * 1024;
 
@@ -44,16 +45,5 @@ export function readHostFile(path: string): string {
 }
 
 export async function readHostStdin(stdin: Readable): Promise<string> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const c of stdin) {
-    const b = Buffer.isBuffer(c) ? c : Buffer.from(String(c));
-    total += b.length;
-    if (total > HOST_FILE_MAX_BYTES) {
-      stdin.destroy();
-      throw tooBig("-");
-    }
-    chunks.push(b);
-  }
-  return Buffer.concat(chunks).toString("utf8");
+  return (await readAtMost(stdin, HOST_FILE_MAX_BYTES, () => tooBig("-"))).toString("utf8");
 }

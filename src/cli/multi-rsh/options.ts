@@ -8,6 +8,7 @@ import { AddrinuseError, UsageError } from "../../errors.js";
 import type { DemoHosts } from "../../remote/demo/rshd.js";
 import type { TransportOptions } from "../../remote/transport.js";
 import { countArg, portArg, secondsArg } from "../args.js";
+import { commanderOutput } from "../exit.js";
 import type { CliIO } from "../io.js";
 import { packageVersion } from "../version.js";
 import { HELP_WITH_ARGUMENTS, unknownFlagHint, userLooksLikeTimeout, USER_TIMEOUT_HINT } from "./peer-flags.js";
@@ -82,16 +83,13 @@ function buildProgram(io: CliIO): Command {
     .description("Run a command on many hosts at once; the remote end closes first, so this machine keeps no TIME_WAIT.")
     .usage('[options] "command" host...\n       multi-rsh [options] -l FILE|- command args...\n       multi-rsh [options] -w HOSTS command args...')
     .exitOverride()
-    .configureOutput({
-      writeOut: (s) => io.stdout.write(s),
-      writeErr: (s) => io.stderr.write(s),
-      outputError: (s, write) => {
-        const text = s.trim().replace(/^error: /, "").replace(/\n+/g, " ");
+    .configureOutput(
+      commanderOutput("multi-rsh", io, (text) => {
         const unknown = /^unknown option '([^']+)'/.exec(text);
         const hint = unknown ? unknownFlagHint(unknown[1]!) : null;
-        write(`multi-rsh: ${hint ? `unknown option '${unknown![1]}': ${hint}` : text}\n`);
-      },
-    })
+        return hint ? `unknown option '${unknown![1]}': ${hint}` : text;
+      }),
+    )
     .version(packageVersion(), "-V, --version", "print the version and exit")
     // -h alone is help; with anything else it is refused (pssh's -h is a host file): see parseOptions().
     .helpOption("--help", "print this help and exit")

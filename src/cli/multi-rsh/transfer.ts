@@ -12,7 +12,7 @@ import { CopySource, copyFromCommand, copyToCommand, planCopy, stdinInput, type 
 import { CopyToSession } from "../../remote/copy-to-host.js";
 import { CopyFromSession } from "../../remote/copy-from-host.js";
 import type { RemoteInput } from "../../remote/transport.js";
-import type { CliIO } from "../io.js";
+import { readAtMost, type CliIO } from "../io.js";
 import type { Opts } from "./options.js";
 
 /** -I keeps stdin in memory once (every host is sent the same buffer): at most this much. */
@@ -55,18 +55,7 @@ export async function readStdinForAll(stdin: Readable, limit = MAX_STDIN_BYTES):
   if ((stdin as { isTTY?: boolean }).isTTY) {
     throw new UsageError("-I sends stdin to every host, but stdin is a terminal: pipe or redirect it (... | multi-rsh -I ...)", "AIU_STDIN");
   }
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of stdin) {
-    const b = Buffer.isBuffer(c) ? c : Buffer.from(String(c));
-    n += b.length;
-    if (n > limit) {
-      stdin.destroy();
-      throw new UsageError(`-I: stdin is larger than ${mib(limit)}, which is what -I keeps in memory to send to every host (use --copy for files)`, "AIU_STDIN");
-    }
-    chunks.push(b);
-  }
-  return Buffer.concat(chunks);
+  return readAtMost(stdin, limit, () => new UsageError(`-I: stdin is larger than ${mib(limit)}, which is what -I keeps in memory to send to every host (use --copy for files)`, "AIU_STDIN"));
 }
 
 /** What a copy keeps per host: its input, what it makes of the host's stdout, and its verdict. */

@@ -27,13 +27,13 @@ import net from "node:net";
 import ssh2 from "ssh2";
 import type { CipherAlgorithm, ClientChannel, KexAlgorithm, MacAlgorithm, ServerHostKeyAlgorithm } from "ssh2";
 import { endAfterPeer } from "../../net/close.js";
-import { writableStdin, type ClosedBy, type HostError, type RunRequest, type TransportResult, type HostErrorCode } from "../transport.js";
+import { ABORTED, KILL_WAIT_MS, writableStdin, type ClosedBy, type HostError, type RunRequest, type TransportResult, type HostErrorCode } from "../transport.js";
 import { hostKeyOrder, type Algorithms } from "./algorithms.js";
 import type { HostKeyPolicy, SshHostConfig } from "./config.js";
 import { HostAuth, type Identities } from "./identities.js";
 import { decideHostKey, hostKeyAlgorithmsFor, knownHostsName, knownKeyTypes, type KnownHostEntry } from "./known-hosts.js";
 import type { KnownHostsStore } from "./known-hosts-store.js";
-import { KILL_WAIT_MS, execKillSession, sendSignal } from "./remote-kill.js";
+import { execKillSession, sendSignal } from "./remote-kill.js";
 import { SocketView } from "./socket-view.js";
 
 const { Client } = ssh2;
@@ -100,7 +100,7 @@ export class HostRun {
 
   private readonly onAbort = (): void => {
     // The engine names the error of an aborted host; this one only marks that it was aborted.
-    this.fail("HOST_CANCELLED", `${this.target}: aborted`);
+    if (!this.error) this.error = ABORTED;
     if (!this.endRemoteCommand()) this.resetNow();
   };
 
@@ -354,8 +354,7 @@ export class HostRun {
     // The socket is closed: endAfterPeer tells who ended it (from its own watch, or from the state).
     const closedBy = from === "connecting" ? null : await this.endAfterServer(0);
     this.done({
-      // Aborted: the command did not end by itself; what the kill made it say is not its status.
-      exitCode: this.req.signal.aborted ? null : this.exitCode,
+      exitCode: this.exitCode,
       signal: this.exitSignal,
       closedBy,
       localPort: this.localPort,

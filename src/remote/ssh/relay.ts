@@ -97,6 +97,17 @@ export function findShuttle(): Shuttle | null {
 }
 
 /**
+ * The shuttle a transport relays through: `given` (tests; null = none), else the one on PATH. When
+ * none is found there, NO_SHUTTLE_NOTICE goes into `notices` (once).
+ */
+export function shuttleFor(given: Shuttle | null | undefined, notices: string[]): Shuttle | null {
+  if (given !== undefined) return given;
+  const found = findShuttle();
+  if (!found && !notices.includes(NO_SHUTTLE_NOTICE)) notices.push(NO_SHUTTLE_NOTICE);
+  return found;
+}
+
+/**
  * Runs `ssh -G` with the same arguments as the real run (argv[0] the ssh binary) and plans from its
  * output. Never rejects: a failure plans no relay, and the real ssh then says what is wrong itself.
  */

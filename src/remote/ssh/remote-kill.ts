@@ -16,9 +16,6 @@ export const KILL_SESSION_SCRIPT =
   'for f in $(grep -lzxF "SSH_CONNECTION=$SSH_CONNECTION" /proc/[0-9]*/environ 2>/dev/null); do p=${f#/proc/}; p=${p%/environ}; ' +
   '[ "$p" = "$$" ] || { kill -9 -"$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; }; done; true';
 
-/** How long a timed-out or cancelled host waits for sshd to confirm its command ended; well inside the engine's ABORT_GRACE_MS. */
-export const KILL_WAIT_MS = 1000;
-
 /** The parts of an ssh2 channel that sendSignal() reaches past its public API for. */
 interface ChannelInternals {
   outgoing?: { id?: unknown; state?: unknown };

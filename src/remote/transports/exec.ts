@@ -18,13 +18,13 @@
  * the openssh transport's ssh does.
  */
 import { UsageError } from "../../errors.js";
-import type { RunRequest, Transport, TransportOptions, TransportResult } from "../transport.js";
-import { KILLED, exitResult, runLocalCommand } from "../local-command.js";
+import { ABORTED, type RunRequest, type Transport, type TransportOptions, type TransportResult } from "../transport.js";
+import { exitResult, runLocalCommand } from "../local-command.js";
 import { homedir } from "node:os";
 import { execTemplateOptOut, parseSshCommandLine } from "../ssh/argv.js";
 import { planFromSshConfig } from "../ssh/config.js";
 import { PlanningConfigs } from "../ssh/config-files.js";
-import { NO_SHUTTLE_NOTICE, findShuttle, planSshRelay, withRelay, type Shuttle } from "../ssh/relay.js";
+import { planSshRelay, shuttleFor, withRelay, type Shuttle } from "../ssh/relay.js";
 import { witnessed } from "../ssh/witness.js";
 
 /** Substitute %h, %u and %% in each template argument. */
@@ -66,8 +66,7 @@ export class ExecTransport implements Transport {
     const onSpawn = () => req.onConnected({ localPort: null });
     const plain = async () => exitResult(await runLocalCommand(argv, req, { onSpawn }));
     if (execTemplateOptOut(argv) !== null) return plain();
-    const shuttle = this.env.shuttle === undefined ? findShuttle() : this.env.shuttle;
-    if (!shuttle && this.env.shuttle === undefined && !this.notices.includes(NO_SHUTTLE_NOTICE)) this.notices.push(NO_SHUTTLE_NOTICE);
+    const shuttle = shuttleFor(this.env.shuttle, this.notices);
     // Where ssh would connect: in-process when its command line and configuration allow (as
     // -R openssh does), else from ssh -G.
     const line = parseSshCommandLine(argv);
@@ -92,7 +91,7 @@ export class ExecTransport implements Transport {
         ...(o.remoteAddress !== undefined ? { remoteAddress: o.remoteAddress } : {}),
         ...(o.remotePort !== undefined ? { remotePort: o.remotePort } : {}),
         connected: true,
-        error: exit.aborted ? KILLED : null,
+        error: exit.aborted ? ABORTED : null,
         // As with -R openssh: the system ssh cannot end the remote command, nor can a reset.
         ...(exit.aborted ? { remoteCommand: "left-running" as const } : {}),
       } satisfies TransportResult;

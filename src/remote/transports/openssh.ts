@@ -27,15 +27,12 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import { readTcpSockets, socketInodesOf } from "../../kernel/read.js";
-import { notStarted, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult, type HostErrorCode } from "../transport.js";
+import { ABORTED, notStarted, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult, type HostErrorCode } from "../transport.js";
 import { planFromSshConfig } from "../ssh/config.js";
 import { PlanningConfigs } from "../ssh/config-files.js";
 import { closedByFromStates } from "../ssh/witness.js";
-import { ABORT_HOOK_MS, KILLED, runLocalCommand } from "../local-command.js";
-import { NO_SHUTTLE_NOTICE, findShuttle, planSshRelay, withRelay, type RelayOutcome, type RelayRun, type RelayedSocket, type Shuttle } from "../ssh/relay.js";
-
-/** Who closed ssh's own connection, from its rows in the kernel table (shared with witness.ts). */
-export { closedByFromStates };
+import { ABORT_HOOK_MS, runLocalCommand } from "../local-command.js";
+import { planSshRelay, shuttleFor, withRelay, type RelayOutcome, type RelayRun, type RelayedSocket, type Shuttle } from "../ssh/relay.js";
 
 export interface OpenSshEnvironment {
   /** The ssh binary (default "ssh" from PATH). */
@@ -143,11 +140,8 @@ export class OpenSshTransport implements Transport {
 
   async run(req: RunRequest): Promise<TransportResult> {
     const ssh = this.env.ssh ?? "ssh";
-    const shuttle = this.env.shuttle === undefined ? findShuttle() : this.env.shuttle;
-    if (!shuttle) {
-      if (this.env.shuttle === undefined && !this.notices.includes(NO_SHUTTLE_NOTICE)) this.notices.push(NO_SHUTTLE_NOTICE);
-      return this.runSsh(req, null);
-    }
+    const shuttle = shuttleFor(this.env.shuttle, this.notices);
+    if (!shuttle) return this.runSsh(req, null);
     // Where ssh would connect, and whether it may go through us at all: in-process when the
     // configuration allows it, else from ssh -G (its log file is not needed there).
     const configs = this.planning.for(this.options.sshConfigFile);
@@ -288,7 +282,7 @@ export class OpenSshTransport implements Transport {
           exitCode: null,
           signal: null,
           // The engine names the error of an aborted host.
-          error: KILLED,
+          error: ABORTED,
           // The system ssh has no way to end the remote command, and sshd keeps a command that
           // does not write running after its connection goes: said, not hidden (-R ssh ends it).
           ...(ran ? { remoteCommand: "left-running" as const } : {}),

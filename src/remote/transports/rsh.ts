@@ -27,7 +27,7 @@ import { abort, endAfterPeer } from "../../net/close.js";
 import { BoundedBytes, oneLine } from "../../core/untrusted.js";
 import { decodeReply, encodeRequest } from "../rcmd/codec.js";
 import { openStderrChannel, type StderrChannel } from "./rsh-stderr.js";
-import { hostErrorOf, notStarted, writableStdin, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult, type HostErrorCode } from "../transport.js";
+import { ABORTED, KILL_WAIT_MS, hostErrorOf, notStarted, writableStdin, type ClosedBy, type HostError, type RunRequest, type Transport, type TransportOptions, type TransportResult, type HostErrorCode } from "../transport.js";
 
 export const RSH_PORT = 514;
 /**
@@ -55,9 +55,6 @@ function errorOf(e: unknown, fallback: HostErrorCode = "HOST_CONNECT_FAILED"): H
   if (err?.code === "ECONNRESET") return { code: "HOST_CONNECTION_LOST", message: "connection reset by the remote side" };
   return { code: fallback, message: err?.message ?? String(e) };
 }
-
-/** How long an aborted host's second connection may take to end its command (inside the engine's ABORT_GRACE_MS). */
-export const KILL_WAIT_MS = 1000;
 
 export function createRshTransport(options: TransportOptions = {}): Transport {
   const port = options.port ?? RSH_PORT;
@@ -88,8 +85,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
 
   async function runOne(req: RunRequest, endOnAbort: boolean): Promise<TransportResult> {
     if (req.signal.aborted) return notStarted("HOST_CANCELLED", "cancelled before connecting");
-    const result: TransportResult = notStarted("HOST_CONNECT_FAILED", "");
-    result.error = null;
+    const result: TransportResult = { exitCode: null, signal: null, closedBy: null, localPort: null, connected: false, error: null };
     let address = req.host;
     if (net.isIP(address) === 0) {
       try {
@@ -127,7 +123,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
     let ending: Promise<void> = Promise.resolve();
     let stderrChannel: StderrChannel | undefined;
     let stderrDone: Promise<void> = Promise.resolve();
-    let closing: Promise<ClosedBy> = Promise.resolve("reset");
+    let closing!: Promise<ClosedBy>;
 
     const resetAll = () => {
       abort(socket);
@@ -168,7 +164,7 @@ export function createRshTransport(options: TransportOptions = {}): Transport {
                   () => void (result.remoteCommand = "left-running"),
                 );
         }
-        finish({ code: "HOST_CANCELLED", message: "aborted" });
+        finish(ABORTED);
       };
       req.signal.addEventListener("abort", onAbort, { once: true });
 
