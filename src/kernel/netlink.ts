@@ -108,6 +108,8 @@ export interface NetlinkReadOptions {
   ownerlessSample?: number;
   /** Bit mask of states to ask for (inet-diag.ts ALL_STATES, the default, or BOUND_INACTIVE_STATES). */
   states?: number;
+  /** Ask for tcp_info too, and answer with each row's round trip (NetlinkAnswer.minRttUs). */
+  roundTrip?: boolean;
 }
 
 export interface NetlinkAnswer {
@@ -115,6 +117,8 @@ export interface NetlinkAnswer {
   omitted: OmittedSockets[];
   /** IPV6_V6ONLY of the owned AF_INET6 sockets, by inode (see DiagDecoder.v6only). */
   v6only: Map<number, boolean>;
+  /** The least round trip of each row, in microseconds, when asked for (see DiagDecoder.minRttUs). */
+  minRttUs: Map<TcpSocket, number>;
 }
 
 /**
@@ -127,7 +131,7 @@ export async function readTcpSocketsNetlink(
   const nl = load();
   if (!nl) throw new Error(`netlink unavailable: ${netlinkUnavailableReason()}`);
   if (options.ports !== undefined && options.ports.local === undefined && options.ports.remote === undefined) {
-    return { rows: [], omitted: [], v6only: new Map() }; // matches nothing, so nothing to ask
+    return { rows: [], omitted: [], v6only: new Map(), minRttUs: new Map() }; // matches nothing, so nothing to ask
   }
   const endian = endianness();
   const open = () => new nl.RawNetlinkSocket(NETLINK_SOCK_DIAG, { messagePeeking: false, msgBufferSize: RECEIVE_BUFFER });
@@ -136,8 +140,8 @@ export async function readTcpSocketsNetlink(
     const socket = open();
     try {
       const decoder = new DiagDecoder(decoding);
-      await dump(socket, encodeDumpRequest({ form, localPort: options.localPort, ports: options.ports, states: options.states, seq: ++seq }, endian), decoder);
-      return { rows: decoder.rows, omitted: decoder.omitted(), v6only: decoder.v6only };
+      await dump(socket, encodeDumpRequest({ form, localPort: options.localPort, ports: options.ports, states: options.states, roundTrip: options.roundTrip, seq: ++seq }, endian), decoder);
+      return { rows: decoder.rows, omitted: decoder.omitted(), v6only: decoder.v6only, minRttUs: decoder.minRttUs };
     } catch (e) {
       // A kernel without the old TCPDIAG_GETSOCK message: ask per family from now on.
       if (!(e instanceof DiagAnswerError && e.errno !== 0)) throw e;
@@ -152,12 +156,12 @@ export async function readTcpSocketsNetlink(
   for (const family of options.family === undefined ? ([4, 6] as const) : [options.family]) {
     const socket = open();
     try {
-      await dump(socket, encodeDumpRequest({ form: "by-family", family, localPort: options.localPort, ports: options.ports, states: options.states, seq: ++seq }, endian), decoder);
+      await dump(socket, encodeDumpRequest({ form: "by-family", family, localPort: options.localPort, ports: options.ports, states: options.states, roundTrip: options.roundTrip, seq: ++seq }, endian), decoder);
     } finally {
       socket.close();
     }
   }
-  return { rows: decoder.rows, omitted: decoder.omitted(), v6only: decoder.v6only };
+  return { rows: decoder.rows, omitted: decoder.omitted(), v6only: decoder.v6only, minRttUs: decoder.minRttUs };
 }
 
 /**

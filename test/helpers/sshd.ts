@@ -258,6 +258,8 @@ export interface FaultServerOptions {
   rejectExec?: boolean;
   /** Ignore the client's DISCONNECT and never close the TCP connection (a server that hangs on). */
   neverClose?: boolean;
+  /** The software it names in its identification line (ssh2's own by default). */
+  ident?: string;
 }
 
 /**
@@ -267,7 +269,7 @@ export interface FaultServerOptions {
 export async function startFaultSshServer(options: FaultServerOptions = {}): Promise<FaultServer> {
   const keys = generateEd25519();
   const sockets = new Set<net.Socket>();
-  const server = new ssh2.Server({ hostKeys: [keys.private] }, () => {});
+  const server = new ssh2.Server({ hostKeys: [keys.private], ...(options.ident ? { ident: options.ident } : {}) }, () => {});
   const raw = net.createServer((socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));

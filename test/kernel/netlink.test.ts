@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { once } from "node:events";
 import { netlinkAvailable, netlinkUnavailableReason, setRequestFormForTests } from "../../src/kernel/netlink.js";
-import { readTcpSockets, readTcpSocketsAsync, readTcpTableAsync } from "../../src/kernel/read.js";
+import { execFileSync } from "node:child_process";
+import { readTcpSockets, readTcpSocketsAsync, readTcpTableAsync, tcpRoundTripMs } from "../../src/kernel/read.js";
 import type { TcpSocket } from "../../src/kernel/parse.js";
 import { closeServer, listen, makeServerTimeWait, portOf } from "../helpers/sockets.js";
 
@@ -134,4 +135,41 @@ test("the library entry reads the table the same way: a listener, its TIME_WAIT 
     const rows = await lib.readTcpSocketsAsync({ ports: { local: [port, port] }, family: 4, source });
     assert.equal(rows.rows.length, 2, source);
   }
+});
+
+test("a connection's least round trip is the kernel's own, as `ss -ti` prints it (minrtt), in both request forms", { skip }, async (t) => {
+  const srv = await listen("127.0.0.1");
+  const accepted = once(srv, "connection");
+  const c = net.connect(portOf(srv), "127.0.0.1");
+  await once(c, "connect");
+  const [s] = (await accepted) as [net.Socket];
+  t.after(() => {
+    c.destroy();
+    s.destroy();
+    return closeServer(srv);
+  });
+  // A few exchanges, so the kernel has timed some ACKs beyond the handshake's.
+  for (let i = 0; i < 3; i++) {
+    s.once("data", (d) => s.write(d));
+    c.write("ping");
+    await once(c, "data");
+  }
+  const ss = execFileSync("ss", ["-tinH", "state", "established", "sport", "=", `:${c.localPort}`], { encoding: "utf8" });
+  const m = /minrtt:([\d.]+)/.exec(ss);
+  assert.ok(m, `no minrtt in: ${ss}`);
+  const before = setRequestFormForTests("compat");
+  try {
+    for (const form of ["compat", "by-family"] as const) {
+      setRequestFormForTests(form);
+      const ms = await tcpRoundTripMs(c.localPort!, portOf(srv));
+      assert.ok(ms !== null, form);
+      // ss prints milliseconds with three decimals, and the least can only fall between the reads.
+      assert.ok(ms <= Number(m[1]) + 0.0005, `${form}: ${ms} ms here, ss says ${m[1]}`);
+      assert.ok(ms > 0, form);
+    }
+  } finally {
+    setRequestFormForTests(before);
+  }
+  // The other direction is another socket; a port with no connection has no round trip.
+  assert.equal(await tcpRoundTripMs(c.localPort!, c.localPort!), null);
 });

@@ -35,6 +35,8 @@ import { decideHostKey, hostKeyAlgorithmsFor, knownHostsName, knownKeyTypes, typ
 import type { KnownHostsStore } from "./known-hosts-store.js";
 import { execKillSession, sendSignal } from "./remote-kill.js";
 import { SocketView } from "./socket-view.js";
+import { capInFlight, inFlightCap, serverSoftware } from "./send-window.js";
+import { tcpRoundTripMs } from "../../kernel/read.js";
 
 const { Client } = ssh2;
 type SshClient = InstanceType<typeof Client>;
@@ -64,6 +66,8 @@ export class HostRun {
   /** The command's channel: set once the command started (the run reached "running"). */
   private channel: ClientChannel | null = null;
   private localPort: number | null = null;
+  /** The connection's round trip as the kernel measured it, which sizes how much input we keep in flight. */
+  private rttMs: Promise<number | null> | null = null;
   private remoteAddress: string | null = null;
   private exitCode: number | null = null;
   private exitSignal: string | null = null;
@@ -168,7 +172,9 @@ export class HostRun {
     this.remoteAddress = sock.remoteAddress ?? null;
     const keep = (d: Buffer) => {
       this.firstBytes = Buffer.concat([this.firstBytes, d]).subarray(0, 256);
-      if (this.firstBytes.length >= 256 || this.firstBytes.includes("SSH-")) sock.off("data", keep);
+      // Up to the end of the identification line, which says the server's software (send-window.ts).
+      const id = this.firstBytes.indexOf("SSH-");
+      if (this.firstBytes.length >= 256 || (id >= 0 && this.firstBytes.includes("\n", id))) sock.off("data", keep);
     };
     sock.on("data", keep);
     const view = new SocketView(sock);
@@ -225,6 +231,7 @@ export class HostRun {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = null;
     if (this.phase !== "handshake") return;
+    if (this.req.input && this.localPort !== null && this.sock?.remotePort !== undefined) this.rttMs = tcpRoundTripMs(this.localPort, this.sock.remotePort);
     try {
       this.client!.exec(this.req.command, (err, stream) => {
         if (this.phase === "closed") return;
@@ -265,8 +272,15 @@ export class HostRun {
       this.endPolitely();
     });
     // The remote stdin gets EOF now, or after the input (CHANNEL_EOF); the TCP connection stays open.
-    if (this.req.input) this.req.input.start(writableStdin(stream, () => stream.end()));
-    else stream.end();
+    const input = this.req.input;
+    if (input) {
+      // Asked for when authentication ended, so the answer is in by now (a fraction of a millisecond).
+      void (this.rttMs ?? Promise.resolve(null)).then((rttMs) => {
+        const cap = inFlightCap({ window: (stream.outgoing as { window: number }).window, rttMs, server: serverSoftware(this.firstBytes) });
+        if (cap !== null && this.sock) capInFlight(stream, this.sock, cap);
+        input.start(writableStdin(stream, () => stream.end()));
+      });
+    } else stream.end();
   }
 
   private onClientError(e: ClientError): void {
