@@ -375,14 +375,16 @@ export interface RelayRun {
 /**
  * Runs `body` with a relay to `target` open (null when none can be made: ssh then connects itself),
  * and closes the relay after, whatever happened (the program may not even have started). On abort
- * the relay's connection is reset at once, before the kill of ssh (this listener comes first): our
- * own socket, so RST, no TIME_WAIT here or there, no root needed.
+ * the relay's connection is reset (our own socket, so RST, no TIME_WAIT here or there, no root
+ * needed) just after the kill of ssh, which runs in the same abort dispatch: reset first, ssh could
+ * still see its proxy go and print "client_loop: send disconnect: Broken pipe" into the host's
+ * output before the SIGKILL landed (seen once in CI, a timed-out host of -R exec).
  */
 export async function withRelay<T>(target: SshTarget, shuttle: Shuttle, signal: AbortSignal, body: (relay: RelayRun | null) => Promise<T>): Promise<T> {
   let socket: RelayedSocket | null = null;
   const relay = await SshRelay.open(target, (s) => (socket = s));
   if (!relay) return body(null);
-  const reset = () => relay.reset();
+  const reset = () => process.nextTick(() => relay.reset());
   signal.addEventListener("abort", reset, { once: true });
   try {
     return await body({
