@@ -1,12 +1,26 @@
 /** Real sockets on loopback for tests: listeners on port 0 and connections that end in a chosen state. */
 import net from "node:net";
 import { once } from "node:events";
+import { readTcpSockets } from "../../src/kernel/read.js";
 
 export async function listen(host = "127.0.0.1", onConn?: (s: net.Socket) => void): Promise<net.Server> {
   const srv = net.createServer(onConn ?? (() => {}));
-  srv.listen({ port: 0, host });
-  await once(srv, "listening");
-  return srv;
+  // Not on a port where an earlier test's TIME_WAITs sit: tests count the kernel's rows by port.
+  for (let tries = 1; ; tries++) {
+    srv.listen({ port: 0, host });
+    await once(srv, "listening");
+    if (tries >= 20 || !portHasLeftovers(portOf(srv))) return srv;
+    await new Promise<void>((resolve) => srv.close(() => resolve()));
+  }
+}
+
+/** Does any socket but a listener sit on `port`: what an earlier test's connections left there? */
+export function portHasLeftovers(port: number): boolean {
+  try {
+    return readTcpSockets().some((r) => r.state !== "LISTEN" && (r.localPort === port || r.remotePort === port));
+  } catch {
+    return false; // no kernel table to read (not Linux): nothing to judge by either
+  }
 }
 
 export function portOf(srv: net.Server): number {

@@ -10,11 +10,10 @@ import http from "node:http";
 import https from "node:https";
 import { once } from "node:events";
 import { Pool } from "undici";
-import { listen } from "../../src/net/listen.js";
 import { shutdown, type ShutdownOptions } from "../../src/net/shutdown.js";
 import { abort } from "../../src/net/close.js";
 import { ArgumentError } from "../../src/errors.js";
-import { settledRows, timeWaitCount } from "./kernel-judge.js";
+import { listenFresh, settledRows, timeWaitCount } from "./kernel-judge.js";
 import { selfSignedCert } from "../helpers/tls.js";
 
 const onLinux = process.platform === "linux";
@@ -74,7 +73,7 @@ function server(proto: Proto): http.Server {
  */
 async function scenario(proto: Proto, kind: Kind, o: Omit<ShutdownOptions, "graceMs"> & { graceMs?: number }) {
   const srv = server(proto);
-  const { port } = await listen(srv, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(srv);
   const c = client(proto, kind, port);
   try {
     await Promise.all(Array.from({ length: 4 }, () => c.get("/slow")));
@@ -153,7 +152,7 @@ test("https: onTimeout \"reset\" resets the TCP socket under TLS, and the server
   if (!onLinux) return t.skip("reads the kernel's socket table");
   if (!creds) return t.skip("no openssl to make a test certificate");
   const srv = https.createServer(creds, (_req, res) => res.end("x"));
-  const { port } = await listen(srv, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(srv);
   const c = await stubbornTls(port);
   t.after(() => c.destroy());
   const closed = once(srv, "close");
@@ -173,7 +172,7 @@ test("abort() on an https server's connection sends RST through its TCP socket",
   if (!creds) return t.skip("no openssl to make a test certificate");
   const srv = https.createServer(creds, (_req, res) => res.end("x"));
   const accepted = new Promise<tls.TLSSocket>((resolve) => srv.once("secureConnection", resolve));
-  const { port } = await listen(srv, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(srv);
   t.after(() => srv.close());
   const c = await stubbornTls(port);
   t.after(() => c.destroy());
@@ -194,7 +193,7 @@ test("a stream whose headers went out before shutdown drains to its end, then is
     res.write("first ");
     finish = () => res.end("last");
   });
-  const { port } = await listen(srv, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(srv);
   const agent = new http.Agent({ keepAlive: true });
   t.after(() => agent.destroy());
   const headers = new Promise<http.IncomingMessage>((resolve, reject) => http.get({ host: "127.0.0.1", port, agent }, resolve).on("error", reject));
@@ -221,7 +220,7 @@ test("a stream whose headers went out before shutdown drains to its end, then is
 test("a stream still running at graceMs is cut off: the client sees the response aborted", async (t) => {
   if (!onLinux) return t.skip("reads the kernel's socket table");
   const srv = http.createServer((_req, res) => res.write("never ends "));
-  const { port } = await listen(srv, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(srv);
   const agent = new http.Agent({ keepAlive: true });
   t.after(() => agent.destroy());
   const res = await new Promise<http.IncomingMessage>((resolve, reject) => http.get({ host: "127.0.0.1", port, agent }, resolve).on("error", reject));
@@ -246,7 +245,7 @@ test("an upgraded connection is not taken for an idle one", async (t) => {
     socket.on("data", (d) => socket.write(d));
     socket.on("end", () => socket.end());
   });
-  const { port } = await listen(srv, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(srv);
   const c = net.connect(port, "127.0.0.1");
   t.after(() => c.destroy());
   await once(c, "connect");

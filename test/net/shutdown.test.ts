@@ -4,10 +4,9 @@ import net from "node:net";
 import http from "node:http";
 import https from "node:https";
 import { once } from "node:events";
-import { listen } from "../../src/net/listen.js";
 import { shutdown, trackConnections } from "../../src/net/shutdown.js";
 import { ArgumentError } from "../../src/errors.js";
-import { timeWaitCount } from "./kernel-judge.js";
+import { listenFresh, timeWaitCount } from "./kernel-judge.js";
 import { selfSignedCert } from "../helpers/tls.js";
 
 const onLinux = process.platform === "linux";
@@ -58,7 +57,7 @@ function slowServer() {
 test("keep-alive clients close first: no server TIME_WAIT, no in-flight request lost", async (t) => {
   if (!onLinux) return t.skip("reads /proc/net/tcp");
   const { server, release, slowCount } = slowServer();
-  const { port } = await listen(server, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(server);
   // The agent's idle timeout stands in for a client that leaves idle connections on its own.
   const agent = new http.Agent({ keepAlive: true, maxSockets: 20, timeout: 500 });
   t.after(() => {
@@ -105,7 +104,7 @@ async function stubbornClient(port: number): Promise<net.Socket> {
 test("a client that never closes is reset at graceMs when asked, leaving no TIME_WAIT", async (t) => {
   if (!onLinux) return t.skip("reads /proc/net/tcp");
   const server = http.createServer((_req, res) => res.end("x"));
-  const { port } = await listen(server, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(server);
   const c = await stubbornClient(port);
   t.after(() => c.destroy());
   const report = await shutdown(server, { graceMs: 100, onTimeout: "reset" });
@@ -118,7 +117,7 @@ test("a client that never closes is reset at graceMs when asked, leaving no TIME
 test("a client that never closes is closed at graceMs by default, and the TIME_WAIT is ours", async (t) => {
   if (!onLinux) return t.skip("reads /proc/net/tcp");
   const server = http.createServer((_req, res) => res.end("x"));
-  const { port } = await listen(server, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(server);
   const c = await stubbornClient(port);
   t.after(() => c.destroy());
   const report = await shutdown(server, { graceMs: 100 });
@@ -129,7 +128,7 @@ test("a client that never closes is closed at graceMs by default, and the TIME_W
 
 test("a request still running at graceMs is counted as cut off", async (t) => {
   const { server, release, slowCount } = slowServer();
-  const { port } = await listen(server, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(server);
   const agent = new http.Agent({ keepAlive: true });
   t.after(() => {
     release();
@@ -151,7 +150,7 @@ test("a plain TCP server: clients that hang up first are counted as such", async
     s.resume();
     if (++accepted === 5) allAccepted();
   });
-  const { port } = await listen(server, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(server);
   const clients = Array.from({ length: 5 }, () => net.connect(port, "127.0.0.1"));
   t.after(() => clients.forEach((c) => c.destroy()));
   // A client's 'connect' comes with the SYN-ACK, before the server accepts; one still in the accept
@@ -191,7 +190,7 @@ test("https: keep-alive clients close first too", async (t) => {
   const creds = selfSignedCert();
   if (!creds) return t.skip("no openssl to make a test certificate");
   const server = https.createServer(creds, (_req, res) => res.end("x"));
-  const { port } = await listen(server, { port: 0, host: "127.0.0.1" });
+  const { port } = await listenFresh(server);
   const agent = new https.Agent({ keepAlive: true, ca: creds.cert, timeout: 5000 });
   t.after(() => agent.destroy());
   const get1 = () =>
