@@ -20,10 +20,12 @@
  *
  * Run (root): npm run build && npm run bench:copy [-- --hosts 100 --rounds 3 --fanout 32 --prefix aibc --net 10.237]
  *   --only REGEX  a subset of the tools (by name);  --cipher NAME  every ssh tool on that cipher
+ *   --rcopy       the other way: the same file from every host (rpdcp, clush --rcopy, pslurp and
+ *                 ours --rcopy), each host's copy checked where its tool puts it; copy-from.json
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -47,6 +49,8 @@ interface Tool {
   ours: boolean;
   needs: string;
   argv(c: { hostsFile: string; src: string; fanout: number; tb: Testbed; sshConfig: string }): string[];
+  /** --rcopy: where the tool puts the file of `host` under the local folder `dir`. */
+  landed?(dir: string, host: string): string;
 }
 
 const TOOLS: Tool[] = [
@@ -57,6 +61,21 @@ const TOOLS: Tool[] = [
   { name: "pscp.pssh", family: "ssh", ours: false, needs: "/usr/bin/parallel-scp", argv: (c) => ["parallel-scp", "-p", String(c.fanout), "-t", "120", "-h", c.hostsFile, "-x", `-F ${c.sshConfig} -O`, c.src, DEST] },
   { name: "multi-rsh -R ssh --copy", family: "ssh", ours: true, needs: MULTI_RSH, argv: (c) => [process.execPath, MULTI_RSH, "-R", "ssh", "-F", c.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, "--copy", c.src, "--dest", DEST] },
 ];
+
+/** --rcopy: `c.src` is the local folder the files come to; every host's file is DEST/NAME. */
+const REMOTE_SRC = `${DEST}/${NAME}`;
+const dotHost = (dir: string, host: string) => join(dir, `${NAME}.${host}`);
+/** pslurp's DIR/HOST/NAME; Debian's pssh 2.3 names the folder HOST:None when the hosts file gives no port. */
+const slurped = (dir: string, host: string) => [join(dir, host, NAME), join(dir, `${host}:None`, NAME)].find((p) => existsSync(p)) ?? join(dir, host, NAME);
+const FROM_TOOLS: Tool[] = [
+  { name: "rpdcp -R rsh", family: "rsh", ours: false, needs: "/usr/bin/rpdcp", landed: dotHost, argv: (c) => ["rpdcp", "-R", "rsh", "-f", String(c.fanout), "-w", `^${c.hostsFile}`, REMOTE_SRC, c.src] },
+  { name: "clush -R rsh --rcopy", family: "rsh", ours: false, needs: "/usr/bin/clush", landed: dotHost, argv: (c) => ["clush", "-R", "rsh", "-f", String(c.fanout), "-l", "root", "--hostfile", c.hostsFile, "--rcopy", REMOTE_SRC, "--dest", c.src] },
+  { name: "multi-rsh -R rsh --rcopy", family: "rsh", ours: true, needs: MULTI_RSH, landed: dotHost, argv: (c) => [process.execPath, MULTI_RSH, "-R", "rsh", "-p", String(c.fanout), "-l", c.hostsFile, "--rcopy", REMOTE_SRC, "--dest", c.src] },
+  { name: "clush --rcopy (scp)", family: "ssh", ours: false, needs: "/usr/bin/clush", landed: dotHost, argv: (c) => ["clush", "-f", String(c.fanout), "-o", `-F ${c.sshConfig}`, "-O", `scp_options=-O -F ${c.sshConfig}`, "--hostfile", c.hostsFile, "--rcopy", REMOTE_SRC, "--dest", c.src] },
+  { name: "pslurp", family: "ssh", ours: false, needs: "/usr/bin/parallel-slurp", landed: slurped, argv: (c) => ["parallel-slurp", "-p", String(c.fanout), "-t", "120", "-h", c.hostsFile, "-x", `-F ${c.sshConfig} -O`, "-L", c.src, REMOTE_SRC, NAME] },
+  { name: "multi-rsh -R ssh --rcopy", family: "ssh", ours: true, needs: MULTI_RSH, landed: dotHost, argv: (c) => [process.execPath, MULTI_RSH, "-R", "ssh", "-F", c.sshConfig, "-p", String(c.fanout), "-l", c.hostsFile, "--rcopy", REMOTE_SRC, "--dest", c.src] },
+];
+const FROM = process.argv.includes("--rcopy");
 
 interface RunRecord {
   tool: string;
@@ -107,10 +126,17 @@ async function runTool(tool: Tool, tb: Testbed, src: string, want: string, fanou
   for (const h of tb.hosts) {
     rmSync(hostDest(tb, h.index), { recursive: true, force: true });
     mkdirSync(hostDest(tb, h.index));
+    // --rcopy: every host holds the file, and the local folder starts empty.
+    if (FROM) copyFileSync(src, join(hostDest(tb, h.index), NAME));
+  }
+  const localDir = join(tb.files.stateDir, "rcopy-dst");
+  if (FROM) {
+    rmSync(localDir, { recursive: true, force: true });
+    mkdirSync(localDir);
   }
   await run("ss", ["-t", "-K", "state", "all", "dst", `${tb.net}.0.0/16`], { timeoutMs: 30_000 });
   const timeFile = join(tb.files.stateDir, "bench-copy-time.txt");
-  const [cmd, ...args] = tool.argv({ hostsFile: tb.files.hosts, src, fanout, tb, sshConfig: sshConfigFor(tb) });
+  const [cmd, ...args] = tool.argv({ hostsFile: tb.files.hosts, src: FROM ? localDir : src, fanout, tb, sshConfig: sshConfigFor(tb) });
   const started = performance.now();
   const child = spawn("/usr/bin/time", ["-f", "%e %U %S", "-o", timeFile, cmd!, ...args], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, NO_PROGRESS: "1" } });
   let stderr = "";
@@ -131,9 +157,10 @@ async function runTool(tool: Tool, tb: Testbed, src: string, want: string, fanou
   }
   let bad = 0;
   for (const h of tb.hosts) {
-    const p = join(hostDest(tb, h.index), NAME);
+    const p = FROM ? tool.landed!(localDir, h.address) : join(hostDest(tb, h.index), NAME);
     if (!existsSync(p) || createHash("sha256").update(readFileSync(p)).digest("hex") !== want) bad++;
   }
+  if (FROM) rmSync(localDir, { recursive: true, force: true });
   const rec: RunRecord = { tool: tool.name, round, wallMs, cpuMs, badHosts: bad, clientTimeWait: clientTw, exitCode };
   if (bad > 0 || exitCode !== 0) rec.note = stderr.split("\n").filter(Boolean).slice(0, 3).join(" | ").slice(0, 300);
   return rec;
@@ -190,11 +217,13 @@ async function main(): Promise<void> {
   const net = arg("net", "10.237");
   // --only REGEX: a subset of the tools (e.g. --only ssh), written to copy-only.json, not copy.json.
   const only = process.argv.includes("--only") ? new RegExp(arg("only", "")) : null;
-  const wanted = only ? TOOLS.filter((t) => only.test(t.name)) : TOOLS;
+  const all = FROM ? FROM_TOOLS : TOOLS;
+  const wanted = only ? all.filter((t) => only.test(t.name)) : all;
   const tools = wanted.filter((t) => existsSync(t.needs));
   const skipped = wanted.filter((t) => !existsSync(t.needs)).map((t) => `${t.name}: ${t.needs} not installed`);
   // A subset or a pinned cipher is written beside copy.json, never over it.
-  const results = only || CIPHER ? RESULTS.replace(/\.json$/, `${only ? "-only" : ""}${CIPHER ? `-${CIPHER.replace(/[^A-Za-z0-9.-]/g, "_")}` : ""}.json`) : RESULTS;
+  const base = FROM ? RESULTS.replace(/copy\.json$/, "copy-from.json") : RESULTS;
+  const results = only || CIPHER ? base.replace(/\.json$/, `${only ? "-only" : ""}${CIPHER ? `-${CIPHER.replace(/[^A-Za-z0-9.-]/g, "_")}` : ""}.json`) : base;
   const tb = await up({ hosts, prefix, net });
   try {
     assertRouteOverBridge(tb.hosts.map((h) => h.address), tb.bridge);
@@ -214,7 +243,7 @@ async function main(): Promise<void> {
     }
     const rows = summarise(runs, tools);
     const doc = {
-      bench: "copy",
+      bench: FROM ? "copy-from" : "copy",
       date: new Date().toISOString(),
       machine: { kernel: release(), cpus: cpus().length, memoryBytes: totalmem() },
       config: { hosts, rounds, fanout, bytes: SIZE, kex: "curve25519-sha256", dest: DEST, ...(only ? { only: only.source } : {}), ...(CIPHER ? { cipher: CIPHER } : {}) },
@@ -225,7 +254,7 @@ async function main(): Promise<void> {
     };
     mkdirSync(dirname(RESULTS), { recursive: true });
     writeFileSync(results, JSON.stringify(doc, null, 2) + "\n");
-    process.stdout.write(`${hosts} hosts, ${SIZE / 1e6} MB each, fan-out ${fanout}, medians of ${rounds}\n${table(rows)}\n`);
+    process.stdout.write(`${hosts} hosts, ${SIZE / 1e6} MB each ${FROM ? "from" : "to"} every host, fan-out ${fanout}, medians of ${rounds}\n${table(rows)}\n`);
     for (const s of skipped) process.stdout.write(`skipped: ${s}\n`);
     process.stdout.write(`written: ${results}\n`);
   } finally {
