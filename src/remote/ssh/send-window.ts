@@ -18,8 +18,9 @@
  * It is only safe with a server that credits the window before half of it is used. OpenSSH's sshd
  * sends CHANNEL_WINDOW_ADJUST once a few packets are outstanding and some are consumed (channels.c,
  * channel_check_window; seen here: 100 MB went through sshd 9.2 with only 128 KB in flight); ssh2's
- * own server waits for half the window, which 512 KB never reaches. So the cap is for servers whose banner says OpenSSH, and if credit still stops for
- * STALL_MS while we wait at the cap, the rest of the window is given back for good.
+ * own server waits for half the window, which 512 KB never reaches. So the cap is for servers whose
+ * banner says OpenSSH, and if credit still stops for STALL_MS while we wait at the cap, the rest of
+ * the window is given back for good.
  */
 import type net from "node:net";
 import type { ClientChannel } from "ssh2";
