@@ -172,6 +172,8 @@ export interface DecodeOptions {
    * port; count the rest in omitted(). Unset: every row is kept.
    */
   ownerlessSample?: number;
+  /** The request asked for tcp_info (DiagRequest.roundTrip): read each row's round trip from it. */
+  roundTrip?: boolean;
 }
 
 const NATIVE_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -213,6 +215,7 @@ export class DiagDecoder {
   private readonly ports: PortFilter | undefined;
   private readonly onlyFamily: 4 | 6 | undefined;
   private readonly sample: number;
+  private readonly roundTrip: boolean;
   /** Keyed by a hash of address, state and port; the list holds the (rare) collisions. */
   private readonly omitting = new Map<number, Omitting[]>();
   private readonly v4 = new Map<number, string>();
@@ -227,6 +230,7 @@ export class DiagDecoder {
     this.ports = options.ports;
     this.onlyFamily = options.family;
     this.sample = options.ownerlessSample ?? Infinity;
+    this.roundTrip = options.roundTrip ?? false;
   }
 
   /** What a summarising decoder counted instead of keeping (see DecodeOptions.ownerlessSample). */
@@ -304,7 +308,6 @@ export class DiagDecoder {
       o.kept++;
     }
     const timer = TIMER_KINDS[timerNumber] ?? "none";
-    if (family === 6 && inode !== 0) this.readV6only(b, at + INET_DIAG_MSG_LEN, end, inode);
     const row: TcpSocket = {
       family,
       localAddress: family === 4 ? this.address4(b, u32[w + 2]!, at + 8) : this.address6(b, u32, w + 2, at + 8),
@@ -323,39 +326,30 @@ export class DiagDecoder {
       inode,
     };
     this.rows.push(row);
-    const rtt = this.readRtt(b, at + INET_DIAG_MSG_LEN, end);
-    if (rtt !== null) this.minRttUs.set(row, rtt);
+    const v6only = family === 6 && inode !== 0;
+    if (v6only || this.roundTrip) this.readAttributes(b, u32, at + INET_DIAG_MSG_LEN, end, row, v6only);
   }
 
-  /** Walks the rtattrs after an inet_diag_msg for INET_DIAG_INFO's round trip (only there if asked for). */
-  private readRtt(b: Uint8Array, at: number, end: number): number | null {
-    while (at + 4 <= end) {
+  /**
+   * One walk of the rtattrs after an inet_diag_msg: INET_DIAG_SKV6ONLY (when `v6only`) and
+   * INET_DIAG_INFO's round trip (there only when asked for). Attributes and tcp_info's u32 fields are
+   * 4-byte aligned, so the round trip is read from the word array, already in this machine's order.
+   */
+  private readAttributes(b: Uint8Array, u32: Uint32Array, at: number, end: number, row: TcpSocket, v6only: boolean): void {
+    let wantV6 = v6only;
+    let wantRtt = this.roundTrip;
+    while ((wantV6 || wantRtt) && at + 4 <= end) {
       const len = this.le ? b[at]! | (b[at + 1]! << 8) : (b[at]! << 8) | b[at + 1]!;
-      const type = this.le ? b[at + 2]! | (b[at + 3]! << 8) : (b[at + 2]! << 8) | b[at + 3]!;
-      if (len < 4) return null;
-      if ((type & 0x3fff) === INET_DIAG_INFO) {
+      const type = (this.le ? b[at + 2]! | (b[at + 3]! << 8) : (b[at + 2]! << 8) | b[at + 3]!) & 0x3fff;
+      if (len < 4) return;
+      if (wantV6 && type === INET_DIAG_SKV6ONLY && len >= 5) {
+        this.v6only.set(row.inode, b[at + 4] !== 0);
+        wantV6 = false;
+      } else if (wantRtt && type === INET_DIAG_INFO) {
         const has = (off: number) => len >= 4 + off + 4 && at + 4 + off + 4 <= end;
         const off = has(TCPI_MIN_RTT_OFFSET) ? TCPI_MIN_RTT_OFFSET : has(TCPI_RTT_OFFSET) ? TCPI_RTT_OFFSET : -1;
-        if (off < 0) return null;
-        const v = at + 4 + off;
-        return this.le
-          ? (b[v]! | (b[v + 1]! << 8) | (b[v + 2]! << 16) | (b[v + 3]! << 24)) >>> 0
-          : ((b[v]! << 24) | (b[v + 1]! << 16) | (b[v + 2]! << 8) | b[v + 3]!) >>> 0;
-      }
-      at += (len + 3) & ~3;
-    }
-    return null;
-  }
-
-  /** Walks the rtattrs after an inet_diag_msg for INET_DIAG_SKV6ONLY. */
-  private readV6only(b: Uint8Array, at: number, end: number, inode: number): void {
-    while (at + 4 <= end) {
-      const len = this.le ? b[at]! | (b[at + 1]! << 8) : (b[at]! << 8) | b[at + 1]!;
-      const type = this.le ? b[at + 2]! | (b[at + 3]! << 8) : (b[at + 2]! << 8) | b[at + 3]!;
-      if (len < 4) return;
-      if ((type & 0x3fff) === INET_DIAG_SKV6ONLY && len >= 5) {
-        this.v6only.set(inode, b[at + 4] !== 0);
-        return;
+        if (off >= 0) this.minRttUs.set(row, u32[(at + 4 + off) >>> 2]!);
+        wantRtt = false;
       }
       at += (len + 3) & ~3;
     }

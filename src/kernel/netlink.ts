@@ -135,7 +135,7 @@ export async function readTcpSocketsNetlink(
   }
   const endian = endianness();
   const open = () => new nl.RawNetlinkSocket(NETLINK_SOCK_DIAG, { messagePeeking: false, msgBufferSize: RECEIVE_BUFFER });
-  const decoding = { localPort: options.localPort, ports: options.ports, ownerlessSample: options.ownerlessSample, endian };
+  const decoding = { localPort: options.localPort, ports: options.ports, ownerlessSample: options.ownerlessSample, roundTrip: options.roundTrip, endian };
   if (form === "compat" && options.family === undefined) {
     const socket = open();
     try {

@@ -5,11 +5,24 @@ import { readTcpSockets } from "../../src/kernel/read.js";
 
 export async function listen(host = "127.0.0.1", onConn?: (s: net.Socket) => void): Promise<net.Server> {
   const srv = net.createServer(onConn ?? (() => {}));
-  // Not on a port where an earlier test's TIME_WAITs sit: tests count the kernel's rows by port.
-  for (let tries = 1; ; tries++) {
+  await onFreshPort(srv, async () => {
     srv.listen({ port: 0, host });
     await once(srv, "listening");
-    if (tries >= 20 || !portHasLeftovers(portOf(srv))) return srv;
+    return portOf(srv);
+  });
+  return srv;
+}
+
+/**
+ * Listens with `listenOnce` (port 0) until the port has no sockets of earlier tests on it: the kernel
+ * hands a listener a port where an earlier server's TIME_WAITs sit (SO_REUSEADDR), and tests count
+ * the kernel's rows by port (such a leftover once counted as a test's own, in CI). Bounded: 20
+ * tries, then the last port as it is.
+ */
+export async function onFreshPort(srv: net.Server, listenOnce: () => Promise<number>): Promise<number> {
+  for (let tries = 1; ; tries++) {
+    const port = await listenOnce();
+    if (tries >= 20 || !portHasLeftovers(port)) return port;
     await new Promise<void>((resolve) => srv.close(() => resolve()));
   }
 }

@@ -3,7 +3,7 @@ import type net from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import { readTcpSockets } from "../../src/kernel/read.js";
 import { listen } from "../../src/net/listen.js";
-import { portHasLeftovers } from "../helpers/sockets.js";
+import { onFreshPort } from "../helpers/sockets.js";
 
 const TRANSIENT = new Set(["FIN_WAIT_1", "CLOSING", "LAST_ACK", "SYN_SENT", "SYN_RECV"]);
 
@@ -23,16 +23,7 @@ export async function timeWaitCount(port: number, side: "local" | "remote" = "lo
   return (await settledRows(port, side)).filter((r) => r.state === "TIME_WAIT").length;
 }
 
-/**
- * The library's listen on an ephemeral port of `host` that no earlier test's sockets are on. The
- * kernel hands a listener a port with TIME_WAITs of an earlier server on it (SO_REUSEADDR), and the
- * counts here are by port: such a leftover once counted as this test's (CI, one run in many).
- * Bounded: 20 tries, then the last port as it is.
- */
+/** The library's listen on an ephemeral port of `host` that no earlier test's sockets are on (onFreshPort). */
 export async function listenFresh(srv: net.Server, host = "127.0.0.1"): Promise<{ port: number }> {
-  for (let tries = 1; ; tries++) {
-    const { port } = await listen(srv, { port: 0, host });
-    if (tries >= 20 || !portHasLeftovers(port)) return { port };
-    await new Promise<void>((resolve) => srv.close(() => resolve()));
-  }
+  return { port: await onFreshPort(srv, async () => (await listen(srv, { port: 0, host })).port) };
 }

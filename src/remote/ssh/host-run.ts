@@ -35,7 +35,7 @@ import { decideHostKey, hostKeyAlgorithmsFor, knownHostsName, knownKeyTypes, typ
 import type { KnownHostsStore } from "./known-hosts-store.js";
 import { execKillSession, sendSignal } from "./remote-kill.js";
 import { SocketView } from "./socket-view.js";
-import { capInFlight, inFlightCap, serverSoftware } from "./send-window.js";
+import { capInFlight, inFlightCap, sendWindow, serverSoftware } from "./send-window.js";
 import { tcpRoundTripMs } from "../../kernel/read.js";
 
 const { Client } = ssh2;
@@ -276,7 +276,7 @@ export class HostRun {
     if (input) {
       // Asked for when authentication ended, so the answer is in by now (a fraction of a millisecond).
       void (this.rttMs ?? Promise.resolve(null)).then((rttMs) => {
-        const cap = inFlightCap({ window: (stream.outgoing as { window: number }).window, rttMs, server: serverSoftware(this.firstBytes) });
+        const cap = inFlightCap({ window: sendWindow(stream), rttMs, server: serverSoftware(this.firstBytes) });
         if (cap !== null && this.sock) capInFlight(stream, this.sock, cap);
         input.start(writableStdin(stream, () => stream.end()));
       });

@@ -62,6 +62,11 @@ interface ChannelInternals {
   _write(data: Buffer, encoding: null, cb: (() => void) | undefined): void;
 }
 
+/** How much ssh2 may still send on the channel before the server credits more. */
+export function sendWindow(channel: ClientChannel): number {
+  return (channel as unknown as ChannelInternals).outgoing.window;
+}
+
 export interface InFlightCap {
   /** The server stopped crediting at the cap, and the whole window was given back. */
   readonly released: boolean;
